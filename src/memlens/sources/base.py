@@ -1,0 +1,53 @@
+"""What every source produces: a :class:`ModelSpec` (how to build the model and its inputs)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from memlens.workload import Workload
+
+#: How the default training loss is formed from the model's output.
+#: - "classification": cross-entropy of each logits tensor against random class targets
+#: - "next-token": cross-entropy of logits[:, :-1] against tokens shifted by one
+#: - "model": the model computes its own loss (Hugging Face ``labels=``); use ``output.loss``
+#: - "mean": mean of every floating-point output tensor (summed)
+LOSS_KINDS = ("classification", "next-token", "model", "mean")
+
+
+@dataclass
+class Inputs:
+    """Example inputs of one step: positional and keyword arguments, and loss targets."""
+
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    targets: torch.Tensor | None = None  # class ids or token ids, for the default losses
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the inputs hold (for accounting as the ``inputs`` category)."""
+        leaves = torch.utils._pytree.tree_leaves((self.args, self.kwargs, self.targets))
+        return [t for t in leaves if isinstance(t, torch.Tensor)]
+
+
+@dataclass
+class ModelSpec:
+    """A model memlens can build without weights, plus how to feed it.
+
+    ``build()`` constructs the module; the engine calls it under a fake-tensor mode with weight
+    initialisation skipped, the measurer calls it for real. ``make_inputs(model, workload)``
+    is called under the same mode as ``build``, so it must create tensors with plain factory
+    functions (``torch.randn``, ``torch.randint``) on ``workload.device`` semantics left to
+    the engine (it creates them on the current default device).
+    """
+
+    name: str
+    build: Callable[[], nn.Module]
+    make_inputs: Callable[[nn.Module, Workload], Inputs]
+    family: str = "generic"  # vision, causal-lm, masked-lm, seq2seq, encoder, audio, generic
+    source: str = "module"  # torchvision, timm, bundled, hf, factory, module
+    loss_kind: str = "mean"
+    metadata: dict[str, Any] = field(default_factory=dict)

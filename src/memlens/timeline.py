@@ -1,0 +1,85 @@
+"""The engine's output: every storage allocation and free of one step, in order.
+
+A :class:`Timeline` is a list of :class:`Block` (one per storage, with its size and what it
+is for) and a list of events ``(block_id, +1 | -1)``. Its curve is exact byte counting, the
+CPU allocator's view; :mod:`memlens.allocator` replays it under a device's allocator rules.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from memlens.categories import Category, Phase
+
+ALLOC, FREE = 1, -1
+
+
+@dataclass(slots=True)
+class Block:
+    """One storage: its size, category, and where it was allocated."""
+
+    id: int
+    nbytes: int
+    category: Category
+    phase: Phase
+    module: str  # dotted module path ("" is the root model)
+    op: str  # the op that allocated it ("parameter", "input", "aten.mm", ...)
+    alloc_at: int = -1  # event index of its allocation
+    free_at: int | None = None  # event index of its free; None if alive at the end
+
+
+@dataclass
+class Timeline:
+    """Ordered allocation/free events of one traced step."""
+
+    blocks: list[Block] = field(default_factory=list)
+    events: list[tuple[int, int]] = field(default_factory=list)
+    phase_starts: dict[Phase, int] = field(default_factory=dict)
+
+    def alloc(self, nbytes: int, category: Category, phase: Phase, module: str, op: str) -> int:
+        """Record an allocation; returns the new block's id."""
+        block = Block(len(self.blocks), int(nbytes), category, phase, module, op, len(self.events))
+        self.blocks.append(block)
+        self.events.append((block.id, ALLOC))
+        return block.id
+
+    def free(self, block_id: int) -> None:
+        """Record the free of a live block."""
+        self.blocks[block_id].free_at = len(self.events)
+        self.events.append((block_id, FREE))
+
+    def mark_phase(self, phase: Phase) -> None:
+        """Note that ``phase`` starts at the next event."""
+        self.phase_starts[phase] = len(self.events)
+
+    def phase_at(self, index: int) -> Phase:
+        """The phase an event index belongs to."""
+        current = Phase.SETUP
+        for phase, start in sorted(self.phase_starts.items(), key=lambda kv: kv[1]):
+            if start <= index:
+                current = phase
+        return current
+
+    def curve(self) -> list[int]:
+        """Live bytes after each event (exact sizes, no allocator rounding)."""
+        live, out = 0, []
+        for block_id, sign in self.events:
+            live += sign * self.blocks[block_id].nbytes
+            out.append(live)
+        return out
+
+    def live_at(self, index: int) -> list[Block]:
+        """Blocks alive just after event ``index``."""
+        return [
+            b
+            for b in self.blocks
+            if b.alloc_at <= index and (b.free_at is None or b.free_at > index)
+        ]
+
+    def breakdown_at(self, index: int, sizes: dict[int, int] | None = None) -> dict[Category, int]:
+        """Bytes per category alive just after event ``index`` (``sizes`` overrides block sizes)."""
+        out: Counter[Category] = Counter()
+        for b in self.live_at(index):
+            out[b.category] += sizes[b.id] if sizes is not None else b.nbytes
+        return dict(out)

@@ -1,0 +1,149 @@
+"""Build a model and its inputs on fake tensors: no memory, no weights, no initialisation.
+
+Weight initialisation never changes memory, and it is where many models fail on fake tensors
+(``nn.init.trunc_normal_`` reads a value with ``aten._local_scalar_dense``). While building,
+:class:`_SkipInit` returns in-place ops (``normal_``, ``uniform_``, ``fill_``, ``copy_``...)
+unevaluated, and answers scalar reads with a neutral value, as Hugging Face's
+``no_init_weights`` does for its own models, but for any code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from memlens._errors import ConfigError, MemlensError, TraceError
+from memlens.sources.base import Inputs, ModelSpec
+from memlens.workload import Workload
+
+aten = torch.ops.aten
+
+# In-place ops that change a tensor's shape or storage must still run.
+_SHAPE_CHANGING = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_",
+                   "transpose_", "t_", "swapdims_", "swapaxes_", "detach_", "requires_grad_"}
+
+
+class _SkipInit(TorchDispatchMode):
+    """Skip value-only in-place ops and scalar reads during model construction.
+
+    Scalar reads answer ``False`` / ``0``: that ends rejection-sampling loops such as
+    ``while mask.any(): resample`` in initialisers imported before :func:`skip_init` ran.
+    """
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        name = func.overloadpacket.__name__
+        if func is aten._local_scalar_dense.default:
+            t = args[0]
+            return False if t.dtype == torch.bool else (0.0 if t.is_floating_point() else 0)
+        if (
+            name.endswith("_")
+            and not name.startswith("_")
+            and name not in _SHAPE_CHANGING
+            and args
+            and isinstance(args[0], torch.Tensor)
+        ):
+            return args[0]
+        return func(*args, **(kwargs or {}))
+
+
+def _identity_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+@contextmanager
+def skip_init() -> Iterator[None]:
+    """Construct modules without running their weight initialisation.
+
+    ``torch.nn.init``'s in-place initialisers become identities (restored on exit), and
+    :class:`_SkipInit` catches the initialisers written by hand in model code.
+    """
+    saved = {
+        name: fn
+        for name, fn in vars(torch.nn.init).items()
+        if callable(fn) and name.endswith("_") and not name.startswith("_")
+    }
+    try:
+        for name in saved:
+            setattr(torch.nn.init, name, _identity_init)
+        with _SkipInit():
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(torch.nn.init, name, fn)
+
+
+def new_fake_mode() -> FakeTensorMode:
+    """The fake-tensor mode the engine runs in (real tensors may not enter it)."""
+    return FakeTensorMode(allow_non_fake_inputs=False)
+
+
+@dataclass
+class Built:
+    """A model and its inputs, built on fake tensors inside ``mode``."""
+
+    model: nn.Module
+    inputs: Inputs
+    mode: FakeTensorMode
+
+
+def _call(what: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except MemlensError:
+        raise
+    except (ImportError, ModuleNotFoundError):
+        raise
+    except Exception as e:  # user code failing under fake tensors
+        raise TraceError(f"{what} failed: {type(e).__name__}: {e}") from e
+
+
+def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
+    """Replace a real module's parameters and buffers by fake copies (ties preserved)."""
+    memo: dict[int, torch.Tensor] = {}
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        if id(t) not in memo:
+            fake = mode.from_tensor(t)
+            memo[id(t)] = nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+        return memo[id(t)]
+
+    for sub in module.modules():
+        for key, p in list(sub._parameters.items()):
+            if p is not None:
+                sub._parameters[key] = convert(p)  # type: ignore[assignment]
+        for key, b in list(sub._buffers.items()):
+            if b is not None:
+                sub._buffers[key] = convert(b)
+    return module
+
+
+def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None = None) -> Built:
+    """Build ``spec``'s model and example inputs on fake CPU tensors."""
+    mode = mode or new_fake_mode()
+    with mode, skip_init():
+        model = _call(f"building {spec.name}", spec.build)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{spec.name} built {type(model).__name__}, not an nn.Module")
+    if any(not _is_fake(t) for t in _tensors_of(model)):
+        model = fakeify(model, mode)  # an existing real module, or one built outside the mode
+    with mode:
+        inputs = _call(f"making inputs for {spec.name}", spec.make_inputs, model, workload)
+    return Built(model, inputs, mode)
+
+
+def _is_fake(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return isinstance(t, FakeTensor)
+
+
+def _tensors_of(model: nn.Module) -> Iterator[torch.Tensor]:
+    yield from model.parameters()
+    yield from model.buffers()

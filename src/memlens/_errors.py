@@ -6,6 +6,7 @@ one line::
     MemlensError
     ├── WorkloadError        a workload field is invalid (names the field and allowed values)
     ├── UnknownModelError    a model name matched nothing (carries close matches)
+    ├── UnknownDeviceError   a device name matched nothing (carries close matches)
     ├── ConfigError          a config file or factory spec is malformed (names the field)
     ├── HeaderError          a checkpoint / ONNX header is corrupt or unsupported
     ├── TraceError           the engine could not trace the step (names the op and module)
@@ -36,6 +37,19 @@ class UnknownModelError(MemlensError, LookupError):
     def __init__(self, name: str, suggestions: Sequence[str] = (), hint: str = "") -> None:
         self.name, self.suggestions = name, list(suggestions)
         msg = f"unknown model {name!r}"
+        if self.suggestions:
+            msg += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        if hint:
+            msg += f" ({hint})"
+        super().__init__(msg)
+
+
+class UnknownDeviceError(MemlensError, LookupError):
+    """A device name that memlens does not know."""
+
+    def __init__(self, name: str, suggestions: Sequence[str] = (), hint: str = "") -> None:
+        self.name, self.suggestions = name, list(suggestions)
+        msg = f"unknown device {name!r}"
         if self.suggestions:
             msg += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
         if hint:

@@ -87,6 +87,4 @@ class MissingExtraError(MemlensError, ImportError):
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
         self.package, self.extra = package, extra
-        super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'memlens[{extra}]'"
-        )
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'memlens[{extra}]'")

@@ -77,6 +77,17 @@ class Timeline:
             if b.alloc_at <= index and (b.free_at is None or b.free_at > index)
         ]
 
+    def category_peaks(self, sizes: dict[int, int] | None = None) -> dict[Category, int]:
+        """The largest number of bytes each category reaches at any point of the step."""
+        live: Counter[Category] = Counter()
+        peaks: Counter[Category] = Counter()
+        for block_id, sign in self.events:
+            b = self.blocks[block_id]
+            live[b.category] += sign * (sizes[b.id] if sizes is not None else b.nbytes)
+            if live[b.category] > peaks[b.category]:
+                peaks[b.category] = live[b.category]
+        return dict(peaks)
+
     def breakdown_at(self, index: int, sizes: dict[int, int] | None = None) -> dict[Category, int]:
         """Bytes per category alive just after event ``index`` (``sizes`` overrides block sizes)."""
         out: Counter[Category] = Counter()

@@ -83,7 +83,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(p) for p in parts if p.strip())
     except ValueError:
-        raise WorkloadError("input_shape", text, "use integers separated by 'x', e.g. 3x224x224")
+        raise WorkloadError(
+            "input_shape", text, "use integers separated by 'x', e.g. 3x224x224"
+        ) from None
     if not shape or any(d < 1 for d in shape):
         raise WorkloadError("input_shape", text, "must be positive integers, e.g. 3x224x224")
     return shape

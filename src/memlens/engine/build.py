@@ -26,8 +26,20 @@ from memlens.workload import Workload
 aten = torch.ops.aten
 
 # In-place ops that change a tensor's shape or storage must still run.
-_SHAPE_CHANGING = {"resize_", "resize_as_", "set_", "as_strided_", "squeeze_", "unsqueeze_",
-                   "transpose_", "t_", "swapdims_", "swapaxes_", "detach_", "requires_grad_"}
+_SHAPE_CHANGING = {
+    "resize_",
+    "resize_as_",
+    "set_",
+    "as_strided_",
+    "squeeze_",
+    "unsqueeze_",
+    "transpose_",
+    "t_",
+    "swapdims_",
+    "swapaxes_",
+    "detach_",
+    "requires_grad_",
+}
 
 
 class _SkipInit(TorchDispatchMode):
@@ -111,7 +123,9 @@ def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
     def convert(t: torch.Tensor) -> torch.Tensor:
         if id(t) not in memo:
             fake = mode.from_tensor(t)
-            memo[id(t)] = nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+            memo[id(t)] = (
+                nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
+            )
         return memo[id(t)]
 
     for sub in module.modules():

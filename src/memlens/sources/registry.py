@@ -62,6 +62,12 @@ def suggest(name: str, n: int = 5) -> list[str]:
     return [by_key[k] for k in close]
 
 
+def _with_inputs(spec: ModelSpec, inputs: Any) -> ModelSpec:
+    if inputs is not None:
+        spec.make_inputs = factory.generic_inputs(inputs)
+    return spec
+
+
 def resolve(model: Any, *, inputs: Any = None) -> ModelSpec:
     """A :class:`ModelSpec` for a name, spec, file, callable or ``nn.Module``."""
     if isinstance(model, ModelSpec):
@@ -73,18 +79,22 @@ def resolve(model: Any, *, inputs: Any = None) -> ModelSpec:
         fn: Callable[[], nn.Module] = model
         return factory.module_spec(fn, getattr(fn, "__name__", "factory"), "factory", inputs)
     if not isinstance(model, str) or not model.strip():
-        raise UnknownModelError(repr(model), hint="pass a model name, a factory spec or an nn.Module")
+        raise UnknownModelError(
+            repr(model), hint="pass a model name, a factory spec or an nn.Module"
+        )
     text = model.strip()
     if factory.is_factory_spec(text):
         return factory.module_spec(factory.load_factory(text), text, "factory", inputs)
+    for provider in PROVIDERS:  # an exact name needs no name lists (they import timm)
+        spec = provider.resolve(text)
+        if spec is not None:
+            return _with_inputs(spec, inputs)
     canonical = _canonical(text)
     if canonical is not None:
         for provider in PROVIDERS:
             spec = provider.resolve(canonical)
             if spec is not None:
-                if inputs is not None:
-                    spec.make_inputs = factory.generic_inputs(inputs)
-                return spec
+                return _with_inputs(spec, inputs)
     for provider in PROVIDERS:
         resolve_path = getattr(provider, "resolve_path", None)
         spec = resolve_path(text) if resolve_path is not None else None

@@ -1,0 +1,51 @@
+"""The ``memlens`` command line: parses, calls the library, renders. Nothing else.
+
+Each command lives in ``memlens.commands.<name>`` and registers itself on :data:`app`.
+Errors are caught once, here, and printed as one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+
+from memlens._errors import MemlensError
+
+app = typer.Typer(
+    name="memlens",
+    help="How much memory a PyTorch model needs, where every byte goes, and what to change "
+    "so it fits. Sizes are binary (1 GiB = 2^30 bytes) unless marked decimal (GB).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+#: Command modules, each with ``register(app)``.
+COMMAND_MODULES = ["estimate", "measure", "devices", "models", "demo"]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"memlens.commands.{_name}").register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    err = Console(stderr=True)
+    try:
+        app(standalone_mode=False)
+    except MemlensError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

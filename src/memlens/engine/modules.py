@@ -1,0 +1,82 @@
+"""Which module is running: forward via global module hooks, backward via gradient hooks.
+
+Like ``torch.utils.module_tracker.ModuleTracker``, but it keeps dotted paths from the root
+model and an ordered stack, so the innermost module is known. The user's modules are never
+edited; every hook is removed on exit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.autograd.graph import register_multi_grad_hook
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
+
+
+def _grad_tensors(obj: Any) -> list[torch.Tensor]:
+    leaves = torch.utils._pytree.tree_leaves(obj)
+    return [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+class ModuleStack:
+    """Context manager tracking the stack of running modules of one root model."""
+
+    def __init__(self, root: nn.Module) -> None:
+        self._names = {id(m): name for name, m in root.named_modules(remove_duplicate=False)}
+        self._stack: list[str] = []
+        self._handles: list[Any] = []
+
+    @property
+    def current(self) -> str:
+        """Dotted path of the innermost running module ("" for the root or outside)."""
+        return self._stack[-1] if self._stack else ""
+
+    def reset(self) -> None:
+        self._stack.clear()
+
+    def _push(self, name: str) -> None:
+        self._stack.append(name)
+
+    def _pop(self, name: str) -> None:
+        for i in range(len(self._stack) - 1, -1, -1):
+            if self._stack[i] == name:
+                del self._stack[i]
+                return
+
+    def _pre(self, module: nn.Module, args: Any) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        self._push(name)
+        if torch.is_grad_enabled():
+            tensors = _grad_tensors(args)
+            if tensors:  # backward leaves the module once grads of its inputs exist
+                register_multi_grad_hook(tensors, lambda *_: self._pop(name))
+
+    def _post(self, module: nn.Module, args: Any, output: Any) -> None:
+        name = self._names.get(id(module))
+        if name is None:
+            return
+        self._pop(name)
+        if torch.is_grad_enabled():
+            tensors = _grad_tensors(output)
+            if tensors:  # backward enters the module once grads of its outputs exist
+                register_multi_grad_hook(tensors, lambda *_: self._push(name))
+
+    def __enter__(self) -> ModuleStack:
+        self._handles = [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        self._stack.clear()

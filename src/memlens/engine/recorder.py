@@ -1,0 +1,239 @@
+"""Record every storage allocation and free of a step run on fake tensors.
+
+The private :class:`_RecordingMode` sees each ATen op below autograd (so composite ops are
+seen as the ops they decompose into, and backward ops are seen too). For each output
+tensor it looks at the *storage*: a storage seen for the first time is an allocation; views
+and in-place results share a storage and are not counted again. A ``weakref.finalize`` on
+the storage records the free when the last tensor using it dies (including tensors that
+autograd saved for backward). :class:`Recorder` owns the state and the :class:`Timeline`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils.weak import WeakIdKeyDictionary
+
+from memlens._errors import TraceError
+from memlens.categories import Category, Phase
+from memlens.engine.modules import ModuleStack
+from memlens.engine.rules import OpCall, Rules
+from memlens.timeline import Timeline
+
+aten = torch.ops.aten
+
+# Metadata-only ops: no storage can come out of them.
+_SKIP = {
+    aten.size.default,
+    aten.stride.default,
+    aten.sym_size.int,
+    aten.sym_stride.int,
+    aten.sym_numel.default,
+    aten.sym_storage_offset.default,
+    aten.is_contiguous.default,
+    aten.dim.default,
+    aten.numel.default,
+}
+
+# Data-dependent output shapes, answered with their upper bound (every element selected).
+_UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], tuple[int, ...]]] = {
+    aten.nonzero.default: lambda t: (t.numel(), t.dim()),
+    aten.masked_select.default: lambda t: (t.numel(),),
+}
+
+
+# Ops served by cuBLAS on CUDA: the first one makes the handle pool allocate its workspace
+# through the caching allocator (aten/src/ATen/cuda/CublasHandlePool.cpp, getNewWorkspace).
+_CUBLAS_OPS = {
+    aten.mm.default,
+    aten.addmm.default,
+    aten.bmm.default,
+    aten.baddbmm.default,
+    aten.addbmm.default,
+    aten._scaled_mm.default,
+}
+
+# SDPBackend values returned by aten._fused_sdp_choice (torch/nn/attention/__init__.py).
+_SDP_FLASH, _SDP_EFFICIENT = 1, 2
+
+
+class Recorder:
+    """Owns the timeline of the step being traced and the identity of live storages."""
+
+    def __init__(
+        self, modules: ModuleStack, rules: Rules, device: str, cuda_workspace_bytes: int = 0
+    ) -> None:
+        self.modules = modules
+        self.rules = rules
+        self.device = device
+        self._workspace_pending = device == "cuda" and cuda_workspace_bytes > 0
+        self._workspace_bytes = cuda_workspace_bytes
+        self.timeline = Timeline()
+        self.phase = Phase.SETUP
+        self.value_reads: list[str] = []  # data-dependent reads answered with a neutral value
+        self._closed = False
+        self._ids = itertools.count()
+        self._key_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> key
+        self._block_of: dict[int, int] = {}  # key -> block id in the current timeline
+        self._meta: dict[int, tuple[int, Category]] = {}  # key -> (nbytes, category) for carry-over
+
+    # -- storages ---------------------------------------------------------------------
+    def _key(self, storage: torch.UntypedStorage) -> int | None:
+        return self._key_of.get(storage)
+
+    def track(self, t: torch.Tensor, category: Category, op: str) -> int | None:
+        """Record ``t``'s storage as allocated now (no-op if already known)."""
+        storage = t.untyped_storage()
+        if storage in self._key_of:
+            return None
+        key = next(self._ids)
+        self._key_of[storage] = key
+        nbytes = storage.nbytes()
+        self._meta[key] = (nbytes, category)
+        self._block_of[key] = self.timeline.alloc(
+            nbytes, category, self.phase, self.modules.current, op
+        )
+        weakref.finalize(storage, self._on_free, key).atexit = False
+        return key
+
+    def _on_free(self, key: int) -> None:
+        if self._closed:
+            return
+        block = self._block_of.pop(key, None)
+        self._meta.pop(key, None)
+        if block is not None:
+            self.timeline.free(block)
+
+    def set_category(self, t: torch.Tensor, category: Category) -> None:
+        """Re-label the live storage of ``t`` (e.g. a gradient once it lands in ``.grad``)."""
+        key = self._key(t.untyped_storage())
+        if key is None or key not in self._block_of:
+            return
+        self.timeline.blocks[self._block_of[key]].category = category
+        self._meta[key] = (self._meta[key][0], category)
+
+    def set_host(self, t: torch.Tensor) -> None:
+        """``t`` lives in host memory on the target device: it takes no device bytes."""
+        key = self._key(t.untyped_storage())
+        if key is None or key not in self._block_of:
+            return
+        self.timeline.blocks[self._block_of[key]].nbytes = 0
+        self._meta[key] = (0, self._meta[key][1])
+
+    def transient(self, nbytes: int, op: str) -> None:
+        """An op-internal buffer: allocated and freed inside one op."""
+        if nbytes > 0:
+            block = self.timeline.alloc(
+                nbytes, Category.TEMPORARIES, self.phase, self.modules.current, op + ":workspace"
+            )
+            self.timeline.free(block)
+
+    def close(self) -> Timeline:
+        """Stop recording (later frees are teardown) and return the current timeline."""
+        self._closed = True
+        return self.timeline
+
+    def new_timeline(self) -> Timeline:
+        """Start a fresh timeline whose setup holds every storage alive now."""
+        finished, self.timeline = self.timeline, Timeline()
+        self.phase = Phase.SETUP
+        for key in sorted(self._block_of):
+            nbytes, category = self._meta[key]
+            self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", "carried")
+        return finished
+
+    def set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.timeline.mark_phase(phase)
+        self.modules.reset()
+
+    def label_survivors(self, phase: Phase, category: Category) -> None:
+        """Blocks allocated in ``phase`` and still alive become ``category``."""
+        for key, block_id in self._block_of.items():
+            block = self.timeline.blocks[block_id]
+            if block.phase == phase and block.category == Category.TEMPORARIES:
+                block.category = category
+                self._meta[key] = (self._meta[key][0], category)
+
+    # -- ops ----------------------------------------------------------------------------
+    def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        if func in _SKIP:
+            return func(*args, **kwargs)
+        if func is aten._local_scalar_dense.default:
+            return self._neutral_value(args[0])
+        if func is aten._fused_sdp_choice.default and self.device == "cuda":
+            return self._cuda_sdp_choice(args, kwargs)
+        if self._workspace_pending and func in _CUBLAS_OPS:
+            self._workspace_pending = False
+            self.persistent(self._workspace_bytes, Category.FRAMEWORK_OVERHEAD, "cublas workspace")
+        bound = _UPPER_BOUND_SHAPES.get(func)
+        try:
+            if bound is not None:
+                out = torch.empty(bound(args[0]), dtype=torch.long, device=args[0].device)
+                if func is aten.masked_select.default:
+                    out = torch.empty(bound(args[0]), dtype=args[0].dtype, device=args[0].device)
+            else:
+                out = func(*args, **kwargs)
+        except TraceError:
+            raise
+        except Exception as e:
+            raise TraceError(
+                f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                op=str(func.overloadpacket.__name__),
+                module=self.modules.current,
+            ) from e
+        name = f"aten.{func.overloadpacket.__name__}"
+        rule = self.rules.get(func)
+        if rule is not None:
+            for nbytes in rule(OpCall(func, args, kwargs, out, self.device)):
+                self.transient(nbytes, name)
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.track(t, Category.TEMPORARIES, name)
+        return out
+
+    def persistent(self, nbytes: int, category: Category, op: str) -> None:
+        """A buffer that lives on once allocated (library workspaces), not tied to a tensor."""
+        key = next(self._ids)
+        self._meta[key] = (nbytes, category)
+        self._block_of[key] = self.timeline.alloc(
+            nbytes, category, self.phase, self.modules.current, op
+        )
+
+    @staticmethod
+    def _cuda_sdp_choice(args: tuple, kwargs: dict) -> int:
+        """The kernel CUDA's scaled_dot_product_attention would pick: flash attention for
+        half precision without a mask, memory-efficient attention otherwise. Both keep only
+        the output and a log-sum-exp for backward, never the score matrix."""
+        q = args[0]
+        mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
+        if q.dtype in (torch.float16, torch.bfloat16) and mask is None and q.shape[-1] <= 256:
+            return _SDP_FLASH
+        return _SDP_EFFICIENT
+
+    def _neutral_value(self, t: torch.Tensor) -> Any:
+        """Answer a data-dependent scalar read (``.item()``, ``if tensor:``) without data."""
+        constant = getattr(t, "constant", None)
+        if constant is not None:
+            with _disable_current_modes():
+                return constant.item()
+        self.value_reads.append(self.modules.current)
+        if t.dtype == torch.bool:
+            return True  # masks are all ones, asserts hold
+        return 1.0 if t.is_floating_point() else 1
+
+
+class RecordingMode(TorchDispatchMode):
+    """The dispatch mode that feeds a :class:`Recorder` (kept small on purpose)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        return self.recorder.dispatch(func, args, kwargs or {})

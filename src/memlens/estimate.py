@@ -1,0 +1,262 @@
+"""The :class:`Estimate` of one workload, and :func:`estimate`, the main entry point."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from memlens.allocator import AllocatorResult, replay
+from memlens.categories import Category
+from memlens.devices import Device, custom_device, get_device
+from memlens.engine.trace import Trace, trace
+from memlens.sources.registry import resolve
+from memlens.timeline import Timeline
+from memlens.workload import DEVICES, Workload
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Estimate:
+    """Peak memory of one step and what it is made of.
+
+    ``peak_bytes`` is the allocator's peak of *allocated* bytes (``max_memory_allocated`` on
+    CUDA, the allocator's running total on CPU); ``breakdown`` splits it by category and
+    sums to it exactly. ``reserved_peak_bytes`` adds the caching allocator's slack, and
+    ``total_bytes`` the per-process overhead outside the allocator (the CUDA context).
+    """
+
+    model: str
+    source: str
+    workload: Workload
+    device: Device | None
+    num_params: int
+    trainable_params: int
+    peak_bytes: int
+    reserved_peak_bytes: int
+    breakdown: dict[str, int]
+    peak_phase: str
+    peak_module: str
+    peak_op: str
+    context_bytes: int
+    timeline: Timeline
+    allocator: AllocatorResult
+    first_step_peak_bytes: int | None
+    seconds: float
+    unknowns: list[str] = field(default_factory=list)
+
+    @property
+    def slack_bytes(self) -> int:
+        """Reserved by the caching allocator at its peak but not allocated."""
+        return self.reserved_peak_bytes - self.peak_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """What the device holds at the peak: reserved memory plus the context."""
+        return self.reserved_peak_bytes + self.context_bytes
+
+    @property
+    def capacity_bytes(self) -> int | None:
+        return self.device.capacity_bytes if self.device is not None else None
+
+    @property
+    def free_bytes(self) -> int | None:
+        """Capacity left at the peak (negative: short by that much)."""
+        cap = self.capacity_bytes
+        return None if cap is None else cap - self.total_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        free = self.free_bytes
+        return None if free is None else free >= 0
+
+    def budget(self) -> list[tuple[Category, int]]:
+        """Rows of the budget table, in category order, summing to :attr:`total_bytes`."""
+        rows = []
+        for cat in Category:
+            n = self.breakdown.get(cat.value, 0)
+            if cat is Category.ALLOCATOR_SLACK:
+                n += self.slack_bytes
+            elif cat is Category.FRAMEWORK_OVERHEAD:
+                n += self.context_bytes
+            rows.append((cat, n))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (bytes as ints) with a ``schema_version``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "source": self.source,
+            "workload": self.workload.to_dict(),
+            "device": None
+            if self.device is None
+            else {
+                "name": self.device.name,
+                "kind": self.device.kind,
+                "capacity_bytes": self.device.capacity_bytes,
+            },
+            "num_params": self.num_params,
+            "trainable_params": self.trainable_params,
+            "peak_bytes": self.peak_bytes,
+            "reserved_peak_bytes": self.reserved_peak_bytes,
+            "total_bytes": self.total_bytes,
+            "first_step_peak_bytes": self.first_step_peak_bytes,
+            "breakdown": dict(self.breakdown),
+            "budget": {cat.value: n for cat, n in self.budget()},
+            "peak": {"phase": self.peak_phase, "module": self.peak_module, "op": self.peak_op},
+            "fits": self.fits,
+            "free_bytes": self.free_bytes,
+            "unknowns": list(self.unknowns),
+            "seconds": round(self.seconds, 4),
+        }
+
+
+def resolve_device(
+    device: str | Device | None, budget: int | str | None
+) -> tuple[str, Device | None]:
+    """(kind to trace for, catalog device or None) from ``device`` and ``budget``."""
+    if isinstance(device, Device):
+        target: Device | None = device
+    elif device is None or device.lower() in DEVICES:
+        kind = (device or "cuda").lower()
+        target = get_device("cpu") if kind == "cpu" else None
+        if budget is not None:
+            target = custom_device(budget, kind)
+        return kind, target
+    else:
+        target = get_device(device)
+    if budget is not None:
+        target = custom_device(budget, target.kind)
+    kind = "cpu" if target.kind == "cpu" else "cuda"
+    return kind, target
+
+
+def from_trace(
+    result: Trace,
+    spec_name: str,
+    source: str,
+    workload: Workload,
+    device: Device | None,
+    seconds: float,
+) -> Estimate:
+    """Replay a trace under the target allocator and summarise its peak."""
+    timeline = result.timeline
+    alloc = replay(timeline, workload.device)
+    index = alloc.peak_index
+    breakdown = (
+        {c.value: n for c, n in timeline.breakdown_at(index, alloc.sizes).items()}
+        if index >= 0
+        else {}
+    )
+    block = timeline.blocks[timeline.events[index][0]] if index >= 0 else None
+    first_peak = None
+    if result.first_step is not None:
+        first_peak = replay(result.first_step, workload.device).peak_allocated
+    unknowns = (
+        [
+            f"{len(result.value_reads)} data-dependent value read(s) answered with a neutral value"
+            f" (in {', '.join(sorted(set(m or '<root>' for m in result.value_reads))[:5])})"
+        ]
+        if result.value_reads
+        else []
+    )
+    return Estimate(
+        model=spec_name,
+        source=source,
+        workload=workload,
+        device=device,
+        num_params=result.num_params,
+        trainable_params=result.trainable_params,
+        peak_bytes=alloc.peak_allocated,
+        reserved_peak_bytes=alloc.peak_reserved,
+        breakdown=breakdown,
+        peak_phase=timeline.phase_at(index).value if index >= 0 else "setup",
+        peak_module=block.module if block is not None else "",
+        peak_op=block.op if block is not None else "",
+        context_bytes=_overheads(workload.device, device)[0],
+        timeline=timeline,
+        allocator=alloc,
+        first_step_peak_bytes=first_peak,
+        seconds=seconds,
+        unknowns=unknowns,
+    )
+
+
+def make_workload(
+    *,
+    mode: str = "train",
+    batch: int | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    seq_len: int | None = None,
+    precision: str = "fp32",
+    optimizer: str = "adam",
+    device: str = "cuda",
+    **options: Any,
+) -> Workload:
+    return Workload(
+        mode=mode,
+        batch=1 if batch is None else batch,
+        input_shape=input_shape,
+        seq_len=seq_len,
+        precision=precision,
+        optimizer=optimizer,
+        device=device,
+        options=options,
+    )
+
+
+def estimate(
+    model: Any,
+    *,
+    inputs: Any = None,
+    loss: Callable[..., torch.Tensor] | None = None,
+    mode: str = "train",
+    batch: int | None = None,
+    optimizer: str = "adam",
+    device: str | Device = "cuda",
+    budget: int | str | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    seq_len: int | None = None,
+    precision: str = "fp32",
+    **options: Any,
+) -> Estimate:
+    """Estimate the peak memory of one step of ``model``.
+
+    ``model`` is a name (``"resnet50"``, ``"timm/vit_base_patch16_224"``), a factory spec
+    (``"path/file.py:fn"``, ``"pkg.mod:fn"``), a zero-argument callable returning an
+    ``nn.Module``, or an ``nn.Module``. ``device`` is ``"cuda"``, ``"cpu"`` or a catalog name
+    (``"h100-80gb"``); ``budget`` (``"24GiB"``) overrides its capacity.
+
+    Example usage::
+
+        est = memlens.estimate("resnet50", batch=32, optimizer="adam", device="v100-16gb")
+        print(est.peak_bytes, est.breakdown, est.fits)
+    """
+    kind, target = resolve_device(device, budget)
+    workload = make_workload(
+        mode=mode,
+        batch=batch,
+        input_shape=input_shape,
+        seq_len=seq_len,
+        precision=precision,
+        optimizer=optimizer,
+        device=kind,
+        **options,
+    )
+    spec = resolve(model, inputs=inputs)
+    t0 = time.perf_counter()
+    result = trace(spec, workload, loss=loss, cuda_workspace_bytes=_overheads(kind, target)[1])
+    return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+
+
+def _overheads(kind: str, target: Device | None) -> tuple[int, int]:
+    """(context bytes, BLAS workspace bytes) of the target; a generic GPU when none is named."""
+    if kind != "cuda":
+        return 0, 0
+    device = target if target is not None else custom_device(1, "cuda")
+    return device.context_bytes, device.workspace_bytes

@@ -1,0 +1,96 @@
+"""The budget table: one row per category at the peak, its share of the device, a verdict."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from memlens.estimate import Estimate
+from memlens.units import fmt_bytes, fmt_count, fmt_decimal
+
+
+def _share(n: int, capacity: int | None) -> str:
+    return f"{100 * n / capacity:5.1f}%" if capacity else ""
+
+
+def budget_table(est: Estimate) -> Table:
+    """Category rows with bytes and share of the device, then total, buffer and capacity."""
+    cap = est.capacity_bytes
+    table = Table(
+        title="Memory budget at the peak (binary units: 1 MiB = 2^20 bytes)",
+        title_justify="left",
+        show_edge=False,
+        pad_edge=False,
+    )
+    table.add_column("category")
+    table.add_column("bytes", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("of device", justify="right")
+    for cat, n in est.budget():
+        if n == 0:
+            continue
+        table.add_row(cat.value, f"{n:,}", fmt_bytes(n), _share(n, cap))
+    table.add_section()
+    total = est.total_bytes
+    table.add_row(
+        Text("total used", style="bold"), f"{total:,}", fmt_bytes(total), _share(total, cap)
+    )
+    if cap is not None:
+        free = cap - total
+        label = "available buffer" if free >= 0 else "shortfall"
+        table.add_row(label, f"{free:,}", fmt_bytes(free), _share(free, cap))
+        table.add_row("device capacity", f"{cap:,}", fmt_bytes(cap), "100.0%")
+    return table
+
+
+def header(est: Estimate) -> Text:
+    w = est.workload
+    shape = "x".join(map(str, w.input_shape)) if w.input_shape else None
+    parts = [
+        f"{est.model} ({est.source})",
+        f"{fmt_count(est.num_params)} parameters",
+        w.mode if not w.training else f"train, {w.optimizer}",
+        f"batch {w.batch}",
+    ]
+    if shape:
+        parts.append(f"input {shape}")
+    if w.seq_len:
+        parts.append(f"seq {w.seq_len}")
+    parts.append(w.precision)
+    target = est.device.name if est.device is not None else f"generic {w.device}"
+    parts.append(f"on {target}")
+    return Text(" · ".join(parts), style="bold")
+
+
+def verdict(est: Estimate) -> Text:
+    where = f"peak in {est.peak_phase}"
+    if est.peak_module:
+        where += f" at {est.peak_module}"
+    if est.peak_op:
+        where += f" ({est.peak_op})"
+    lines = Text()
+    if est.fits is None:
+        lines.append("no device capacity given: pass --gpu NAME or --budget SIZE for a verdict\n")
+    elif est.fits:
+        free = est.free_bytes or 0
+        lines.append(f"FITS with {fmt_bytes(free)} free", style="bold green")
+        lines.append(f" ({fmt_decimal(free)} decimal)\n")
+    else:
+        short = -(est.free_bytes or 0)
+        lines.append(f"DOES NOT FIT: short by {fmt_bytes(short)}", style="bold red")
+        lines.append(f" ({fmt_decimal(short)} decimal)\n")
+    lines.append(where + "\n")
+    lines.append(f"allocated peak {fmt_bytes(est.peak_bytes)}")
+    lines.append(f", reserved peak {fmt_bytes(est.reserved_peak_bytes)}")
+    if est.first_step_peak_bytes is not None:
+        lines.append(f"; first training step peak {fmt_bytes(est.first_step_peak_bytes)}")
+    lines.append(f"; traced in {est.seconds:.2f} s")
+    for unknown in est.unknowns:
+        lines.append(f"\nnote: {unknown}", style="yellow")
+    return lines
+
+
+def render_estimate(est: Estimate) -> RenderableType:
+    """Header, budget table and verdict of one estimate."""
+    return Group(header(est), Text(""), budget_table(est), Text(""), verdict(est))

@@ -189,7 +189,8 @@ def main() -> None:
             row.update(run_row(model, args.device, kwargs))
             print(
                 f"{label:20s} {row['mode']:9s} {row['optimizer'] or '':13s}"
-                f" error {100 * row['error']:+6.2f}%  est {row['estimate_seconds']:.2f}s step {row['step_seconds']:.2f}s",
+                f" error {100 * row['error']:+6.2f}%  est {row['estimate_seconds']:.2f}s"
+                f" step {row['step_seconds']:.2f}s",
                 flush=True,
             )
         except Exception as e:  # a failure is a result too

@@ -58,9 +58,6 @@ _CUBLAS_OPS = {
     aten._scaled_mm.default,
 }
 
-# SDPBackend values returned by aten._fused_sdp_choice (torch/nn/attention/__init__.py).
-_SDP_FLASH, _SDP_EFFICIENT = 1, 2
-
 
 class Recorder:
     """Owns the timeline of the step being traced and the identity of live storages."""
@@ -166,8 +163,6 @@ class Recorder:
             return func(*args, **kwargs)
         if func is aten._local_scalar_dense.default:
             return self._neutral_value(args[0])
-        if func is aten._fused_sdp_choice.default and self.device == "cuda":
-            return self._cuda_sdp_choice(args, kwargs)
         if self._workspace_pending and func in _CUBLAS_OPS:
             self._workspace_pending = False
             self.persistent(self._workspace_bytes, Category.FRAMEWORK_OVERHEAD, "cublas workspace")
@@ -204,17 +199,6 @@ class Recorder:
         self._block_of[key] = self.timeline.alloc(
             nbytes, category, self.phase, self.modules.current, op
         )
-
-    @staticmethod
-    def _cuda_sdp_choice(args: tuple, kwargs: dict) -> int:
-        """The kernel CUDA's scaled_dot_product_attention would pick: flash attention for
-        half precision without a mask, memory-efficient attention otherwise. Both keep only
-        the output and a log-sum-exp for backward, never the score matrix."""
-        q = args[0]
-        mask = args[3] if len(args) > 3 else kwargs.get("attn_mask")
-        if q.dtype in (torch.float16, torch.bfloat16) and mask is None and q.shape[-1] <= 256:
-            return _SDP_FLASH
-        return _SDP_EFFICIENT
 
     def _neutral_value(self, t: torch.Tensor) -> Any:
         """Answer a data-dependent scalar read (``.item()``, ``if tensor:``) without data."""

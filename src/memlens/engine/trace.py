@@ -8,6 +8,7 @@ state), then the next step is traced; the warm-up step's timeline is kept as
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from torch import nn
 from memlens.categories import Category, Phase
 from memlens.engine import cpu_conv  # noqa: F401  (registers the CPU convolution rules)
 from memlens.engine.build import Built, build_fake
+from memlens.engine.cuda_attention import CudaAttention
 from memlens.engine.modules import ModuleStack
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.rules import Rules, rules
@@ -114,7 +116,8 @@ def trace(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when references drop, not when the collector runs
     try:
-        with mode, modules, RecordingMode(recorder):
+        attention = CudaAttention() if workload.device == "cuda" else contextlib.nullcontext()
+        with mode, modules, RecordingMode(recorder), attention:
             run_step(model, inputs, workload, loss_fn, optimizer, on_phase)
             if workload.training:
                 first_step = recorder.new_timeline()

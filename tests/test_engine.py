@@ -129,7 +129,11 @@ def test_cuda_target_keeps_no_score_matrix():
     cpu = memlens.estimate(_Attention, device="cpu", **kwargs)
     cuda = memlens.estimate(_Attention, device="cuda", **kwargs)
     big_cpu = [b for b in cpu.timeline.blocks if b.nbytes >= scores]
-    big_cuda = [b for b in cuda.timeline.blocks if b.nbytes >= scores]
+    big_cuda = [
+        b
+        for b in cuda.timeline.blocks
+        if b.nbytes >= scores and b.category is not Category.FRAMEWORK_OVERHEAD  # cuBLAS workspace
+    ]
     assert big_cpu, "the CPU math path materialises the score matrix"
     assert not big_cuda, "CUDA's memory-efficient kernel keeps only a log-sum-exp"
 

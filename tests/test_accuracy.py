@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import memlens
+
 from conftest import small_cnn, tiny_mlp
 
 

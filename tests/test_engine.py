@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_mlp
 from torch import nn
 
 import memlens
 from memlens.categories import Category
+
+from conftest import tiny_mlp
 
 # Hand-computed sizes of tiny_mlp at batch 5, fp32:
 PARAMS = (4 * 3 + 3 + 3 * 2 + 2) * 4  # 92 bytes

@@ -31,7 +31,9 @@ def load_factory(spec: str) -> Callable[[], Any]:
     """Import the callable a factory spec names; errors say which part is wrong."""
     m = _SPEC_RE.match(spec)
     if not m:
-        raise ConfigError(f"bad factory spec {spec!r}: use path/file.py:function or pkg.mod:function")
+        raise ConfigError(
+            f"bad factory spec {spec!r}: use path/file.py:function or pkg.mod:function"
+        )
     target, attr = m.group("target"), m.group("attr")
     if target.endswith(".py"):
         path = Path(target)
@@ -50,7 +52,9 @@ def load_factory(spec: str) -> Callable[[], Any]:
         try:
             module = importlib.import_module(target)
         except ImportError as e:
-            raise ConfigError(f"cannot import module {target!r} of factory spec {spec!r}: {e}") from e
+            raise ConfigError(
+                f"cannot import module {target!r} of factory spec {spec!r}: {e}"
+            ) from e
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):

@@ -9,9 +9,7 @@ from memlens.sources.base import Inputs
 from memlens.workload import Workload
 
 
-def image_inputs(
-    default_shape: tuple[int, ...], num_classes: int | None
-) -> callable:  # type: ignore[valid-type]
+def image_inputs(default_shape: tuple[int, ...], num_classes: int | None) -> callable:  # type: ignore[valid-type]
     """``make_inputs`` for an image model: a batch of images and random class targets."""
 
     def make(model: nn.Module, workload: Workload) -> Inputs:

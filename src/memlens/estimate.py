@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from memlens._errors import ConfigError
 from memlens.allocator import AllocatorResult, replay
 from memlens.categories import Category
 from memlens.devices import Device, custom_device, get_device
@@ -48,6 +49,10 @@ class Estimate:
     first_step_peak_bytes: int | None
     seconds: float
     unknowns: list[str] = field(default_factory=list)
+    strategies: dict[str, Any] = field(default_factory=dict)  # what the strategies did
+    step_flops: int = 0  # FLOPs of the traced step
+    recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
+    host: HostMemory | None = None  # host (CPU) memory outside the device's allocator
 
     @property
     def slack_bytes(self) -> int:
@@ -73,6 +78,13 @@ class Estimate:
     def fits(self) -> bool | None:
         free = self.free_bytes
         return None if free is None else free >= 0
+
+    @property
+    def recompute_share(self) -> float:
+        """Extra compute of activation checkpointing: recomputed FLOPs over the FLOPs of the
+        same step without recomputation."""
+        base = self.step_flops - self.recompute_flops
+        return self.recompute_flops / base if base > 0 else 0.0
 
     def budget(self) -> list[tuple[Category, int]]:
         """Rows of the budget table, in category order, summing to :attr:`total_bytes`."""
@@ -113,6 +125,14 @@ class Estimate:
             "free_bytes": self.free_bytes,
             "unknowns": list(self.unknowns),
             "seconds": round(self.seconds, 4),
+            "effective_batch": self.workload.effective_batch,
+            "strategies": dict(self.strategies),
+            "compute": {
+                "step_flops": self.step_flops,
+                "recompute_flops": self.recompute_flops,
+                "recompute_share": round(self.recompute_share, 6),
+            },
+            "host": None if self.host is None else self.host.to_dict(),
         }
 
 
@@ -248,10 +268,28 @@ def estimate(
         device=kind,
         **options,
     )
+    _refuse_weights_file(model)
     spec = resolve(model, inputs=inputs)
     t0 = time.perf_counter()
     result = trace(spec, workload, loss=loss, cuda_workspace_bytes=_overheads(kind, target)[1])
     return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+
+
+def _refuse_weights_file(model: Any) -> None:
+    """A weights file has no code to trace: say what to do instead."""
+    from pathlib import Path
+
+    from memlens.sources.checkpoint import is_checkpoint_path
+
+    if not isinstance(model, str) or not is_checkpoint_path(model):
+        return
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return  # a Hugging Face model folder: its config.json is the model
+    raise ConfigError(
+        f"{model} holds weights, not a model to trace: `memlens inspect {model}` gives its "
+        "exact weight figures; give the model's name or config.json to estimate a step"
+    )
 
 
 def _overheads(kind: str, target: Device | None) -> tuple[int, int]:

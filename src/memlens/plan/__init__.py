@@ -1,0 +1,20 @@
+"""Planning: the largest batch size that fits, strategies that make a step fit, and memory
+against batch size, each from few traces (memory is nearly affine in the batch size)."""
+
+from memlens.plan._fit import FitResult, fit
+from memlens.plan._sweep import SweepResult, sweep
+from memlens.plan.batch import BatchSearch, Probe
+from memlens.plan.strategies import Choice, Cost, Option, StrategySearch
+
+__all__ = [
+    "BatchSearch",
+    "Choice",
+    "Cost",
+    "FitResult",
+    "Option",
+    "Probe",
+    "StrategySearch",
+    "SweepResult",
+    "fit",
+    "sweep",
+]

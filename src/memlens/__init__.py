@@ -19,7 +19,7 @@ from memlens._errors import (
     UnknownModelError,
     WorkloadError,
 )
-from memlens.api import measure
+from memlens.api import fit, measure, sweep
 from memlens.categories import Category, Phase
 from memlens.estimate import Estimate, estimate
 from memlens.measurement.result import Measurement
@@ -45,5 +45,7 @@ __all__ = [
     "Workload",
     "WorkloadError",
     "estimate",
+    "fit",
     "measure",
+    "sweep",
 ]

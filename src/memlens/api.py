@@ -9,9 +9,19 @@ import torch
 
 from memlens.estimate import Estimate, estimate, make_workload, resolve_device
 from memlens.measurement import Measurement, measure_spec
+from memlens.plan import FitResult, SweepResult, fit, sweep
 from memlens.sources.registry import resolve
 
-__all__ = ["Estimate", "Measurement", "estimate", "measure"]
+__all__ = [
+    "Estimate",
+    "FitResult",
+    "Measurement",
+    "SweepResult",
+    "estimate",
+    "fit",
+    "measure",
+    "sweep",
+]
 
 
 def measure(

@@ -4,26 +4,32 @@ A model is named by a string (a known name, ``timm/NAME``, a factory spec, a fil
 zero-argument callable returning an ``nn.Module``, or an ``nn.Module``. Names are matched
 case- and punctuation-insensitively; a miss suggests the closest known names.
 
-Each *provider* module exposes ``names() -> dict[str, dict]`` (canonical name -> metadata)
-and ``resolve(name) -> ModelSpec | None``; this module only dispatches between them.
+Each *provider* module exposes ``names() -> dict[str, dict]`` (canonical name -> metadata,
+where an ``aliases`` list names other spellings) and ``resolve(name) -> ModelSpec | None``,
+and may expose ``resolve_path(text) -> ModelSpec | None`` for paths and Hub ids; this module
+only dispatches between them. Options such as ``task`` reach the providers whose functions
+take them as keyword arguments.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from torch import nn
 
-from memlens._errors import UnknownModelError
-from memlens.sources import factory, timm_models, torchvision_models
+from memlens._errors import ConfigError, UnknownModelError
+from memlens.sources import bundled, factory, huggingface, timm_models, torchvision_models
 from memlens.sources.base import ModelSpec
 
-#: Name providers, most specific first (bundled configs shadow nothing of torchvision).
-PROVIDERS: list[ModuleType] = [torchvision_models, timm_models]
+#: Name providers, most specific first (bundled configs shadow nothing of torchvision and
+#: need no import of it); Hugging Face paths and Hub ids last.
+PROVIDERS: list[ModuleType] = [bundled, torchvision_models, timm_models, huggingface]
 
 
 def normalize(name: str) -> str:
@@ -48,18 +54,24 @@ def _canonical(name: str) -> str | None:
     for candidate in names:
         if normalize(candidate) == key:
             return candidate
-    # a Hub-style "org/name" id whose last part is known ("meta-llama/Meta-Llama-3-8B")
-    if "/" in name and not name.lower().startswith(timm_models.PREFIX):
+    for candidate, meta in names.items():
+        if any(normalize(alias) == key for alias in meta.get("aliases", ())):
+            return candidate
+    # a Hub-style "org/name" id whose last part is known ("meta-llama/Meta-Llama-3-8B"),
+    # unless it is a local folder ("models/gpt2" holding its own config.json)
+    if "/" in name and not name.lower().startswith(timm_models.PREFIX) and not Path(name).exists():
         return _canonical(name.rsplit("/", 1)[1])
     return None
 
 
 def suggest(name: str, n: int = 5) -> list[str]:
     """Known names closest to ``name``."""
-    names = known_names()
-    by_key = {normalize(k): k for k in names}
-    close = difflib.get_close_matches(normalize(name), list(by_key), n=n, cutoff=0.6)
-    return [by_key[k] for k in close]
+    by_key: dict[str, str] = {}
+    for known, meta in known_names().items():
+        for alias in (known, *meta.get("aliases", ())):
+            by_key.setdefault(normalize(alias), known)
+    close = difflib.get_close_matches(normalize(name), list(by_key), n=3 * n, cutoff=0.6)
+    return list(dict.fromkeys(by_key[k] for k in close))[:n]
 
 
 def _with_inputs(spec: ModelSpec, inputs: Any) -> ModelSpec:
@@ -68,8 +80,26 @@ def _with_inputs(spec: ModelSpec, inputs: Any) -> ModelSpec:
     return spec
 
 
-def resolve(model: Any, *, inputs: Any = None) -> ModelSpec:
-    """A :class:`ModelSpec` for a name, spec, file, callable or ``nn.Module``."""
+def _ask(
+    fn: Callable[..., ModelSpec | None], text: str, options: dict[str, Any]
+) -> ModelSpec | None:
+    """``fn(text, **options)`` with the options ``fn`` takes; the others must not matter."""
+    accepted = inspect.signature(fn).parameters
+    spec = fn(text, **{k: v for k, v in options.items() if k in accepted})
+    unused = [k for k in options if k not in accepted]
+    if spec is not None and unused:
+        raise ConfigError(f"{', '.join(unused)} does not apply to {spec.source} model {spec.name}")
+    return spec
+
+
+def resolve(
+    model: Any, *, inputs: Any = None, task: str | None = None, trust_remote_code: bool = False
+) -> ModelSpec:
+    """A :class:`ModelSpec` for a name, spec, file, callable or ``nn.Module``.
+
+    ``task`` picks a Hugging Face model's head (``causal-lm``, ``seq-cls``...);
+    ``trust_remote_code`` lets a Hub config run its repository's own code.
+    """
     if isinstance(model, ModelSpec):
         return model
     if isinstance(model, nn.Module):
@@ -83,21 +113,24 @@ def resolve(model: Any, *, inputs: Any = None) -> ModelSpec:
             repr(model), hint="pass a model name, a factory spec or an nn.Module"
         )
     text = model.strip()
+    options: dict[str, Any] = {"task": task} if task else {}
     if factory.is_factory_spec(text):
         return factory.module_spec(factory.load_factory(text), text, "factory", inputs)
     for provider in PROVIDERS:  # an exact name needs no name lists (they import timm)
-        spec = provider.resolve(text)
+        spec = _ask(provider.resolve, text, options)
         if spec is not None:
             return _with_inputs(spec, inputs)
     canonical = _canonical(text)
     if canonical is not None:
         for provider in PROVIDERS:
-            spec = provider.resolve(canonical)
+            spec = _ask(provider.resolve, canonical, options)
             if spec is not None:
                 return _with_inputs(spec, inputs)
+    if trust_remote_code:
+        options["trust_remote_code"] = True
     for provider in PROVIDERS:
         resolve_path = getattr(provider, "resolve_path", None)
-        spec = resolve_path(text) if resolve_path is not None else None
+        spec = _ask(resolve_path, text, options) if resolve_path is not None else None
         if spec is not None:
             return spec
     raise UnknownModelError(text, suggest(text))

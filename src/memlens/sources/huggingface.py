@@ -1,0 +1,447 @@
+"""Hugging Face ``transformers`` models from a ``config.json``, never from weights.
+
+A model comes from a ``config.json`` file, a folder holding one, a Hub id (``org/name``: only
+its ``config.json``, from the local Hugging Face cache or else downloaded), or a config bundled
+with memlens (:mod:`memlens.sources.bundled`). The module is built with ``from_config`` in
+float32 (the workload's precision decides the step's dtypes), with transformers' default
+attention (SDPA where the model supports it, eager otherwise) and ``use_cache=False``: a
+step holds no KV cache, which is the ``kv_cache`` category's business, not the activations'.
+On fake tensors transformers' weight initialisation is skipped. A config whose model code
+lives in its repository (``auto_map``) is refused unless ``trust_remote_code`` is given.
+
+Which head is built (``task``):
+
+- default: the class named by the config's ``architectures`` (``LlamaForCausalLM``), whose
+  suffix also gives the task; a bundled config may name a different default (BERT: ``base``,
+  the encoder with pooler that published counts describe);
+- ``causal-lm``, ``masked-lm``, ``seq2seq``, ``seq-cls``, ``image-cls``, ``base``: the
+  matching ``AutoModelFor...`` class (``base``: ``AutoModel``).
+
+Example inputs (``make_inputs``), ``batch`` from the workload:
+
+- text: ``input_ids`` of ``workload.seq_len`` tokens, by default 512 or the model's maximum
+  if shorter (the common fine-tuning length, and CLIP's 77); no ``attention_mask``, as in
+  an unpadded (packed) batch, since a mask makes transformers inspect its values;
+- images: ``pixel_values`` at the config's ``num_channels`` x ``image_size``;
+- audio (Whisper): ``input_features`` of ``num_mel_bins`` x 3000 frames (30 s) and decoder
+  tokens of ``seq_len``, by default ``max_target_positions`` (448);
+- encoder-decoder text (T5): decoder tokens as long as the encoder's;
+- ``workload.input_shape`` (one sample, no batch dimension) replaces the image or audio shape.
+
+Training passes ``labels`` and reads ``output.loss`` (loss kind ``"model"``): the loss is the
+model's own, with its shift and its float32 upcast of the logits. Causal LMs use the inputs
+as labels; ``base`` models have no loss of their own and use ``"mean"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import socket
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+from torch import nn
+from torch._guards import detect_fake_mode
+
+from memlens._errors import ConfigError, MissingExtraError
+from memlens.sources.base import Inputs, ModelSpec
+from memlens.workload import Workload
+
+TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
+
+#: The ``transformers`` auto classes tried, in order, for each task.
+_AUTO_CLASSES = {
+    "causal-lm": ("AutoModelForCausalLM",),
+    "masked-lm": ("AutoModelForMaskedLM",),
+    "seq2seq": ("AutoModelForSeq2SeqLM", "AutoModelForSpeechSeq2Seq"),
+    "seq-cls": ("AutoModelForSequenceClassification",),
+    "image-cls": ("AutoModelForImageClassification",),
+    "base": ("AutoModel",),
+}
+
+#: Default tokens per sample: a common fine-tuning length, cut to the model's maximum.
+DEFAULT_SEQ_LEN = 512
+#: Whisper's encoder takes exactly 30 s of audio: 3000 frames of 10 ms, two per position.
+_AUDIO_FRAMES_PER_POSITION = 2
+
+#: Size fields that must be positive integers (``null`` allowed) wherever they appear.
+_INT_FIELDS = frozenset({
+    "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+    "num_key_value_heads", "vocab_size", "max_position_embeddings", "head_dim",
+    "n_embd", "n_layer", "n_head", "n_positions", "n_inner", "n_ctx",
+    "d_model", "d_ff", "d_kv", "num_layers", "num_decoder_layers", "num_heads", "ffn_dim",
+    "word_embed_proj_dim", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+    "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "num_mel_bins",
+    "max_source_positions", "max_target_positions", "num_channels", "num_local_experts",
+    "num_experts_per_tok", "type_vocab_size", "projection_dim", "num_labels",
+})  # fmt: skip
+#: Size fields that may also be a list of positive integers (height, width).
+_INT_OR_LIST_FIELDS = frozenset({"image_size", "patch_size"})
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _transformers() -> Any:
+    try:
+        import transformers
+    except ImportError as e:
+        raise MissingExtraError("transformers", "hf", "Hugging Face models") from e
+    return transformers
+
+
+# --- config.json ----------------------------------------------------------------------------
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; a ConfigError says what is wrong with it."""
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
+    return data
+
+
+def check_config(cfg: Mapping[str, Any], where: str) -> None:
+    """Refuse a config without a ``model_type`` or with a size that is not an integer."""
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or not model_type:
+        raise ConfigError(
+            f"{where}: field 'model_type' is missing or not a string "
+            '(a transformers config.json names its architecture, e.g. "llama")'
+        )
+    _check_sizes(cfg, where, prefix="")
+
+
+def _check_sizes(cfg: Mapping[str, Any], where: str, prefix: str) -> None:
+    for key, value in cfg.items():
+        if isinstance(value, dict) and key.endswith("_config"):
+            _check_sizes(value, where, prefix=f"{prefix}{key}.")
+        elif key in _INT_FIELDS or key in _INT_OR_LIST_FIELDS:
+            values = value if key in _INT_OR_LIST_FIELDS and isinstance(value, list) else [value]
+            if value is None or all(_positive_int(v) for v in values):
+                continue
+            raise ConfigError(
+                f"{where}: field '{prefix}{key}' must be a positive integer, got {value!r}"
+            )
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def default_task(cfg: Mapping[str, Any]) -> str:
+    """The task of the config's ``architectures`` class, from its name (``base`` if unknown)."""
+    arch = (cfg.get("architectures") or [""])[0] or ""
+    if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
+        return "seq2seq" if cfg.get("is_encoder_decoder") else "causal-lm"
+    suffixes = {
+        "ForMaskedLM": "masked-lm",
+        "ForSequenceClassification": "seq-cls",
+        "ForImageClassification": "image-cls",
+    }
+    return next((task for s, task in suffixes.items() if arch.endswith(s)), "base")
+
+
+def modality(cfg: Mapping[str, Any], task: str) -> str:
+    """What the model reads: ``audio``, ``image``, ``text``, or ``text+image`` for the base
+    model of a dual encoder such as CLIP."""
+    if "num_mel_bins" in cfg:
+        return "audio"
+    if "image_size" in cfg and "vocab_size" not in cfg:
+        return "image"
+    both = isinstance(cfg.get("text_config"), dict) and isinstance(cfg.get("vision_config"), dict)
+    return "text+image" if both and task == "base" else "text"
+
+
+def family(task: str, kind: str, encoder_decoder: bool = False) -> str:
+    """The :class:`ModelSpec` family of a head on inputs of ``kind``."""
+    if kind == "audio":
+        return "audio"
+    if kind == "image" or task == "image-cls":
+        return "vision"
+    if encoder_decoder:
+        return "seq2seq"
+    return task if task in ("causal-lm", "masked-lm") else "encoder"
+
+
+# --- building -------------------------------------------------------------------------------
+
+
+def _make_config(cfg: dict[str, Any], where: str, source: str | None, trust_remote_code: bool):
+    tf = _transformers()
+    model_type = cfg["model_type"]
+    if model_type in tf.CONFIG_MAPPING:
+        try:
+            return tf.CONFIG_MAPPING[model_type].from_dict(cfg)
+        except (TypeError, ValueError, KeyError, AttributeError) as e:
+            raise ConfigError(f"{where}: {type(e).__name__}: {e}") from e
+    if "auto_map" not in cfg:
+        raise ConfigError(
+            f"{where}: model_type {model_type!r} is unknown to transformers "
+            f"{tf.__version__} (a newer transformers may know it)"
+        )
+    if not trust_remote_code:
+        raise ConfigError(
+            f"{where}: model_type {model_type!r} runs the model's own code from its "
+            "repository; pass --trust-remote-code (trust_remote_code=True) to allow it"
+        )
+    if source is None:
+        raise ConfigError(f"{where}: remote code needs the repository or folder of the config")
+    try:
+        return tf.AutoConfig.from_pretrained(source, trust_remote_code=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{where}: loading its remote code failed: {e}") from e
+
+
+def _head(config: Any, arch: str | None, task: str, trust_remote_code: bool, where: str):
+    """A function that builds the model from a config (its class is looked up now)."""
+    tf = _transformers()
+    dtype = {"dtype": torch.float32}
+    try:
+        arch_cls = getattr(tf, arch) if arch else None
+    except (AttributeError, ImportError):
+        arch_cls = None
+    if isinstance(arch_cls, type) and issubclass(arch_cls, tf.PreTrainedModel):
+        return lambda c: arch_cls._from_config(c, **dtype)
+    remote = getattr(config, "auto_map", None) or {}
+    for name in _AUTO_CLASSES[task]:
+        auto = getattr(tf, name)
+        if type(config) in auto._model_mapping or (trust_remote_code and name in remote):
+            return lambda c, auto=auto: auto.from_config(
+                c, trust_remote_code=trust_remote_code, **dtype
+            )
+    raise ConfigError(
+        f"{where}: transformers has no {task} model for model_type {config.model_type!r}; "
+        f"choose another task ({', '.join(TASKS)})"
+    )
+
+
+def spec_from_config(
+    cfg: dict[str, Any],
+    *,
+    name: str,
+    source: str,
+    where: str,
+    task: str | None = None,
+    trust_remote_code: bool = False,
+    remote_source: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> ModelSpec:
+    """A :class:`ModelSpec` for the transformers model that ``cfg`` (a config.json) describes.
+
+    ``task`` picks the head (default: the config's ``architectures``); ``remote_source`` is
+    the Hub id or folder that a ``trust_remote_code`` config loads its code from.
+    """
+    if task is not None and task not in TASKS:
+        raise ConfigError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    check_config(cfg, where)
+    config = _make_config(cfg, where, remote_source, trust_remote_code)
+    full = config.to_dict()
+    chosen = task or default_task(full)
+    kind = modality(full, chosen)
+    arch = None if task else (full.get("architectures") or [None])[0]
+    instantiate = _head(config, arch, chosen, trust_remote_code, where)
+
+    def build() -> nn.Module:
+        c = copy.deepcopy(config)
+        if hasattr(c, "use_cache"):
+            c.use_cache = False
+        if chosen == "seq-cls" and getattr(c, "pad_token_id", None) is None:
+            c.pad_token_id = 0  # lets a decoder find each row's last token at batch > 1
+        if detect_fake_mode() is None:
+            return instantiate(c)  # a real build (measurement) keeps its initialisation
+        # Fake values never matter: skip transformers' initialisation, 2.5x faster at 405B.
+        # It skips weight tying too, redone here.
+        with _transformers().modeling_utils.no_init_weights():
+            model = instantiate(c)
+        model.tie_weights()
+        return model
+
+    meta = {"task": chosen, "model_type": cfg["model_type"], "config": where}
+    meta.update(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in _sizes(config, kind).items()}
+    )
+    meta.update(metadata or {})
+    return ModelSpec(
+        name=name,
+        build=build,
+        make_inputs=_inputs(chosen, kind),
+        family=family(chosen, kind, bool(full.get("is_encoder_decoder"))),
+        source=source,
+        loss_kind="mean" if chosen == "base" else "model",
+        metadata=meta,
+    )
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def default_seq_len(config: Any) -> int:
+    """512 tokens, or the model's maximum if shorter."""
+    for key in ("max_position_embeddings", "n_positions"):
+        limit = getattr(config, key, None)
+        if isinstance(limit, int) and limit > 0:
+            return min(limit, DEFAULT_SEQ_LEN)
+    return DEFAULT_SEQ_LEN
+
+
+def _sizes(
+    config: Any, kind: str, seq_len: int | None = None, input_shape: tuple[int, ...] | None = None
+) -> dict[str, Any]:
+    """The step's ``seq_len`` and per-sample ``input_shape``: the workload's, else defaults."""
+    out: dict[str, Any] = {}
+    if kind == "audio":
+        frames = _AUDIO_FRAMES_PER_POSITION * config.max_source_positions
+        out["input_shape"] = tuple(input_shape or (config.num_mel_bins, frames))
+        out["seq_len"] = seq_len or config.max_target_positions
+        return out
+    if kind in ("image", "text+image"):
+        vision = config.vision_config if kind == "text+image" else config
+        size = vision.image_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        out["input_shape"] = tuple(input_shape or (getattr(vision, "num_channels", 3), h, w))
+    if kind in ("text", "text+image"):
+        out["seq_len"] = seq_len or default_seq_len(config.get_text_config())
+    return out
+
+
+def _tokens(config: Any, batch: int, seq_len: int) -> torch.Tensor:
+    return torch.randint(0, config.get_text_config().vocab_size, (batch, seq_len))
+
+
+def _inputs(task: str, kind: str) -> Callable[[nn.Module, Workload], Inputs]:
+    """``make_inputs`` for a head on inputs of ``kind`` (see the module docstring)."""
+
+    def make(model: nn.Module, workload: Workload) -> Inputs:
+        config, b = model.config, workload.batch
+        sizes = _sizes(config, kind, workload.seq_len, workload.input_shape)
+        train = workload.training and task != "base"
+        kwargs: dict[str, Any] = {}
+        if kind == "audio":
+            kwargs["input_features"] = torch.randn(b, *sizes["input_shape"])
+        elif kind in ("image", "text+image"):
+            kwargs["pixel_values"] = torch.randn(b, *sizes["input_shape"])
+        if kind in ("text", "text+image"):
+            kwargs["input_ids"] = _tokens(config, b, sizes["seq_len"])
+        if task in ("seq2seq", "base") and getattr(config, "is_encoder_decoder", False):
+            decoder = _tokens(config, b, sizes["seq_len"])
+            kwargs["labels" if train else "decoder_input_ids"] = decoder  # labels are shifted
+        elif train:
+            kwargs["labels"] = _labels(config, task, kwargs, b)
+        return Inputs(kwargs=kwargs)
+
+    return make
+
+
+def _labels(config: Any, task: str, kwargs: dict[str, Any], batch: int) -> torch.Tensor:
+    if task == "causal-lm":
+        return kwargs["input_ids"]  # the model shifts them by one itself
+    if task == "masked-lm":
+        return _tokens(config, *kwargs["input_ids"].shape)
+    return torch.randint(0, config.num_labels, (batch,))  # seq-cls, image-cls
+
+
+# --- sources: a path, a Hub id --------------------------------------------------------------
+
+
+def resolve_path(
+    text: str, *, task: str | None = None, trust_remote_code: bool = False
+) -> ModelSpec | None:
+    """A spec from a ``config.json``, a folder holding one, or a Hub id; None if ``text`` is
+    none of these (another source may know it)."""
+    path = Path(text).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        path = path / "config.json"
+    options: dict[str, Any] = {"task": task, "trust_remote_code": trust_remote_code}
+    if path.is_file() and path.suffix == ".json" and not path.name.endswith(".index.json"):
+        name = path.parent.resolve().name if path.name == "config.json" else path.stem
+        cfg = read_config(path)
+        return spec_from_config(
+            cfg, name=name, source="hf", where=str(path), remote_source=str(path.parent), **options
+        )
+    if path.exists() or not _HUB_ID.match(text) or text.lower().startswith("timm/"):
+        return None  # not a Hub id (timm's Hub ids are timm's)
+    cfg = read_config(_hub_config(text))
+    return spec_from_config(
+        cfg,
+        name=text,
+        source="hf",
+        where=f"{text} config.json",
+        remote_source=text,
+        metadata={"hub_id": text},
+        **options,
+    )
+
+
+def _hub_config(repo_id: str) -> Path:
+    """The Hub repository's ``config.json``: from the local cache, else downloaded alone."""
+    try:
+        import huggingface_hub
+        from huggingface_hub import constants, errors
+    except ImportError as e:
+        raise MissingExtraError("huggingface-hub", "hf", f"fetching {repo_id}'s config") from e
+    try:
+        cached = huggingface_hub.try_to_load_from_cache(repo_id, "config.json")
+    except ValueError as e:  # HFValidationError
+        raise ConfigError(f"{repo_id!r} is not a valid Hub id: {e}") from e
+    if isinstance(cached, str):
+        return Path(cached)
+    hint = _offline_hint(repo_id)
+    if constants.HF_HUB_OFFLINE or not _hub_reachable(constants.ENDPOINT):
+        raise ConfigError(
+            f"{repo_id}: not bundled, its config.json is not in the Hugging Face cache, "
+            f"and the Hub cannot be reached (offline){hint}"
+        )
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo_id, "config.json"))
+    except errors.GatedRepoError as e:
+        raise ConfigError(f"{repo_id} is gated: log in (hf auth login){hint}") from e
+    except errors.RepositoryNotFoundError as e:
+        raise ConfigError(f"{repo_id}: no such Hub repository (or it is private){hint}") from e
+    except errors.LocalEntryNotFoundError as e:  # the download failed on the way
+        raise ConfigError(f"{repo_id}: the Hub cannot be reached{hint}") from e
+    except errors.EntryNotFoundError as e:
+        raise ConfigError(f"{repo_id} has no config.json: not a transformers model?") from e
+    except (OSError, ValueError, errors.HfHubHTTPError) as e:
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        raise ConfigError(f"{repo_id}: downloading config.json failed ({reason}){hint}") from e
+
+
+def _offline_hint(repo_id: str) -> str:
+    from memlens.sources import registry  # imports this module
+
+    close = registry.suggest(repo_id, n=3)
+    found = f"did you mean {', '.join(repr(c) for c in close)}? Or " if close else ""
+    return f"; {found}pass a local config.json"
+
+
+def _hub_reachable(endpoint: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the Hub opens (skipped behind a proxy: assume yes)."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(endpoint)
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def names() -> dict[str, dict[str, Any]]:
+    """No fixed names: Hugging Face models are named by path or Hub id."""
+    return {}
+
+
+def resolve(name: str) -> ModelSpec | None:
+    """Names are :mod:`memlens.sources.bundled`'s; this source only resolves paths."""
+    return None

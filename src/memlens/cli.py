@@ -24,7 +24,18 @@ app = typer.Typer(
 )
 
 #: Command modules, each with ``register(app)``.
-COMMAND_MODULES = ["estimate", "measure", "devices", "models", "inspect", "fit", "sweep", "demo"]
+COMMAND_MODULES = [
+    "estimate",
+    "measure",
+    "devices",
+    "models",
+    "inspect",
+    "fit",
+    "sweep",
+    "layers",
+    "size",
+    "demo",
+]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"memlens.commands.{_name}").register(app)

@@ -1,0 +1,336 @@
+"""What a model's weights weigh in each storage format, quantisation metadata included.
+
+Works from parameter shapes alone (the model is built on fake tensors: no weights, no
+memory). Each unique parameter (tied ones counted once) is stored in one format, with the
+metadata that format needs. The layouts modelled, for a tensor of ``n`` weights whose first
+dimension is ``rows`` (output channels / features; ``cols = n / rows``), group size ``G``:
+
+========  ================  =============================================================
+format    payload           metadata
+========  ================  =============================================================
+fp32      4 B per weight    none
+bf16      2 B               none
+fp16      2 B               none
+fp8       1 B (e4m3)        one fp32 scale per tensor (per-tensor scaling, as torchao's
+                            Float8 training and Transformer Engine)
+int8      1 B               per group of ``G`` weights along a row (``rows*ceil(cols/G)``
+                            groups): an fp16 scale and an int8 zero point, 3 B
+int4      1/2 B (2 a byte)  per group: an fp16 scale and a 4-bit zero point, 2.5 B (GPTQ and
+                            AWQ pack ``scales`` fp16 and ``qzeros`` 8 to an int32)
+nf4       1/2 B (2 a byte)  bitsandbytes ``Linear4bit`` with double quantisation
+                            (``compress_statistics=True``): the absmax of each block of 64
+                            weights (tensor flattened) is stored as uint8, 1 B per block,
+                            with one fp32 absmax per 256 blocks, one fp32 offset and the
+                            16-entry fp32 NF4 code (64 B) per tensor; once per model, the
+                            256-entry fp32 map of the nested 8-bit quantisation (1 KiB)
+========  ================  =============================================================
+
+The *keep* policy names parameter roles stored in high precision (``keep_dtype``, bf16 by
+default) under formats narrower than it: ``embeddings`` (embedding tables, position
+embeddings, class tokens), ``norms`` (parameters of normalisation layers), ``head`` (the
+last layer with parameters, in registration order: the classifier or LM head) and
+``biases``. Buffers (batch-norm running statistics) are reported apart, in their own dtype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from memlens._errors import ConfigError
+from memlens.sources.base import Inputs
+
+#: Payload bits per weight of each format, in report order.
+FORMAT_BITS: dict[str, int] = {
+    "fp32": 32,
+    "bf16": 16,
+    "fp16": 16,
+    "fp8": 8,
+    "int8": 8,
+    "int4": 4,
+    "nf4": 4,
+}
+FORMATS: tuple[str, ...] = tuple(FORMAT_BITS)
+ROLES: tuple[str, ...] = ("embeddings", "norms", "head", "biases", "weights")
+DEFAULT_KEEP: tuple[str, ...] = ("embeddings", "norms", "head")
+DEFAULT_GROUP_SIZE = 128
+
+# bitsandbytes 4-bit layout (bitsandbytes/functional.py, quantize_4bit and QuantState).
+NF4_BLOCK = 64  # weights per absmax block (Linear4bit's default blocksize)
+NF4_NESTED_BLOCK = 256  # absmax values per block of the nested quantisation
+NF4_CODE_BYTES = 16 * 4  # the NF4 code: 16 fp32 values, one per tensor
+NF4_NESTED_MAP_BYTES = 256 * 4  # the nested "dynamic" map: 256 fp32, cached once per process
+
+_COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
+_COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
+_EMBEDDING_NAME = re.compile(r"embed|token", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ParamTensor:
+    """One unique parameter: its name (first owner), shape and role."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+def tensor_bytes(
+    shape: tuple[int, ...], fmt: str, group_size: int = DEFAULT_GROUP_SIZE, metadata: bool = True
+) -> tuple[int, int]:
+    """(payload bytes, metadata bytes) of one tensor stored in ``fmt`` (see the module doc)."""
+    if fmt not in FORMAT_BITS:
+        raise ConfigError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    n = math.prod(shape)
+    payload = math.ceil(n * FORMAT_BITS[fmt] / 8)
+    if not metadata or n == 0:
+        return payload, 0
+    rows = shape[0] if len(shape) > 1 else 1
+    groups = rows * math.ceil(n // rows / group_size)
+    if fmt == "fp8":
+        return payload, 4
+    if fmt == "int8":
+        return payload, groups * 3
+    if fmt == "int4":
+        return payload, groups * 2 + math.ceil(groups / 2)
+    if fmt == "nf4":
+        blocks = math.ceil(n / NF4_BLOCK)
+        nested = math.ceil(blocks / NF4_NESTED_BLOCK)
+        return payload, blocks + 4 * nested + 4 + NF4_CODE_BYTES
+    return payload, 0
+
+
+@dataclass
+class SizeRow:
+    """The model in one format."""
+
+    format: str
+    bits: int  # payload bits per quantised weight
+    quantized_params: int  # stored in ``format``
+    kept_params: int  # kept in high precision by the policy
+    payload_bytes: int
+    metadata_bytes: int  # scales, zero points, absmax, code tables
+    kept_bytes: int
+    total_bytes: int
+
+    @property
+    def bits_per_param(self) -> float:
+        """Effective bits per parameter, everything included."""
+        params = self.quantized_params + self.kept_params
+        return 8 * self.total_bytes / params if params else 0.0
+
+
+@dataclass
+class SizeReport:
+    """The model's weights in every format, under one keep policy."""
+
+    model: str
+    source: str
+    num_params: int
+    roles: dict[str, int]  # parameters per role
+    buffer_bytes: int  # registered buffers in their own dtype, not in the rows
+    group_size: int
+    keep: tuple[str, ...]
+    keep_dtype: str
+    metadata: bool
+    rows: list[SizeRow] = field(default_factory=list)
+
+    def row(self, fmt: str) -> SizeRow:
+        for r in self.rows:
+            if r.format == fmt:
+                return r
+        raise KeyError(fmt)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "source": self.source,
+            "num_params": self.num_params,
+            "roles": dict(self.roles),
+            "buffer_bytes": self.buffer_bytes,
+            "policy": {
+                "group_size": self.group_size,
+                "keep": list(self.keep),
+                "keep_dtype": self.keep_dtype,
+                "metadata": self.metadata,
+            },
+            "rows": [
+                {**dataclasses.asdict(r), "bits_per_param": round(r.bits_per_param, 4)}
+                for r in self.rows
+            ],
+        }
+
+
+def _is_norm(module: nn.Module) -> bool:
+    return "Norm" in type(module).__name__
+
+
+def parameter_tensors(model: nn.Module) -> list[ParamTensor]:
+    """Every unique parameter with its role (ties take the first owner's)."""
+    head = None
+    for _, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)) and not _is_norm(module):
+            head = module
+    seen: set[int] = set()
+    out = []
+    for path, module in model.named_modules():
+        for name, p in module.named_parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            out.append(
+                ParamTensor(
+                    f"{path}.{name}" if path else name, tuple(p.shape), _role(module, name, p, head)
+                )
+            )
+    return out
+
+
+def _role(module: nn.Module, name: str, p: nn.Parameter, head: nn.Module | None) -> str:
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+        return "embeddings"
+    if _is_norm(module):
+        return "norms"
+    if module is head:
+        return "head"
+    if _EMBEDDING_NAME.search(name) and not isinstance(
+        module, (nn.Linear, nn.modules.conv._ConvNd)
+    ):
+        return "embeddings"
+    if p.dim() == 1 and name.endswith("bias"):
+        return "biases"
+    return "weights"
+
+
+def parse_keep(keep: str | Iterable[str]) -> tuple[str, ...]:
+    """``"embeddings,norms,head"`` (or ``"none"``) into a validated tuple of roles."""
+    items = [k.strip().lower() for k in (keep.split(",") if isinstance(keep, str) else keep)]
+    items = [k for k in items if k and k != "none"]
+    bad = [k for k in items if k not in ROLES or k == "weights"]
+    if bad:
+        allowed = ", ".join(r for r in ROLES if r != "weights")
+        raise ConfigError(f"unknown --keep role(s) {', '.join(bad)}: use {allowed} or none")
+    return tuple(dict.fromkeys(items))
+
+
+def parse_count(text: str) -> int | None:
+    """A parameter count such as ``175B``, ``7e9`` or ``10000000``; None if ``text`` is not one."""
+    m = _COUNT_RE.match(text)
+    if not m:
+        return None
+    return int(float(m.group(1)) * _COUNT_SUFFIX[m.group(2).lower()])
+
+
+def size_of_tensors(
+    tensors: list[ParamTensor],
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    keep: tuple[str, ...] = DEFAULT_KEEP,
+    keep_dtype: str = "bf16",
+    metadata: bool = True,
+    formats: Iterable[str] = FORMATS,
+) -> list[SizeRow]:
+    """One :class:`SizeRow` per format for these tensors under the keep policy."""
+    if group_size < 1:
+        raise ConfigError(f"group size must be a positive integer, got {group_size}")
+    if keep_dtype not in FORMAT_BITS:
+        raise ConfigError(f"unknown keep dtype {keep_dtype!r}: use one of {', '.join(FORMATS)}")
+    rows = []
+    for fmt in formats:
+        bits = FORMAT_BITS.get(fmt)
+        if bits is None:
+            raise ConfigError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+        narrower = bits < FORMAT_BITS[keep_dtype]
+        q_params = k_params = payload = meta = kept = 0
+        for t in tensors:
+            if narrower and t.role in keep:
+                k_params += t.numel
+                kept += sum(tensor_bytes(t.shape, keep_dtype, group_size, metadata))
+                continue
+            p, m = tensor_bytes(t.shape, fmt, group_size, metadata)
+            q_params += t.numel
+            payload += p
+            meta += m
+        if fmt == "nf4" and metadata and q_params:
+            meta += NF4_NESTED_MAP_BYTES
+        rows.append(
+            SizeRow(fmt, bits, q_params, k_params, payload, meta, kept, payload + meta + kept)
+        )
+    return rows
+
+
+def size(
+    model: Any,
+    *,
+    group_size: int = DEFAULT_GROUP_SIZE,
+    keep: str | Iterable[str] = DEFAULT_KEEP,
+    keep_dtype: str = "bf16",
+    metadata: bool = True,
+    formats: Iterable[str] = FORMATS,
+) -> SizeReport:
+    """The size of ``model``'s weights in fp32, bf16, fp16, fp8, int8, int4 and nf4.
+
+    ``model`` is anything :func:`memlens.estimate` accepts, or a parameter count (an ``int``:
+    one tensor of plain weights, so the keep policy has nothing to keep). ``metadata=False``
+    counts the payload only; ``keep=()`` quantises everything.
+
+    Example usage::
+
+        report = memlens.size("llama-3-8b", group_size=64, keep="embeddings,norms,head")
+        print(report.row("nf4").total_bytes)
+    """
+    keep_roles = parse_keep(keep)
+    if isinstance(model, int) and not isinstance(model, bool):
+        if model < 1:
+            raise ConfigError(f"a parameter count must be positive, got {model}")
+        tensors = [ParamTensor("params", (model,), "weights")]
+        name, source, buffers = "parameter count", "count", 0
+    else:
+        tensors, buffers, name, source = _model_tensors(model)
+    rows = size_of_tensors(
+        tensors,
+        group_size=group_size,
+        keep=keep_roles,
+        keep_dtype=keep_dtype,
+        metadata=metadata,
+        formats=formats,
+    )
+    roles = {r: sum(t.numel for t in tensors if t.role == r) for r in ROLES}
+    return SizeReport(
+        model=name,
+        source=source,
+        num_params=sum(t.numel for t in tensors),
+        roles={r: n for r, n in roles.items() if n},
+        buffer_bytes=buffers,
+        group_size=group_size,
+        keep=keep_roles,
+        keep_dtype=keep_dtype,
+        metadata=metadata,
+        rows=rows,
+    )
+
+
+def _model_tensors(model: Any) -> tuple[list[ParamTensor], int, str, str]:
+    from memlens.engine.build import build_fake
+    from memlens.sources.registry import resolve
+    from memlens.workload import Workload
+
+    spec = resolve(model)
+    no_inputs = dataclasses.replace(spec, make_inputs=_no_inputs)  # shapes need no inputs
+    built = build_fake(no_inputs, Workload(mode="inference", device="cpu"))
+    buffers = {id(b): b.numel() * b.element_size() for b in built.model.buffers()}
+    return parameter_tensors(built.model), sum(buffers.values()), spec.name, spec.source
+
+
+def _no_inputs(model: nn.Module, workload: object) -> Inputs:
+    return Inputs()

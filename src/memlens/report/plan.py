@@ -128,7 +128,7 @@ def strategy_notes(search: StrategySearch, capacity: int) -> Text:
         text.append(
             "left out, no saving alone: "
             + ", ".join(
-                f"{o.label} ({fmt_bytes(o.total_bytes - base.total_bytes)} more)"
+                f"{o.label} (+{fmt_bytes(o.total_bytes - base.total_bytes)})"
                 for o in search.no_saving
             )
             + "\n"

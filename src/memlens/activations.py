@@ -12,6 +12,7 @@ also holds the buffers CPU kernels allocate inside an op (oneDNN convolution reo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,10 +69,11 @@ class ActivationReport:
 
     @property
     def skip_factor(self) -> float:
-        """Peak activations over the largest single layer's input + output."""
-        return (
-            self.peak_activation_bytes / self.max_layer_io_bytes if self.max_layer_io_bytes else 0.0
-        )
+        """Peak of live activation tensors over the largest single layer's input + output:
+        above 1 when earlier outputs are kept alive (skip connections)."""
+        if not self.max_layer_io_bytes:
+            return 0.0
+        return self.peak_tensor_bytes / self.max_layer_io_bytes
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -88,7 +90,7 @@ class ActivationReport:
             "peak_op": self.peak_op,
             "peak_tensor_bytes": self.peak_tensor_bytes,
             "peak_tensor_module": self.peak_tensor_module,
-            "live": [t.__dict__ for t in self.live],
+            "live": [dataclasses.asdict(t) for t in self.live],
         }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -9,11 +11,22 @@ from memlens.sources.base import Inputs
 from memlens.workload import Workload
 
 
-def image_inputs(default_shape: tuple[int, ...], num_classes: int | None) -> callable:  # type: ignore[valid-type]
+def _model_shape(model: nn.Module, default: tuple[int, ...]) -> tuple[int, ...]:
+    """The resolution the built model declares (``image_size`` of torchvision's ViTs), which
+    can differ from its pretrained weights' crop (vit_h_14: 518 with weights, 224 without)."""
+    size = getattr(model, "image_size", None)
+    if isinstance(size, int) and len(default) == 3:
+        return (default[0], size, size)
+    return default
+
+
+def image_inputs(
+    default_shape: tuple[int, ...], num_classes: int | None
+) -> Callable[[nn.Module, Workload], Inputs]:
     """``make_inputs`` for an image model: a batch of images and random class targets."""
 
     def make(model: nn.Module, workload: Workload) -> Inputs:
-        shape = workload.input_shape or default_shape
+        shape = workload.input_shape or _model_shape(model, default_shape)
         x = torch.randn(workload.batch, *shape)
         targets = None
         if num_classes:

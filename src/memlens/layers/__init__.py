@@ -198,9 +198,6 @@ def layers(
     from memlens.sources.registry import resolve
     from memlens.strategies.apply import prepare_model
 
-    weight_format = dtype or _WEIGHT_FORMAT[precision.lower()]
-    if weight_format not in FORMATS:
-        raise ConfigError(f"unknown --dtype {weight_format!r}: use one of {', '.join(FORMATS)}")
     if sort is not None and sort not in SORT_KEYS:
         raise ConfigError(f"unknown --sort {sort!r}: use one of {', '.join(SORT_KEYS)}")
     for name, value in (("depth", depth), ("top", top)):
@@ -215,6 +212,9 @@ def layers(
         device="cpu",
         **options,
     )
+    weight_format = dtype or _WEIGHT_FORMAT[workload.precision]
+    if weight_format not in FORMATS:
+        raise ConfigError(f"unknown --dtype {weight_format!r}: use one of {', '.join(FORMATS)}")
     spec = resolve(model, inputs=inputs)
     built = build_fake(spec, workload)
     with built.mode:
@@ -261,6 +261,10 @@ def _units(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
     return out
 
 
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
 def _layer_rows(
     model: nn.Module, seen: Observation, weight_format: str, registry: Formulas
 ) -> list[LayerRow]:
@@ -274,19 +278,18 @@ def _layer_rows(
         tied_to = sorted({counted_at[id(p)] or "<root>" for p in tied})
         for p in counted:
             counted_at[id(p)] = path
+        rec = seen.calls.get(path)
         if kind == "layer":
-            inside = [n for n in seen.calls if n == path or path == "" or n.startswith(path + ".")]
-            saved = sum(seen.calls[n].saved_bytes for n in inside)
+            inside = [path] + [_join(path, n) for n, _ in module.named_modules() if n]
+            saved = sum(seen.calls[n].saved_bytes for n in inside if n in seen.calls)
             macs = seen.flops.get(path, 0) // 2
             formula = formula_for(module, registry)
         else:
-            rec = seen.calls.get(path)
             saved = rec.saved_bytes if rec is not None else 0
             macs = seen.own_flops.get(path, 0) // 2
             formula = shapes_formula(params) if params else None
             if not (params or macs or saved):
                 continue
-        rec = seen.calls.get(path)
         row = LayerRow(
             path=path,
             type=type(module).__name__,

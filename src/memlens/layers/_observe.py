@@ -31,10 +31,8 @@ def _native_mha_flop(query, key, value, embed_dim, num_heads, *args, out_shape=N
     b, s_q, d = query
     s_k = key[1]
     projections = bmm_flop((b, s_q, d), (b, d, d)) * 2 + bmm_flop((b, s_k, d), (b, d, d)) * 2
-    head = d // num_heads
-    attention = sdpa_flop_count((b, num_heads, s_q, head), (b, num_heads, s_k, head),
-                                (b, num_heads, s_k, head))  # fmt: skip
-    return projections + attention
+    q, kv = (b, num_heads, s_q, d // num_heads), (b, num_heads, s_k, d // num_heads)
+    return projections + sdpa_flop_count(q, kv, kv)
 
 
 def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:

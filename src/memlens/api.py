@@ -11,6 +11,7 @@ from memlens.estimate import Estimate, estimate, make_workload, resolve_device
 from memlens.measurement import Measurement, measure_spec
 from memlens.plan import FitResult, SweepResult, fit, sweep
 from memlens.sources.registry import resolve
+from memlens.workload import LoraConfig
 
 __all__ = [
     "Estimate",
@@ -36,10 +37,18 @@ def measure(
     input_shape: tuple[int, ...] | None = None,
     seq_len: int | None = None,
     precision: str = "fp32",
+    checkpoint: str = "none",
+    freeze: str | tuple[str, ...] = (),
+    lora: str | dict[str, Any] | LoraConfig | None = None,
+    quantize: str | None = None,
+    optimizer_impl: str = "auto",
+    grad_accum: int = 1,
+    offload_optimizer: bool = False,
     **options: Any,
 ) -> Measurement:
     """Run one steady-state step of ``model`` for real and measure it (same arguments as
-    :func:`memlens.estimate`; ``device`` is ``"cpu"`` or ``"cuda"``)."""
+    :func:`memlens.estimate`; ``device`` is ``"cpu"`` or ``"cuda"``; ``checkpoint="auto"``
+    needs a budget: measure the ``modules:...`` an estimate chose instead)."""
     kind, _ = resolve_device(device, None)
     workload = make_workload(
         mode=mode,
@@ -49,6 +58,13 @@ def measure(
         precision=precision,
         optimizer=optimizer,
         device=kind,
+        checkpoint=checkpoint,
+        freeze=freeze,
+        lora=lora,
+        quantize=quantize,
+        optimizer_impl=optimizer_impl,
+        grad_accum=grad_accum,
+        offload_optimizer=offload_optimizer,
         **options,
     )
     return measure_spec(resolve(model, inputs=inputs), workload, loss=loss)

@@ -9,14 +9,16 @@ from typing import Any
 
 import torch
 
-from memlens._errors import ConfigError
+from memlens._errors import ConfigError, WorkloadError
 from memlens.allocator import AllocatorResult, replay
-from memlens.categories import Category
+from memlens.categories import Category, Phase
 from memlens.devices import Device, custom_device, get_device
 from memlens.engine.trace import Trace, trace
+from memlens.sources.base import ModelSpec
 from memlens.sources.registry import resolve
+from memlens.strategies.data import HostMemory, host_memory
 from memlens.timeline import Timeline
-from memlens.workload import DEVICES, Workload
+from memlens.workload import DEVICES, STRATEGY_FIELDS, LoraConfig, Workload
 
 SCHEMA_VERSION = 1
 
@@ -185,6 +187,8 @@ def from_trace(
         if result.value_reads
         else []
     )
+    unknowns += strategy_unknowns(workload, result)
+    input_bytes = sum(b.nbytes for b in timeline.blocks if b.category is Category.INPUTS)
     return Estimate(
         model=spec_name,
         source=source,
@@ -204,7 +208,71 @@ def from_trace(
         first_step_peak_bytes=first_peak,
         seconds=seconds,
         unknowns=unknowns,
+        strategies=_strategies(workload, result),
+        step_flops=result.flops,
+        recompute_flops=result.recompute_flops,
+        host=host_memory(workload, input_bytes, result.host_peak_bytes),
     )
+
+
+def _strategies(workload: Workload, result: Trace) -> dict[str, Any]:
+    """What the strategies did, for reports and the planner."""
+    applied = result.applied
+    out: dict[str, Any] = {
+        "micro_batch": workload.batch,
+        "grad_accum": workload.grad_accum,
+        "effective_batch": workload.effective_batch,
+        "checkpointed": [list(group) for group in applied.checkpoint],
+        "frozen_params": applied.frozen_params,
+        "lora_params": applied.lora_params,
+        "quantized_layers": len(applied.quantized),
+    }
+    if workload.training:
+        out["blocks_by_activations"] = _blocks_by_activations(result)
+    return out
+
+
+def _blocks_by_activations(result: Trace) -> list[str]:
+    """The repeated blocks, most activation bytes kept for backward first."""
+    timeline = result.timeline
+    start = timeline.phase_starts.get(Phase.BACKWARD)
+    if start is None or not result.blocks:
+        return list(result.blocks)
+    kept = dict.fromkeys(result.blocks, 0)
+    for b in timeline.live_at(start - 1):
+        if b.category is Category.ACTIVATIONS:
+            for name in result.blocks:
+                if b.module == name or b.module.startswith(name + "."):
+                    kept[name] += b.nbytes
+                    break
+    return sorted(kept, key=lambda n: -kept[n])
+
+
+def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
+    """What the trace of these strategies cannot know, said explicitly."""
+    notes = []
+    if workload.amp and workload.device == "cuda":
+        notes.append(
+            "AMP traced with CPU autocast's op lists: CUDA autocast also runs softmax, "
+            "log_softmax, layer_norm, group_norm and the losses in fp32, so their outputs "
+            "(and what backward keeps of them) can be up to twice as large on the GPU"
+        )
+    if workload.device == "cpu" and workload.precision != "fp32":
+        notes.append(
+            "half-precision CPU matmuls allocate a oneDNN scratchpad (tens to hundreds of "
+            "KiB per thread) that is not modelled"
+        )
+    if workload.optimizer == "adam-8bit" and workload.device == "cuda":
+        notes.append(
+            "adam-8bit: bitsandbytes fuses dequantisation into its CUDA kernel; the two fp32 "
+            "moment temporaries of the largest parameter in the optimizer step are an upper bound"
+        )
+    if workload.quantize == "int8" and result.applied.quantized:
+        notes.append(
+            "int8: LLM.int8's forward quantises the input and runs an int8 matmul; it is "
+            "traced as a dequantised matmul (same weights and saved tensors, other temporaries)"
+        )
+    return notes
 
 
 def make_workload(
@@ -218,6 +286,9 @@ def make_workload(
     device: str = "cuda",
     **options: Any,
 ) -> Workload:
+    """A :class:`Workload`; keywords among :data:`~memlens.workload.STRATEGY_FIELDS` set
+    its strategies, any others are source-specific options."""
+    strategies = {k: options.pop(k) for k in STRATEGY_FIELDS if k in options}
     return Workload(
         mode=mode,
         batch=1 if batch is None else batch,
@@ -227,6 +298,7 @@ def make_workload(
         optimizer=optimizer,
         device=device,
         options=options,
+        **strategies,
     )
 
 
@@ -243,6 +315,19 @@ def estimate(
     input_shape: tuple[int, ...] | None = None,
     seq_len: int | None = None,
     precision: str = "fp32",
+    checkpoint: str = "none",
+    freeze: str | tuple[str, ...] = (),
+    lora: str | dict[str, Any] | LoraConfig | None = None,
+    quantize: str | None = None,
+    optimizer_impl: str = "auto",
+    grad_accum: int = 1,
+    offload_optimizer: bool = False,
+    dataset_size: int | None = None,
+    sample_shape: tuple[int, ...] | str | None = None,
+    dataset_bytes: int | str | None = None,
+    num_workers: int = 0,
+    prefetch_factor: int | None = None,
+    pin_memory: bool = False,
     **options: Any,
 ) -> Estimate:
     """Estimate the peak memory of one step of ``model``.
@@ -252,10 +337,20 @@ def estimate(
     ``nn.Module``, or an ``nn.Module``. ``device`` is ``"cuda"``, ``"cpu"`` or a catalog name
     (``"h100-80gb"``); ``budget`` (``"24GiB"``) overrides its capacity.
 
+    Strategies (see :class:`~memlens.workload.Workload` and :mod:`memlens.strategies`):
+    ``precision`` (``bf16-amp`` autocasts with fp32 weights), ``checkpoint`` (``blocks``,
+    ``every-k:2``, ``sqrt``, ``auto``: the fewest blocks that fit the device), ``freeze``,
+    ``lora`` (``"r=16,alpha=32,targets=q_proj,v_proj"``), ``quantize`` (``int8``, ``int4``,
+    ``nf4``), ``optimizer_impl``, ``grad_accum``, ``offload_optimizer``; data loading
+    (``dataset_size``, ``sample_shape``, ``dataset_bytes``, ``num_workers``,
+    ``prefetch_factor``, ``pin_memory``) fills the host-memory table ``Estimate.host``.
+
     Example usage::
 
         est = memlens.estimate("resnet50", batch=32, optimizer="adam", device="v100-16gb")
         print(est.peak_bytes, est.breakdown, est.fits)
+        est = memlens.estimate("llama-3-8b", quantize="nf4", lora="r=16", precision="bf16",
+                               checkpoint="blocks", device="rtx4090-24gb")
     """
     kind, target = resolve_device(device, budget)
     workload = make_workload(
@@ -266,13 +361,82 @@ def estimate(
         precision=precision,
         optimizer=optimizer,
         device=kind,
+        checkpoint=checkpoint,
+        freeze=freeze,
+        lora=lora,
+        quantize=quantize,
+        optimizer_impl=optimizer_impl,
+        grad_accum=grad_accum,
+        offload_optimizer=offload_optimizer,
+        dataset_size=dataset_size,
+        sample_shape=sample_shape,
+        dataset_bytes=dataset_bytes,
+        num_workers=num_workers,
+        prefetch_factor=prefetch_factor,
+        pin_memory=pin_memory,
         **options,
     )
     _refuse_weights_file(model)
     spec = resolve(model, inputs=inputs)
+    if workload.checkpoint == "auto":
+        return _auto_checkpoint(spec, workload, target, loss)
+    return estimate_spec(spec, workload, target, loss)
+
+
+def estimate_spec(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Device | None,
+    loss: Callable[..., torch.Tensor] | None = None,
+) -> Estimate:
+    """Trace ``spec`` for ``workload`` and summarise it for ``target``."""
     t0 = time.perf_counter()
-    result = trace(spec, workload, loss=loss, cuda_workspace_bytes=_overheads(kind, target)[1])
+    result = trace(
+        spec, workload, loss=loss, cuda_workspace_bytes=_overheads(workload.device, target)[1]
+    )
     return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+
+
+def _auto_checkpoint(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Device | None,
+    loss: Callable[..., torch.Tensor] | None,
+) -> Estimate:
+    """Checkpoint the fewest repeated blocks that make the step fit ``target``.
+
+    Blocks are taken in decreasing order of the activations they keep for backward (in the
+    trace without checkpointing); the count is found by bisection, one trace per probe
+    (peak memory falls as blocks are added). The returned estimate's workload names the
+    chosen blocks (``modules:...``), so that it can be measured as it is.
+    """
+    if target is None:
+        raise WorkloadError(
+            "checkpoint", "auto", "needs a device capacity: pass a catalog device or a budget"
+        )
+    t0 = time.perf_counter()
+    plain = estimate_spec(spec, workload.with_(checkpoint="none"), target, loss)
+    order = plain.strategies.get("blocks_by_activations", [])
+    if plain.fits or not order:
+        plain.seconds = time.perf_counter() - t0
+        return plain
+
+    def probe(k: int) -> Estimate:
+        names = ",".join(order[:k])
+        return estimate_spec(spec, workload.with_(checkpoint=f"modules:{names}"), target, loss)
+
+    best = probe(len(order))
+    if best.fits:
+        lo, hi = 0, len(order)  # plain (0 blocks) does not fit, all of them do
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            candidate = probe(mid)
+            if candidate.fits:
+                hi, best = mid, candidate
+            else:
+                lo = mid
+    best.seconds = time.perf_counter() - t0
+    return best
 
 
 def _refuse_weights_file(model: Any) -> None:

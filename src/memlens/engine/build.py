@@ -9,6 +9,7 @@ unevaluated, and answers scalar reads with a neutral value, as Hugging Face's
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,25 +118,16 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
 
 
 def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
-    """Replace a real module's parameters and buffers by fake copies (ties preserved)."""
-    memo: dict[int, torch.Tensor] = {}
-
-    def convert(t: torch.Tensor) -> torch.Tensor:
+    """A copy of a real module whose parameters and buffers are fake (ties preserved); the
+    user's module is left as it was."""
+    memo: dict[int, Any] = {}
+    for t in (*module.parameters(), *module.buffers()):
         if id(t) not in memo:
             fake = mode.from_tensor(t)
             memo[id(t)] = (
                 nn.Parameter(fake, t.requires_grad) if isinstance(t, nn.Parameter) else fake
             )
-        return memo[id(t)]
-
-    for sub in module.modules():
-        for key, p in list(sub._parameters.items()):
-            if p is not None:
-                sub._parameters[key] = convert(p)  # type: ignore[assignment]
-        for key, b in list(sub._buffers.items()):
-            if b is not None:
-                sub._buffers[key] = convert(b)
-    return module
+    return copy.deepcopy(module, memo)
 
 
 def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None = None) -> Built:

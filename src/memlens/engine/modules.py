@@ -17,10 +17,19 @@ from torch.nn.modules.module import (
     register_module_forward_pre_hook,
 )
 
+from memlens.strategies.checkpointing import is_recomputing
+
 
 def _grad_tensors(obj: Any) -> list[torch.Tensor]:
     leaves = torch.utils._pytree.tree_leaves(obj)
     return [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _records_backward() -> bool:
+    """Whether this forward call will be backpropagated through. Activation checkpointing's
+    recomputation builds a graph that backward never runs: a gradient hook on it would
+    never fire, and would keep its tensors alive in a reference cycle."""
+    return torch.is_grad_enabled() and not is_recomputing()
 
 
 class ModuleStack:
@@ -53,7 +62,7 @@ class ModuleStack:
         if name is None:
             return
         self._push(name)
-        if torch.is_grad_enabled():
+        if _records_backward():
             tensors = _grad_tensors(args)
             if tensors:  # backward leaves the module once grads of its inputs exist
                 register_multi_grad_hook(tensors, lambda *_: self._pop(name))
@@ -63,7 +72,7 @@ class ModuleStack:
         if name is None:
             return
         self._pop(name)
-        if torch.is_grad_enabled():
+        if _records_backward():
             tensors = _grad_tensors(output)
             if tensors:  # backward enters the module once grads of its outputs exist
                 register_multi_grad_hook(tensors, lambda *_: self._push(name))

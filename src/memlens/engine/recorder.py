@@ -17,12 +17,14 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakIdKeyDictionary
 
 from memlens._errors import TraceError
 from memlens.categories import Category, Phase
 from memlens.engine.modules import ModuleStack
 from memlens.engine.rules import OpCall, Rules
+from memlens.strategies.checkpointing import is_recomputing
 from memlens.timeline import Timeline
 
 aten = torch.ops.aten
@@ -78,6 +80,8 @@ class Recorder:
         self._key_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> key
         self._block_of: dict[int, int] = {}  # key -> block id in the current timeline
         self._meta: dict[int, tuple[int, Category]] = {}  # key -> (nbytes, category) for carry-over
+        self.flops = 0  # FLOPs of the current timeline's ops
+        self.recompute_flops = 0  # of which: re-run by activation checkpointing
 
     # -- storages ---------------------------------------------------------------------
     def _key(self, storage: torch.UntypedStorage) -> int | None:
@@ -139,6 +143,7 @@ class Recorder:
         """Start a fresh timeline whose setup holds every storage alive now."""
         finished, self.timeline = self.timeline, Timeline()
         self.phase = Phase.SETUP
+        self.flops = self.recompute_flops = 0
         for key in sorted(self._block_of):
             nbytes, category = self._meta[key]
             self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", "carried")
@@ -183,6 +188,7 @@ class Recorder:
                 module=self.modules.current,
             ) from e
         name = f"aten.{func.overloadpacket.__name__}"
+        self._count_flops(func, args, kwargs, out)
         rule = self.rules.get(func)
         if rule is not None:
             for nbytes in rule(OpCall(func, args, kwargs, out, self.device)):
@@ -191,6 +197,15 @@ class Recorder:
             if isinstance(t, torch.Tensor):
                 self.track(t, Category.TEMPORARIES, name)
         return out
+
+    def _count_flops(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        formula = flop_registry.get(func.overloadpacket)
+        if formula is None:
+            return
+        n = int(formula(*args, **kwargs, out_val=out))
+        self.flops += n
+        if is_recomputing():
+            self.recompute_flops += n
 
     def persistent(self, nbytes: int, category: Category, op: str) -> None:
         """A buffer that lives on once allocated (library workspaces), not tied to a tensor."""

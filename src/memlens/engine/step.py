@@ -14,6 +14,8 @@ from torch import nn
 from memlens._errors import ConfigError
 from memlens.categories import Phase
 from memlens.sources.base import Inputs
+from memlens.strategies.checkpointing import checkpointed
+from memlens.strategies.precision import autocast
 from memlens.workload import Workload
 
 PhaseHook = Callable[[Phase | None], None]
@@ -93,21 +95,10 @@ def user_loss(fn: Callable[..., torch.Tensor]) -> LossFn:
     return lambda output, inputs: fn(output)
 
 
-def make_optimizer(
-    name: str, params: list[nn.Parameter], *, foreach: bool
-) -> torch.optim.Optimizer:
-    """The optimizer of a workload. ``foreach`` follows the target device's default
-    (PyTorch picks the multi-tensor implementation for CUDA parameters, the per-tensor loop
-    on CPU), since the two differ in temporaries."""
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-3, foreach=foreach)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, foreach=foreach)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=1e-3, foreach=foreach)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=1e-3, foreach=foreach)
-    raise ConfigError(f"unknown optimizer {name!r}")
+def _device_type(model: nn.Module, inputs: Inputs) -> str:
+    for t in (*model.parameters(), *inputs.tensors()):
+        return t.device.type
+    return "cpu"
 
 
 def run_step(
@@ -117,28 +108,46 @@ def run_step(
     loss_fn: LossFn,
     optimizer: torch.optim.Optimizer | None,
     on_phase: PhaseHook = lambda phase: None,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    checkpoint: list[list[str]] | None = None,
 ) -> None:
     """Forward (and for training: loss, backward, optimizer step, ``zero_grad(None)``).
 
-    Outputs and the loss are locals: they are freed when the step returns, as in a loop
-    that does not keep them across iterations.
+    The forward pass and the loss run under the workload's autocast (AMP). Training runs
+    ``workload.grad_accum`` micro-batches of ``inputs``, each with its forward, loss (divided
+    by the count) and backward, gradients accumulating in ``.grad``; the optimizer steps
+    after the last (through ``scaler`` for fp16 AMP). ``checkpoint`` names the module groups
+    run under activation checkpointing. A micro-batch's output and loss are locals: they
+    are freed when it ends, as in a loop whose step function does not return them.
     """
+    amp = autocast(workload, _device_type(model, inputs))
     if not workload.training:
         on_phase(Phase.FORWARD)
-        with torch.no_grad():
+        with torch.no_grad(), amp:
             output = model(*inputs.args, **inputs.kwargs)
         on_phase(None)
         del output
         return
-    on_phase(Phase.FORWARD)
-    output = model(*inputs.args, **inputs.kwargs)
-    on_phase(Phase.LOSS)
-    loss = loss_fn(output, inputs)
-    on_phase(Phase.BACKWARD)
-    loss.backward()
-    on_phase(Phase.OPTIMIZER)
     assert optimizer is not None
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    on_phase(None)
-    del output, loss
+    with checkpointed(model, checkpoint or []):
+        for micro in range(workload.grad_accum):
+            on_phase(Phase.FORWARD)
+            with amp:
+                output = model(*inputs.args, **inputs.kwargs)
+                on_phase(Phase.LOSS)
+                loss = loss_fn(output, inputs)
+                if workload.grad_accum > 1:
+                    loss = loss / workload.grad_accum
+            on_phase(Phase.BACKWARD)
+            (loss if scaler is None else scaler.scale(loss)).backward()
+            if micro == workload.grad_accum - 1:
+                on_phase(Phase.OPTIMIZER)
+                if scaler is None:
+                    optimizer.step()
+                else:
+                    scaler.step(optimizer)
+                    scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                on_phase(None)
+            del output, loss

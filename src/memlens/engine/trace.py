@@ -3,7 +3,9 @@
 Training is traced at steady state: a warm-up step runs first (it creates the optimizer
 state), then the next step is traced; the warm-up step's timeline is kept as
 ``first_step``. The trace follows the target device's behaviour where the two differ (see
-:mod:`memlens.engine.rules` and :func:`memlens.engine.step.make_optimizer`).
+:mod:`memlens.engine.rules` and :func:`memlens.strategies.optimizers.make_optimizer`).
+The workload's strategies (:mod:`memlens.strategies`) are applied to the fake model exactly
+as the measurer applies them to the real one.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from torch import nn
 
 from memlens.categories import Category, Phase
 from memlens.engine import cpu_conv  # noqa: F401  (registers the CPU convolution rules)
-from memlens.engine.build import Built, build_fake
+from memlens.engine.build import build_fake
 from memlens.engine.cuda_attention import CudaAttention
 from memlens.engine.modules import ModuleStack
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.rules import Rules, rules
-from memlens.engine.step import default_loss, make_optimizer, run_step, user_loss
+from memlens.engine.step import default_loss, run_step, user_loss
 from memlens.sources.base import ModelSpec
+from memlens.strategies.apply import Applied, prepare_model
+from memlens.strategies.checkpointing import find_blocks
+from memlens.strategies.optimizers import is_fused, make_optimizer
+from memlens.strategies.precision import make_scaler, scaler_state
+from memlens.strategies.quantize import logical_param_count
 from memlens.timeline import Timeline
 from memlens.workload import Workload
-
-_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -40,28 +45,16 @@ class Trace:
     num_params: int
     trainable_params: int
     value_reads: list[str] = field(default_factory=list)
+    applied: Applied = field(default_factory=Applied)
+    flops: int = 0  # FLOPs of the traced step (torch.utils.flop_counter's formulas)
+    recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
+    blocks: list[str] = field(default_factory=list)  # the model's repeated blocks
+    host_peak_bytes: int = 0  # host memory of an offloaded optimizer, at its peak
 
 
 def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Parameters with tied ones counted once."""
     return list(model.parameters())  # nn.Module.parameters() already dedupes by identity
-
-
-def prepare(built: Built, workload: Workload) -> None:
-    """Cast to the workload's storage precision and set train/eval mode."""
-    dtype = _HALF.get(workload.precision)
-    with built.mode:
-        if dtype is not None:
-            built.model.to(dtype)
-            built.inputs.args = tuple(
-                a.to(dtype) if isinstance(a, torch.Tensor) and a.is_floating_point() else a
-                for a in built.inputs.args
-            )
-            built.inputs.kwargs = {
-                k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v
-                for k, v in built.inputs.kwargs.items()
-            }
-    built.model.train(workload.training)
 
 
 def trace(
@@ -74,8 +67,9 @@ def trace(
 ) -> Trace:
     """Run ``spec``'s model for one step of ``workload`` on fake tensors and record it."""
     built = build_fake(spec, workload)
-    prepare(built, workload)
     model, inputs, mode = built.model, built.inputs, built.mode
+    with mode:
+        applied = prepare_model(model, inputs, workload)
     params = unique_parameters(model)
     trainable = [p for p in params if p.requires_grad]
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
@@ -89,28 +83,44 @@ def trace(
     for t in inputs.tensors():
         recorder.track(t, Category.INPUTS, "input")
 
-    optimizer = None
+    optimizer = scaler = None
     if workload.training:
         with mode:
             optimizer = make_optimizer(
-                workload.optimizer, trainable, foreach=workload.device == "cuda"
+                workload.optimizer, trainable, impl=workload.optimizer_impl, device=workload.device
             )
+            scaler = make_scaler(workload, "cpu")
+
+    def label_gradients() -> None:
+        for p in trainable:
+            if p.grad is not None:
+                recorder.set_category(p.grad, Category.GRADIENTS)
 
     def on_phase(phase: Phase | None) -> None:
         if phase is Phase.BACKWARD:
             recorder.label_survivors(Phase.FORWARD, Category.ACTIVATIONS)
             recorder.label_survivors(Phase.LOSS, Category.ACTIVATIONS)
-        elif phase is Phase.OPTIMIZER:
-            for p in trainable:
-                if p.grad is not None:
-                    recorder.set_category(p.grad, Category.GRADIENTS)
+        elif phase in (Phase.OPTIMIZER, Phase.FORWARD):
+            label_gradients()  # with gradient accumulation they live across micro-batches
         elif phase is None:
             if workload.training:
-                _label_optimizer_state(recorder, optimizer, workload.device)
+                _label_optimizer_state(recorder, optimizer, scaler, workload.device)
             else:
                 recorder.label_survivors(Phase.FORWARD, Category.ACTIVATIONS)
         if phase is not None:
             recorder.set_phase(phase)
+
+    def step() -> None:
+        run_step(
+            model,
+            inputs,
+            workload,
+            loss_fn,
+            optimizer,
+            on_phase,
+            scaler=scaler,
+            checkpoint=applied.checkpoint,
+        )
 
     first_step = None
     gc_was_enabled = gc.isenabled()
@@ -118,10 +128,10 @@ def trace(
     try:
         attention = CudaAttention() if workload.device == "cuda" else contextlib.nullcontext()
         with mode, modules, RecordingMode(recorder), attention:
-            run_step(model, inputs, workload, loss_fn, optimizer, on_phase)
+            step()
             if workload.training:
                 first_step = recorder.new_timeline()
-                run_step(model, inputs, workload, loss_fn, optimizer, on_phase)
+                step()
         timeline = recorder.close()
     finally:
         if gc_was_enabled:
@@ -131,26 +141,36 @@ def trace(
     return Trace(
         timeline=timeline,
         first_step=first_step,
-        num_params=sum(p.numel() for p in params),
+        num_params=logical_param_count(model),
         trainable_params=sum(p.numel() for p in trainable),
         value_reads=recorder.value_reads,
+        applied=applied,
+        flops=recorder.flops,
+        recompute_flops=recorder.recompute_flops,
+        blocks=find_blocks(model) if workload.training else [],
     )
 
 
 def _label_optimizer_state(
-    recorder: Recorder, optimizer: torch.optim.Optimizer | None, device: str
+    recorder: Recorder,
+    optimizer: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None,
+    device: str,
 ) -> None:
     if optimizer is None:
         return
+    host_steps = device == "cuda" and not is_fused(optimizer)
     for state in optimizer.state.values():
         for key, value in state.items():
             if not isinstance(value, torch.Tensor):
                 continue
-            if key == "step" and device == "cuda" and value.dim() == 0:
+            if key == "step" and host_steps and value.dim() == 0:
                 # Without capturable/fused, CUDA optimizers keep `step` on the host.
                 recorder.set_host(value)
             else:
                 recorder.set_category(value, Category.OPTIMIZER_STATE)
+    for value in scaler_state(scaler):
+        recorder.set_category(value, Category.OPTIMIZER_STATE)
 
 
 def _label_inference_activations(timeline: Timeline) -> None:

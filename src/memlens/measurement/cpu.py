@@ -14,7 +14,6 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from memlens.engine.step import run_step
 from memlens.measurement.real import RealStep, live_bytes
 from memlens.measurement.result import Measurement
 from memlens.workload import Workload
@@ -37,7 +36,7 @@ def _allocations(prof: profile) -> list[tuple[int, int, int]]:
 
 def _profiled_rise(step: RealStep, workload: Workload) -> int:
     def go() -> None:
-        run_step(step.model, step.inputs, workload, step.loss_fn, step.optimizer)
+        step.run(workload)
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         go()
@@ -52,7 +51,7 @@ def measure_cpu(step: RealStep, workload: Workload) -> Measurement:
     """Warm up, time one step, then profile one step and read the allocator's peak."""
 
     def go() -> None:
-        run_step(step.model, step.inputs, workload, step.loss_fn, step.optimizer)
+        step.run(workload)
 
     first_baseline = live_bytes(step)
     first_rise = _profiled_rise(step, workload)  # the warm-up step (creates optimizer state)

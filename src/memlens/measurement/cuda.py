@@ -6,7 +6,6 @@ import time
 
 import torch
 
-from memlens.engine.step import run_step
 from memlens.measurement.real import RealStep, live_bytes
 from memlens.measurement.result import Measurement
 from memlens.workload import Workload
@@ -40,7 +39,7 @@ def measure_cuda(step: RealStep, workload: Workload) -> Measurement:
     dev = step.device
 
     def go() -> None:
-        run_step(step.model, step.inputs, workload, step.loss_fn, step.optimizer)
+        step.run(workload)
 
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)

@@ -2,39 +2,45 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from memlens.engine.build import skip_init
-from memlens.engine.step import LossFn, default_loss, make_optimizer, user_loss
+from memlens.engine.step import LossFn, default_loss, run_step, user_loss
 from memlens.sources.base import Inputs, ModelSpec
+from memlens.strategies.apply import Applied, prepare_model
+from memlens.strategies.optimizers import make_optimizer
+from memlens.strategies.precision import make_scaler, scaler_state
 from memlens.workload import Workload
-
-_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
 class RealStep:
-    """A real model, its inputs, loss and optimizer on ``device``."""
+    """A real model, its inputs, loss, optimizer and strategies on ``device``."""
 
     model: nn.Module
     inputs: Inputs
     loss_fn: LossFn
     optimizer: torch.optim.Optimizer | None
     device: torch.device
+    scaler: torch.amp.GradScaler | None = None
+    applied: Applied = field(default_factory=Applied)
 
-
-def _cast(inputs: Inputs, dtype: torch.dtype) -> None:
-    def cast(a: object) -> object:
-        if isinstance(a, torch.Tensor) and a.is_floating_point():
-            return a.to(dtype)
-        return a
-
-    inputs.args = tuple(cast(a) for a in inputs.args)
-    inputs.kwargs = {k: cast(v) for k, v in inputs.kwargs.items()}
+    def run(self, workload: Workload) -> None:
+        """One step of ``workload``: what the engine traces."""
+        run_step(
+            self.model,
+            self.inputs,
+            workload,
+            self.loss_fn,
+            self.optimizer,
+            scaler=self.scaler,
+            checkpoint=self.applied.checkpoint,
+        )
 
 
 def build_real(
@@ -43,34 +49,37 @@ def build_real(
     device: str,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> RealStep:
-    """Build on ``device`` (weights left uninitialised: values never change memory)."""
+    """Build on ``device`` (weights left uninitialised: values never change memory) and
+    apply the workload's strategies as the engine does."""
     dev = torch.device(device)
     with dev, skip_init():
         model = spec.build()
+    if spec.source == "module":
+        model = copy.deepcopy(model)  # the user's own instance: strategies must not touch it
     model.to(dev)
     with dev:
         inputs = spec.make_inputs(model, workload)
-    dtype = _HALF.get(workload.precision)
-    if dtype is not None:
-        model.to(dtype)
-        _cast(inputs, dtype)
-    model.train(workload.training)
-    optimizer = None
+        applied = prepare_model(model, inputs, workload)
+    optimizer = scaler = None
     if workload.training:
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(workload.optimizer, params, foreach=dev.type == "cuda")
+        optimizer = make_optimizer(
+            workload.optimizer, params, impl=workload.optimizer_impl, device=dev.type
+        )
+        scaler = make_scaler(workload, dev.type)
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
-    return RealStep(model, inputs, loss_fn, optimizer, dev)
+    return RealStep(model, inputs, loss_fn, optimizer, dev, scaler, applied)
 
 
 def live_bytes(step: RealStep) -> int:
     """Bytes of the distinct storages alive before a step: parameters, buffers, inputs,
-    optimizer state."""
+    optimizer and loss-scaler state."""
     tensors: list[torch.Tensor] = [*step.model.parameters(), *step.model.buffers()]
     tensors += step.inputs.tensors()
     if step.optimizer is not None:
         for state in step.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+    tensors += scaler_state(step.scaler)
     seen: dict[int, int] = {}
     for t in tensors:
         if t.device.type == step.device.type:

@@ -1,0 +1,173 @@
+"""Activation checkpointing of the model's own repeated blocks.
+
+The blocks are found structurally (:func:`find_blocks`): the module type repeated most
+often among the children of one ``nn.ModuleList`` / ``nn.Sequential`` (ResNet's
+``BasicBlock``/``Bottleneck`` in ``layer1..4``, a transformer's layers), and every child of
+such a container of that type. A policy (:func:`segments`) picks which are checkpointed:
+
+- ``blocks``: every block, each on its own;
+- ``every-k:K``: blocks ``0, K, 2K, ...``;
+- ``sqrt``: Chen et al. 2016: segments of ``ceil(sqrt(n))`` consecutive blocks of one
+  container, each segment checkpointed as a whole (only segment inputs are kept);
+- ``modules:A,B``: the named modules (what ``auto`` resolves to, see
+  :func:`memlens.estimate.estimate`).
+
+:func:`checkpointed` patches ``forward`` on those module instances (undone on exit) so that
+they run under ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: the step
+then really drops the blocks' activations and recomputes them in backward, in both the
+trace and the real run. A segment's first block runs the whole segment; the others hand
+back its output. This assumes, as every ``nn.Sequential`` and transformer layer loop does,
+that each block of a segment takes the previous one's output as its first argument with
+the same other arguments.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import _StopRecomputationError, checkpoint
+
+from memlens._errors import WorkloadError
+
+_CONTAINERS = (nn.ModuleList, nn.Sequential)
+_recompute_depth = 0
+
+
+def is_recomputing() -> bool:
+    """True while a checkpointed segment re-runs its forward inside the backward pass."""
+    return _recompute_depth > 0
+
+
+def find_blocks(model: nn.Module) -> list[str]:
+    """Dotted paths of the model's repeated blocks, in registration order."""
+    best: tuple[tuple[int, int], type] | None = None
+    for _, container in model.named_modules():
+        if not isinstance(container, _CONTAINERS):
+            continue
+        children = list(container.children())
+        for typ, count in Counter(type(c) for c in children).items():
+            params = sum(p.numel() for c in children if type(c) is typ for p in c.parameters())
+            if count >= 2 and params and (best is None or (count, params) > best[0]):
+                best = ((count, params), typ)
+    if best is None:
+        return []
+    typ = best[1]
+    blocks = [
+        f"{name}.{child}" if name else child
+        for name, container in model.named_modules()
+        if isinstance(container, _CONTAINERS)
+        for child, module in container.named_children()
+        if type(module) is typ
+    ]
+    return [b for b in blocks if not any(b.startswith(o + ".") for o in blocks)]
+
+
+def segments(model: nn.Module, policy: str) -> list[list[str]]:
+    """The groups of modules checkpointed together under ``policy`` (``[]`` for ``none``)."""
+    if policy == "none":
+        return []
+    if policy.startswith("modules:"):
+        names = policy.split(":", 1)[1].split(",")
+        for name in names:
+            try:
+                model.get_submodule(name)
+            except AttributeError:
+                blocks = ", ".join(find_blocks(model)[:4])
+                raise WorkloadError(
+                    "checkpoint", name, f"is not a module of the model (blocks: {blocks}, ...)"
+                ) from None
+        return [[n] for n in names]
+    blocks = find_blocks(model)
+    if not blocks:
+        raise WorkloadError("checkpoint", policy, "the model has no repeated blocks to checkpoint")
+    if policy == "blocks":
+        return [[b] for b in blocks]
+    if policy.startswith("every-k:"):
+        k = int(policy.split(":", 1)[1])
+        return [[b] for b in blocks[::k]]
+    if policy == "sqrt":
+        size = math.ceil(math.sqrt(len(blocks)))
+        out: list[list[str]] = []
+        for b in blocks:
+            parent = b.rpartition(".")[0]
+            if out and len(out[-1]) < size and out[-1][0].rpartition(".")[0] == parent:
+                out[-1].append(b)
+            else:
+                out.append([b])
+        return out
+    raise WorkloadError("checkpoint", policy, "auto must be resolved against a device budget")
+
+
+def _first(output: Any) -> Any:
+    return output if isinstance(output, torch.Tensor) else output[0]
+
+
+class _Segment:
+    """Consecutive blocks checkpointed as one function."""
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
+        self.originals = [m.forward for m in modules]
+        self.running = False
+        self.output: Any = None
+
+    def run(self, *args: Any, **kwargs: Any) -> Any:
+        global _recompute_depth
+        recompute = torch._C._current_graph_task_id() != -1  # called by the backward pass
+        _recompute_depth += recompute
+        self.running = True
+        try:
+            out = self.modules[0](*args, **kwargs)
+            for module in self.modules[1:]:
+                out = module(_first(out), *args[1:], **kwargs)
+            return out
+        except _StopRecomputationError as stop:
+            # Early stopping ends a recomputation with this exception; its traceback would
+            # keep the recomputed tensors of these frames alive until a garbage collection.
+            raise stop.with_traceback(None) from None
+        finally:
+            self.running = False
+            _recompute_depth -= recompute
+
+    def forward_of(self, index: int) -> Any:
+        original = self.originals[index]
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            if self.running:
+                return original(*args, **kwargs)
+            if index == 0:
+                out = checkpoint(self.run, *args, use_reentrant=False, **kwargs)
+                self.output = out if len(self.modules) > 1 else None
+                return out
+            out = self.output
+            if index == len(self.modules) - 1:
+                self.output = None
+            return out
+
+        return forward
+
+
+@contextmanager
+def checkpointed(model: nn.Module, groups: list[list[str]]) -> Iterator[None]:
+    """Run the modules of each group under non-reentrant checkpointing (patches undone on
+    exit)."""
+    saved: list[tuple[nn.Module, Any]] = []
+    try:
+        for names in groups:
+            segment = _Segment([model.get_submodule(n) for n in names])
+            for i, module in enumerate(segment.modules):
+                saved.append((module, module.__dict__.get("forward")))
+                module.forward = segment.forward_of(i)  # type: ignore[method-assign]
+        yield
+    finally:
+        for module, previous in reversed(saved):
+            if previous is None:
+                del module.forward
+            else:
+                module.forward = previous  # type: ignore[method-assign]

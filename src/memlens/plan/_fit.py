@@ -37,6 +37,7 @@ class FitResult:
     strategies: StrategySearch | None
     traces: int
     seconds: float
+    search_seconds: float  # the batch search's share of ``seconds``
 
     @property
     def max_batch(self) -> int:
@@ -91,6 +92,7 @@ class FitResult:
             },
             "traces": self.traces,
             "seconds": round(self.seconds, 3),
+            "search_seconds": round(self.search_seconds, 3),
         }
 
 
@@ -143,6 +145,7 @@ def fit(
     if tracer.device is None:
         raise ConfigError("fit needs a capacity: name a device (e.g. 'v100-16gb') or give a budget")
     search = search_max_batch(tracer, tracer.device.capacity_bytes, max_batch)
+    search_seconds = time.perf_counter() - t0
     best = search.max_batch
     at_max = tracer(max(best, 1))
     above = tracer.cached(best + 1) if search.bounded and best else None
@@ -161,4 +164,5 @@ def fit(
         strategies=strategy_search,
         traces=tracer.count,
         seconds=time.perf_counter() - t0,
+        search_seconds=search_seconds,
     )

@@ -77,9 +77,6 @@ class BatchSearch:
         """False when the search stopped at the cap, not at the capacity."""
         return self.max_batch < self.cap
 
-    def probe(self, batch: int) -> Probe | None:
-        return next((p for p in self.probes if p.batch == batch), None)
-
 
 def search_max_batch(
     estimate_at: Callable[[int], Estimate], capacity: int, cap: int = DEFAULT_CAP
@@ -146,10 +143,10 @@ def _secant(probes: dict[int, int], lo: int, hi: int | None, capacity: int) -> i
     With a bracket these are ``lo`` and ``hi``; without one, the two largest batches that fit.
     """
     if hi is None:
-        p = max((b for b in probes if b < lo), default=None)
-        if p is None:
+        below = [b for b in probes if b < lo]
+        if not below:
             return 2 * lo
-        p, q = p, lo
+        p, q = max(below), lo
     else:
         p, q = lo, hi
     rise = probes[q] - probes[p]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,26 +41,13 @@ class Tracer:
         self.kind, self.device = resolve_device(device, budget)
         self.loss = loss
         self.workload = workload  # mode, optimizer, precision, shapes, strategy options
-        self.traces: list[tuple[int, dict[str, Any], float]] = []  # (batch, changes, seconds)
+        self.count = 0  # estimate calls made
         self._cache: dict[tuple[Any, ...], Estimate] = {}
-
-    @property
-    def count(self) -> int:
-        return len(self.traces)
-
-    @property
-    def seconds(self) -> float:
-        return sum(s for _, _, s in self.traces)
-
-    @property
-    def capacity_bytes(self) -> int | None:
-        return self.device.capacity_bytes if self.device is not None else None
 
     def __call__(self, batch: int, **changes: Any) -> Estimate:
         """The estimate at ``batch`` with ``changes`` to the fixed arguments (cached)."""
-        key = (batch, *sorted(changes.items(), key=lambda kv: kv[0]))
+        key = (batch, *sorted(changes.items()))
         if key not in self._cache:
-            t0 = time.perf_counter()
             self._cache[key] = estimate(
                 self.spec,
                 loss=self.loss,
@@ -69,11 +55,11 @@ class Tracer:
                 device=self.device if self.device is not None else self.kind,
                 **{**self.workload, **changes},
             )
-            self.traces.append((batch, changes, time.perf_counter() - t0))
+            self.count += 1
         return self._cache[key]
 
     def cached(self, batch: int, **changes: Any) -> Estimate | None:
-        return self._cache.get((batch, *sorted(changes.items(), key=lambda kv: kv[0])))
+        return self._cache.get((batch, *sorted(changes.items())))
 
     def accepts(self, **changes: Any) -> bool:
         """Whether :func:`memlens.estimate` takes these arguments and values (no tracing).

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from memlens._errors import WorkloadError
 from memlens.sources.base import Inputs
 from memlens.strategies.checkpointing import segments
 from memlens.strategies.freezing import freeze, head_modules
@@ -50,5 +51,7 @@ def prepare_model(model: nn.Module, inputs: Inputs, workload: Workload) -> Appli
         applied.lora_params = apply_lora(model, workload.lora, dtype or torch.float32)
     model.train(workload.training)
     if workload.training:
+        if not any(p.requires_grad for p in model.parameters()):
+            raise WorkloadError("freeze", ",".join(workload.freeze), "leaves nothing to train")
         applied.checkpoint = segments(model, workload.checkpoint)
     return applied

@@ -104,6 +104,22 @@ def segments(model: nn.Module, policy: str) -> list[list[str]]:
     raise WorkloadError("checkpoint", policy, "auto must be resolved against a device budget")
 
 
+def _is_cache(obj: Any) -> bool:
+    """A key/value cache object (transformers' ``Cache`` and its subclasses)."""
+    return any(c.__name__.endswith("Cache") for c in type(obj).__mro__)
+
+
+def _no_cache(args: tuple, kwargs: dict[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """The arguments without a key/value cache: a recomputation would append to it a second
+    time, so checkpointed blocks run without it, as transformers' ``GradientCheckpointingLayer``
+    does."""
+    args = tuple(None if _is_cache(a) else a for a in args)
+    kwargs = {k: None if _is_cache(v) else v for k, v in kwargs.items()}
+    if kwargs.get("use_cache"):
+        kwargs["use_cache"] = False
+    return args, kwargs
+
+
 def _first(output: Any) -> Any:
     return output if isinstance(output, torch.Tensor) else output[0]
 
@@ -142,6 +158,7 @@ class _Segment:
             if self.running:
                 return original(*args, **kwargs)
             if index == 0:
+                args, kwargs = _no_cache(args, kwargs)
                 out = checkpoint(self.run, *args, use_reentrant=False, **kwargs)
                 self.output = out if len(self.modules) > 1 else None
                 return out

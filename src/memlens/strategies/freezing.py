@@ -46,9 +46,9 @@ def freeze(model: nn.Module, patterns: tuple[str, ...]) -> int:
     frozen = 0
     named = list(model.named_parameters())
     for pattern in patterns:
-        if pattern == ALL_BUT_HEAD:
-            heads = head_modules(model)
-            hits = [(n, p) for n, p in named if not any(_matches(n, h) for h in heads)]
+        if pattern == ALL_BUT_HEAD:  # by identity: a head tied to the embedding keeps it
+            head = {id(p) for h in head_modules(model) for p in model.get_submodule(h).parameters()}
+            hits = [(n, p) for n, p in named if id(p) not in head]
         else:
             hits = [(n, p) for n, p in named if _matches(n, pattern)]
         if not hits:

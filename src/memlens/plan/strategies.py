@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
 
-from memlens._errors import MemlensError
-from memlens.plan.tracer import UNSUPPORTED, Tracer
+from memlens._errors import MemlensError, WorkloadError
+from memlens.plan.tracer import Tracer
 
 #: Forward-pass equivalents of one training step: forward 1, backward 2 (Kaplan et al. 2020).
 TRAIN_STEP_FORWARDS = 3
@@ -360,11 +360,13 @@ def _trace(
     label = " + ".join(c.label for c in choices) or "as given"
     try:
         est = tracer(micro, **{k: v for c in choices for k, v in c.options})
-    except UNSUPPORTED as e:
+    except WorkloadError as e:  # a combination the workload refuses
         search.unavailable.append(f"{label} ({e})")
         return None
-    except MemlensError as e:
-        search.failed.append(f"{label}: {e}")
+    except Exception as e:  # one option's failure (the engine's, or the model's) ends only it
+        lines = str(e).strip().splitlines() or [""]
+        kind = "" if isinstance(e, MemlensError) else f"{type(e).__name__}: "
+        search.failed.append(f"{label}: {kind}{lines[0]}")
         return None
     return Option(
         choices=choices,

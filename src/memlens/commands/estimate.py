@@ -24,6 +24,19 @@ def register(app: typer.Typer) -> None:
         gpu: o.Gpu = None,
         budget: o.Budget = None,
         device: o.Device = "cuda",
+        checkpoint: o.Checkpoint = "none",
+        freeze: o.Freeze = None,
+        lora: o.Lora = None,
+        quantize: o.Quantize = None,
+        optimizer_impl: o.OptimizerImpl = "auto",
+        grad_accum: o.GradAccum = 1,
+        offload_optimizer: o.OffloadOptimizer = False,
+        dataset_size: o.DatasetSize = None,
+        sample_shape: o.SampleShape = None,
+        dataset_bytes: o.DatasetBytes = None,
+        num_workers: o.NumWorkers = 0,
+        prefetch_factor: o.PrefetchFactor = None,
+        pin_memory: o.PinMemory = False,
         as_json: o.Json = False,
         compare: Annotated[
             bool, typer.Option("--compare", help="Also run the step for real and show the error.")
@@ -32,6 +45,8 @@ def register(app: typer.Typer) -> None:
         """Peak memory of one step, what it is made of, and whether it fits."""
         from memlens.estimate import estimate as run_estimate
         from memlens.report.budget import render_estimate
+        from memlens.report.host import host_table
+        from memlens.report.strategies import strategy_lines
 
         kwargs = o.workload_kwargs(
             batch=batch,
@@ -43,6 +58,21 @@ def register(app: typer.Typer) -> None:
             gpu=gpu,
             budget=budget,
             device=device,
+        )
+        kwargs |= o.strategy_kwargs(
+            checkpoint=checkpoint,
+            freeze=freeze,
+            lora=lora,
+            quantize=quantize,
+            optimizer_impl=optimizer_impl,
+            grad_accum=grad_accum,
+            offload_optimizer=offload_optimizer,
+            dataset_size=dataset_size,
+            sample_shape=sample_shape,
+            dataset_bytes=dataset_bytes,
+            num_workers=num_workers,
+            prefetch_factor=prefetch_factor,
+            pin_memory=pin_memory,
         )
         console = Console()
         with o.progress(Console(stderr=True), f"tracing {model}…"):
@@ -60,6 +90,13 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(data, indent=2))
             return
         console.print(render_estimate(est))
+        summary = strategy_lines(est)
+        if summary is not None:
+            console.print()
+            console.print(summary)
+        if est.host is not None:
+            console.print()
+            console.print(host_table(est.host))
         if measured is not None:
             from memlens.report.compare import comparison_table
 

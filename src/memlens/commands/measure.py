@@ -23,6 +23,13 @@ def register(app: typer.Typer) -> None:
         optimizer: o.Optimizer = "adam",
         precision: o.Precision = "fp32",
         device: o.Device = "cpu",
+        checkpoint: o.Checkpoint = "none",
+        freeze: o.Freeze = None,
+        lora: o.Lora = None,
+        quantize: o.Quantize = None,
+        optimizer_impl: o.OptimizerImpl = "auto",
+        grad_accum: o.GradAccum = 1,
+        offload_optimizer: o.OffloadOptimizer = False,
         as_json: o.Json = False,
     ) -> None:
         """Run one steady-state step for real (CPU or CUDA) and print the measured peaks."""
@@ -40,6 +47,15 @@ def register(app: typer.Typer) -> None:
             device=device,
         )
         kwargs.pop("budget")
+        kwargs |= o.strategy_kwargs(
+            checkpoint=checkpoint,
+            freeze=freeze,
+            lora=lora,
+            quantize=quantize,
+            optimizer_impl=optimizer_impl,
+            grad_accum=grad_accum,
+            offload_optimizer=offload_optimizer,
+        )
         with o.progress(Console(stderr=True), f"running {model}…", delay=0.0):
             m = run_measure(model, **kwargs)
         if as_json:

@@ -19,6 +19,10 @@ trace and the real run. A segment's first block runs the whole segment; the othe
 back its output. This assumes, as every ``nn.Sequential`` and transformer layer loop does,
 that each block of a segment takes the previous one's output as its first argument with
 the same other arguments.
+
+Known limitations: each checkpoint keeps the CPU RNG state (``torch.get_rng_state()``, about
+5 KiB) until its recomputation; it is made outside the dispatcher, so a CPU-target trace
+misses those few KiB per checkpointed block (on CUDA they are host memory).
 """
 
 from __future__ import annotations

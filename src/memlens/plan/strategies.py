@@ -152,7 +152,8 @@ class StrategySearch:
 
 
 def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
-    """The knobs that apply to the tracer's workload, each starting with :data:`AS_GIVEN`."""
+    """The knobs that apply to the tracer's workload, each starting with :data:`AS_GIVEN`
+    (a knob the caller already turned is left as given)."""
     w = tracer.workload
     training = w.get("mode", "train") == "train"
     device = tracer.device.name if tracer.device is not None else ""
@@ -164,23 +165,17 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
         else:
             risk = Cost.LOW if half == "bf16" else Cost.SOME
             out.append([Choice(half, (("precision", half),), risk=risk)])
-    if training:
-        out.append(
-            [
-                Choice(
-                    "checkpointing",
-                    (("checkpoint", "blocks"),),
-                    overhead=Cost.SOME,
-                    extra_forwards=1,
-                )
-            ]
+    if training and w.get("checkpoint", "none") == "none":
+        checkpointing = Choice(
+            "checkpointing", (("checkpoint", "blocks"),), overhead=Cost.SOME, extra_forwards=1
         )
-        if w.get("optimizer", "adam") in ("adam", "adamw"):
-            eight_bit = Choice("adam-8bit", (("optimizer", "adam-8bit"),), risk=Cost.LOW)
-            sgd = Choice("sgd-momentum", (("optimizer", "sgd-momentum"),), risk=Cost.SOME)
-            out.append([eight_bit if tracer.accepts(**dict(eight_bit.options)) else sgd])
+        out.append([checkpointing])
+    if training and w.get("optimizer", "adam") in ("adam", "adamw"):
+        eight_bit = Choice("adam-8bit", (("optimizer", "adam-8bit"),), risk=Cost.LOW)
+        sgd = Choice("sgd-momentum", (("optimizer", "sgd-momentum"),), risk=Cost.SOME)
+        out.append([eight_bit if tracer.accepts(**dict(eight_bit.options)) else sgd])
     splits = [k for k in SPLITS if target % k == 0]
-    if splits:
+    if splits and w.get("grad_accum", 1) == 1:
         out.append(
             [
                 Choice(
@@ -192,7 +187,7 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
                 for k in splits
             ]
         )
-    if training:
+    if training and not w.get("offload_optimizer"):
         out.append(
             [
                 Choice(
@@ -203,17 +198,18 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
                 )
             ]
         )
-        if num_params >= LLM_PARAMS:
-            lora = Choice("LoRA", (("lora", f"r={LORA_RANK}"),), risk=Cost.SOME, extra_forwards=-1)
-            qlora = Choice(
-                "QLoRA",
-                (("lora", f"r={LORA_RANK}"), ("quantize", "nf4")),
-                risk=Cost.SOME,
-                overhead=Cost.LOW,
-                extra_forwards=-1,
-            )
-            out.append([lora, qlora])
-    else:
+    adapted = any(w.get(k) for k in ("lora", "quantize", "freeze"))
+    if training and num_params >= LLM_PARAMS and not adapted:
+        lora = Choice("LoRA", (("lora", f"r={LORA_RANK}"),), risk=Cost.SOME, extra_forwards=-1)
+        qlora = Choice(
+            "QLoRA",
+            (("lora", f"r={LORA_RANK}"), ("quantize", "nf4")),
+            risk=Cost.SOME,
+            overhead=Cost.LOW,
+            extra_forwards=-1,
+        )
+        out.append([lora, qlora])
+    if not training and not w.get("quantize"):
         out.append(
             [
                 Choice(f"{bits} weights", (("quantize", bits),), risk=Cost.SOME, overhead=Cost.LOW)

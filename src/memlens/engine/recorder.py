@@ -10,9 +10,10 @@ autograd saved for backward). :class:`Recorder` owns the state and the :class:`T
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -80,6 +81,10 @@ class Recorder:
         self._key_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> key
         self._block_of: dict[int, int] = {}  # key -> block id in the current timeline
         self._meta: dict[int, tuple[int, Category]] = {}  # key -> (nbytes, category) for carry-over
+        self._host_depth = 0  # > 0 while allocations are host memory (an offloaded optimizer)
+        self._host_bytes: dict[int, int] = {}  # key -> bytes of live host storages
+        self.host_live = 0
+        self.host_peak = 0  # host bytes at their peak in the current timeline
         self.flops = 0  # FLOPs of the current timeline's ops
         self.recompute_flops = 0  # of which: re-run by activation checkpointing
 
@@ -95,6 +100,11 @@ class Recorder:
         key = next(self._ids)
         self._key_of[storage] = key
         nbytes = storage.nbytes()
+        if self._host_depth:
+            self._host_bytes[key] = nbytes
+            self.host_live += nbytes
+            self.host_peak = max(self.host_peak, self.host_live)
+            nbytes = 0  # takes no device memory
         self._meta[key] = (nbytes, category)
         self._block_of[key] = self.timeline.alloc(
             nbytes, category, self.phase, self.modules.current, op
@@ -107,6 +117,7 @@ class Recorder:
             return
         block = self._block_of.pop(key, None)
         self._meta.pop(key, None)
+        self.host_live -= self._host_bytes.pop(key, 0)
         if block is not None:
             self.timeline.free(block)
 
@@ -126,9 +137,19 @@ class Recorder:
         self.timeline.blocks[self._block_of[key]].nbytes = 0
         self._meta[key] = (0, self._meta[key][1])
 
+    @contextlib.contextmanager
+    def host(self) -> Iterator[None]:
+        """Storages allocated inside are host memory: out of the device timeline, counted in
+        :attr:`host_peak`."""
+        self._host_depth += 1
+        try:
+            yield
+        finally:
+            self._host_depth -= 1
+
     def transient(self, nbytes: int, op: str) -> None:
         """An op-internal buffer: allocated and freed inside one op."""
-        if nbytes > 0:
+        if nbytes > 0 and not self._host_depth:
             block = self.timeline.alloc(
                 nbytes, Category.TEMPORARIES, self.phase, self.modules.current, op + ":workspace"
             )
@@ -144,6 +165,7 @@ class Recorder:
         finished, self.timeline = self.timeline, Timeline()
         self.phase = Phase.SETUP
         self.flops = self.recompute_flops = 0
+        self.host_peak = self.host_live
         for key in sorted(self._block_of):
             nbytes, category = self._meta[key]
             self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", "carried")

@@ -29,7 +29,7 @@ from memlens.engine.step import default_loss, run_step, user_loss
 from memlens.sources.base import ModelSpec
 from memlens.strategies.apply import Applied, prepare_model
 from memlens.strategies.checkpointing import find_blocks
-from memlens.strategies.optimizers import is_fused, make_optimizer
+from memlens.strategies.optimizers import is_fused, make_step_optimizer
 from memlens.strategies.precision import make_scaler, scaler_state
 from memlens.strategies.quantize import logical_param_count
 from memlens.timeline import Timeline
@@ -86,9 +86,7 @@ def trace(
     optimizer = scaler = None
     if workload.training:
         with mode:
-            optimizer = make_optimizer(
-                workload.optimizer, trainable, impl=workload.optimizer_impl, device=workload.device
-            )
+            optimizer = make_step_optimizer(workload, trainable, workload.device, recorder.host)
             scaler = make_scaler(workload, "cpu")
 
     def label_gradients() -> None:
@@ -148,6 +146,7 @@ def trace(
         flops=recorder.flops,
         recompute_flops=recorder.recompute_flops,
         blocks=find_blocks(model) if workload.training else [],
+        host_peak_bytes=recorder.host_peak,
     )
 
 

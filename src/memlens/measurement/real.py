@@ -13,7 +13,7 @@ from memlens.engine.build import skip_init
 from memlens.engine.step import LossFn, default_loss, run_step, user_loss
 from memlens.sources.base import Inputs, ModelSpec
 from memlens.strategies.apply import Applied, prepare_model
-from memlens.strategies.optimizers import make_optimizer
+from memlens.strategies.optimizers import make_step_optimizer
 from memlens.strategies.precision import make_scaler, scaler_state
 from memlens.workload import Workload
 
@@ -63,9 +63,7 @@ def build_real(
     optimizer = scaler = None
     if workload.training:
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_optimizer(
-            workload.optimizer, params, impl=workload.optimizer_impl, device=dev.type
-        )
+        optimizer = make_step_optimizer(workload, params, dev.type)
         scaler = make_scaler(workload, dev.type)
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
     return RealStep(model, inputs, loss_fn, optimizer, dev, scaler, applied)

@@ -13,13 +13,17 @@ loop on CPU (``torch.optim.optimizer._default_to_fused_or_foreach``).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
 from memlens._errors import ConfigError
+from memlens.strategies.offload import OffloadedOptimizer
+from memlens.workload import Workload
 
 
 def resolve_impl(impl: str, device: str) -> str:
@@ -27,6 +31,23 @@ def resolve_impl(impl: str, device: str) -> str:
     if impl != "auto":
         return impl
     return "foreach" if device == "cuda" else "for-loop"
+
+
+def make_step_optimizer(
+    workload: Workload,
+    params: list[nn.Parameter],
+    device: str,
+    host_region: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+) -> torch.optim.Optimizer | OffloadedOptimizer:
+    """The workload's optimizer over ``params`` on ``device``, offloaded to the host (its
+    per-tensor loop, as on any CPU) when the workload says so."""
+    if workload.offload_optimizer:
+        return OffloadedOptimizer(
+            params,
+            lambda masters: make_optimizer(workload.optimizer, masters, device="cpu"),
+            host_region=host_region,
+        )
+    return make_optimizer(workload.optimizer, params, impl=workload.optimizer_impl, device=device)
 
 
 def make_optimizer(
@@ -54,7 +75,7 @@ def make_optimizer(
     raise ConfigError(f"unknown optimizer {name!r}")
 
 
-def is_fused(optimizer: torch.optim.Optimizer) -> bool:
+def is_fused(optimizer: torch.optim.Optimizer | OffloadedOptimizer) -> bool:
     """Fused optimizers keep their ``step`` counters on the device."""
     return any(group.get("fused") for group in optimizer.param_groups)
 

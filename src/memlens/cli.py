@@ -42,21 +42,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    err = Console(stderr=True)
+    """Console-script entry point: usage errors are typer's; memlens errors are one line."""
     try:
-        app(standalone_mode=False)
+        app()
     except MemlensError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except typer.Abort:
-        sys.exit(1)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise

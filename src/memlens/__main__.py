@@ -1,0 +1,5 @@
+"""``python -m memlens``."""
+
+from memlens.cli import main
+
+main()

@@ -145,3 +145,27 @@ def test_gradients_relabelled_and_sum_identity():
     assert sum(n for _, n in est.budget()) == est.total_bytes
     grads = [b for b in est.timeline.blocks if b.category is Category.GRADIENTS]
     assert sum(b.nbytes for b in grads) == PARAMS
+
+
+class _LayerDrop(nn.Module):
+    """Hugging Face-style layer drop: a random draw decides whether a layer runs."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.layers = nn.ModuleList(nn.Linear(64, 64) for _ in range(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            if i and self.training and torch.rand([]) < self.p:  # read of a small real value
+                continue
+            x = torch.relu(layer(x))
+        return x
+
+
+@pytest.mark.parametrize(("p", "layers_run"), [(0.0, 4), (1.0, 1)])
+def test_small_tensors_carry_real_values(p, layers_run):
+    est = memlens.estimate(lambda: _LayerDrop(p), batch=8, input_shape=(64,), device="cpu")
+    forward = [b for b in est.timeline.blocks if b.phase.value == "forward"]
+    assert sum(b.op == "aten.addmm" for b in forward) == layers_run
+    assert not est.unknowns  # every read had a real value

@@ -25,6 +25,7 @@ from memlens._errors import TraceError
 from memlens.categories import Category, Phase
 from memlens.engine.modules import ModuleStack
 from memlens.engine.rules import OpCall, Rules
+from memlens.engine.shadow import Shadows
 from memlens.strategies.checkpointing import is_recomputing
 from memlens.timeline import Timeline
 
@@ -77,6 +78,7 @@ class Recorder:
         self.phase = Phase.SETUP
         self.value_reads: list[str] = []  # data-dependent reads answered with a neutral value
         self._closed = False
+        self.shadows = Shadows()
         self._ids = itertools.count()
         self._key_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> key
         self._block_of: dict[int, int] = {}  # key -> block id in the current timeline
@@ -209,6 +211,7 @@ class Recorder:
                 op=str(func.overloadpacket.__name__),
                 module=self.modules.current,
             ) from e
+        self.shadows.propagate(func, args, kwargs, out)
         name = f"aten.{func.overloadpacket.__name__}"
         self._count_flops(func, args, kwargs, out)
         rule = self.rules.get(func)
@@ -239,6 +242,10 @@ class Recorder:
 
     def _neutral_value(self, t: torch.Tensor) -> Any:
         """Answer a data-dependent scalar read (``.item()``, ``if tensor:``) without data."""
+        shadow = self.shadows.get(t)
+        if shadow is not None:
+            with _disable_current_modes():
+                return shadow.item()
         constant = getattr(t, "constant", None)
         if constant is not None:
             with _disable_current_modes():

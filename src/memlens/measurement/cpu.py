@@ -9,7 +9,11 @@ own use (convolution reorders, im2col buffers) are included: they go through the
 
 from __future__ import annotations
 
+import os
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -34,11 +38,30 @@ def _allocations(prof: profile) -> list[tuple[int, int, int]]:
     return out
 
 
+@contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Kineto prints start/stop lines and GPU probes to the process's stderr (fd 2) from C++;
+    route fd 2 to /dev/null while profiling so the user sees only memlens's output."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def _profiled_rise(step: RealStep, workload: Workload) -> int:
     def go() -> None:
         step.run(workload)
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with (
+        _native_stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         go()
     records = _allocations(prof)
     if not records:

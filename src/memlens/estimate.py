@@ -199,7 +199,7 @@ def from_trace(
         peak_bytes=alloc.peak_allocated,
         reserved_peak_bytes=alloc.peak_reserved,
         breakdown=breakdown,
-        peak_phase=timeline.phase_at(index).value if index >= 0 else "setup",
+        peak_phase=block.phase.value if block is not None else "setup",  # its allocation
         peak_module=block.module if block is not None else "",
         peak_op=block.op if block is not None else "",
         context_bytes=_overheads(workload.device, device)[0],
@@ -259,8 +259,10 @@ def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
         )
     if workload.device == "cpu" and workload.precision != "fp32":
         notes.append(
-            "half-precision CPU matmuls allocate a oneDNN scratchpad (tens to hundreds of "
-            "KiB per thread) that is not modelled"
+            "half-precision CPU matmuls and convolution backward passes allocate oneDNN "
+            "scratchpads (matmuls: tens to hundreds of KiB per thread; convolution weight "
+            "gradients: fp32 accumulators about the size of the fp32 weight gradient, plus "
+            "per-thread buffers) that are not modelled"
         )
     if workload.optimizer == "adam-8bit" and workload.device == "cuda":
         notes.append(

@@ -6,8 +6,8 @@ bitsandbytes integration skips ``lm_head``) by a :class:`QuantLinear` that holds
 - ``int8``: LLM.int8 (``bnb.nn.Linear8bitLt``): an ``int8`` weight (1 byte per element)
   and one fp32 absmax per output row (``SCB``).
 - ``int4``: ``load_in_4bit`` with its defaults (``bnb.nn.Linear4bit``, FP4, no double
-  quantisation): packed 4-bit values (``ceil(n / 2)`` bytes) and one fp32 absmax per block
-  of 64 elements.
+  quantisation): packed 4-bit values (``ceil(n / 2)`` bytes), one fp32 absmax per block
+  of 64 elements, and the 16-entry fp32 FP4 code of the layer's quantisation state.
 - ``nf4``: QLoRA's setting (NF4 with double quantisation): packed 4-bit values, one
   ``uint8`` absmax per block of 64, re-quantised in blocks of 256 with one fp32 absmax each,
   a fp32 offset (their mean), the 16-entry fp32 NF4 code per layer, and bitsandbytes'

@@ -89,11 +89,35 @@ def test_pure_half_halves_weights_and_state():
     assert setup(half, Category.OPTIMIZER_STATE) < 0.51 * setup(full, Category.OPTIMIZER_STATE)
 
 
-def test_cuda_amp_says_which_op_lists_it_used():
-    cuda = memlens.estimate(_mlp, device="cuda", precision="bf16-amp", **MLP)
-    cpu = memlens.estimate(_mlp, device="cpu", precision="bf16-amp", **MLP)
-    assert any("autocast" in u for u in cuda.unknowns)
-    assert not any("autocast" in u for u in cpu.unknowns)
+class _Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv, self.norm = nn.Linear(64, 3 * 64), nn.LayerNorm(64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        scores = torch.softmax(q @ k.transpose(-1, -2), dim=-1)  # eager attention
+        return self.norm(scores @ v)
+
+
+def test_cuda_target_follows_cuda_autocast_lists():
+    kw = {"batch": 4, "input_shape": (128, 64), "precision": "bf16-amp", "optimizer": "sgd"}
+    scores = 4 * 128 * 128  # elements of the softmax output, kept for backward
+
+    def kept(est):
+        return {
+            b.nbytes
+            for b in est.timeline.blocks
+            if b.op == "aten._softmax" and b.phase is Phase.FORWARD
+        }
+
+    cpu = memlens.estimate(_Attention, device="cpu", **kw)
+    cuda = memlens.estimate(_Attention, device="cuda", **kw)
+    assert kept(cpu) == {2 * scores}  # CPU autocast leaves softmax in bf16
+    assert kept(cuda) == {4 * scores}  # CUDA autocast runs it in fp32
+    assert not torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # CPU's own lists are back
+        assert torch.softmax(torch.ones(2, dtype=torch.bfloat16), 0).dtype == torch.bfloat16
 
 
 def test_autocast_region_is_left_after_the_step():

@@ -251,12 +251,6 @@ def _blocks_by_activations(result: Trace) -> list[str]:
 def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
     """What the trace of these strategies cannot know, said explicitly."""
     notes = []
-    if workload.amp and workload.device == "cuda":
-        notes.append(
-            "AMP traced with CPU autocast's op lists: CUDA autocast also runs softmax, "
-            "log_softmax, layer_norm, group_norm and the losses in fp32, so their outputs "
-            "(and what backward keeps of them) can be up to twice as large on the GPU"
-        )
     if workload.device == "cpu" and workload.precision != "fp32":
         notes.append(
             "half-precision CPU matmuls and convolution backward passes allocate oneDNN "

@@ -29,6 +29,7 @@ from memlens.engine.step import default_loss, run_step, user_loss
 from memlens.sources.base import ModelSpec
 from memlens.strategies.apply import Applied, prepare_model
 from memlens.strategies.checkpointing import find_blocks
+from memlens.strategies.cuda_autocast import cuda_autocast_policy
 from memlens.strategies.optimizers import is_fused, make_step_optimizer
 from memlens.strategies.precision import make_scaler, scaler_state
 from memlens.strategies.quantize import logical_param_count
@@ -124,8 +125,10 @@ def trace(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when references drop, not when the collector runs
     try:
-        attention = CudaAttention() if workload.device == "cuda" else contextlib.nullcontext()
-        with mode, modules, RecordingMode(recorder), attention:
+        cuda = workload.device == "cuda"
+        attention = CudaAttention() if cuda else contextlib.nullcontext()
+        policy = cuda_autocast_policy() if cuda and workload.amp else contextlib.nullcontext()
+        with mode, modules, RecordingMode(recorder), attention, policy:
             step()
             if workload.training:
                 first_step = recorder.new_timeline()

@@ -8,10 +8,10 @@
   ``fp16-amp`` adds a :class:`torch.amp.GradScaler` (its scale and growth-tracker tensors,
   the scaled loss, the unscale step's ``found_inf`` and inverse scale).
 
-Known limitations: autocast's op lists differ between devices (CUDA runs ``softmax``,
-``layer_norm`` and the losses in fp32; CPU keeps them in half precision). The engine runs
-on CPU fake tensors, so it applies CPU autocast; estimates for CUDA with AMP say so in
-their ``unknowns``.
+Autocast's op lists differ between devices (CUDA runs ``softmax``, ``layer_norm`` and the
+losses in fp32; CPU keeps them in half precision). The engine runs on CPU fake tensors
+under CPU autocast; for a CUDA target it switches CPU autocast to CUDA's op lists
+(:mod:`memlens.strategies.cuda_autocast`).
 """
 
 from __future__ import annotations

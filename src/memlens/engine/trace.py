@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from memlens.categories import Category, Phase
-from memlens.engine import cpu_conv  # noqa: F401  (registers the CPU convolution rules)
+from memlens.engine import cpu_conv, cpu_reduce  # noqa: F401  (register the CPU kernel rules)
 from memlens.engine.build import build_fake
 from memlens.engine.cuda_attention import CudaAttention
 from memlens.engine.modules import ModuleStack

@@ -42,7 +42,7 @@ class Net(nn.Module):
         return self.head(self.layers(self.embed(x)))
 
 
-KW = {"batch": 8, "input_shape": (64, 32)}
+KW = {"batch": 4, "input_shape": (64, 32)}
 N_PARAMS = sum(p.numel() for p in Net().parameters())
 
 

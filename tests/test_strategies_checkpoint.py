@@ -130,6 +130,11 @@ def test_checkpointed_transformer_drops_its_kv_cache():
     assert est.strategies["checkpointed"] == [["model.layers.0"], ["model.layers.1"]]
     real = memlens.measure(build, checkpoint="blocks", **kw)
     assert est.peak_bytes == pytest.approx(real.peak_bytes, rel=0.02)
+    # a CUDA target recomputes with CUDA's fused attention, as its forward did
+    kw["device"] = "cuda"
+    plain = memlens.estimate(build, precision="bf16-amp", **kw)
+    blocks = memlens.estimate(build, precision="bf16-amp", checkpoint="blocks", **kw)
+    assert blocks.recompute_flops > 0 and blocks.peak_bytes < plain.peak_bytes
 
 
 @pytest.mark.parametrize(

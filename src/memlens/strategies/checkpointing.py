@@ -27,6 +27,7 @@ misses those few KiB per checkpointed block (on CUDA they are host memory).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import Counter
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import _get_current_function_mode_stack
 from torch.utils.checkpoint import _StopRecomputationError, checkpoint
 
 from memlens._errors import WorkloadError
@@ -136,6 +138,7 @@ class _Segment:
         self.originals = [m.forward for m in modules]
         self.running = False
         self.output: Any = None
+        self.modes: list[Any] = []  # torch-function modes active at the forward call
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
         global _recompute_depth
@@ -143,10 +146,11 @@ class _Segment:
         _recompute_depth += recompute
         self.running = True
         try:
-            out = self.modules[0](*args, **kwargs)
-            for module in self.modules[1:]:
-                out = module(_first(out), *args[1:], **kwargs)
-            return out
+            with contextlib.ExitStack() as modes:
+                if recompute:  # autograd runs backward without the forward's function modes
+                    for mode in self.modes:
+                        modes.enter_context(mode)
+                return self._chain(*args, **kwargs)
         except _StopRecomputationError as stop:
             # Early stopping ends a recomputation with this exception; its traceback would
             # keep the recomputed tensors of these frames alive until a garbage collection.
@@ -155,6 +159,12 @@ class _Segment:
             self.running = False
             _recompute_depth -= recompute
 
+    def _chain(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.modules[0](*args, **kwargs)
+        for module in self.modules[1:]:
+            out = module(_first(out), *args[1:], **kwargs)
+        return out
+
     def forward_of(self, index: int) -> Any:
         original = self.originals[index]
 
@@ -162,6 +172,7 @@ class _Segment:
             if self.running:
                 return original(*args, **kwargs)
             if index == 0:
+                self.modes = _get_current_function_mode_stack()
                 args, kwargs = _no_cache(args, kwargs)
                 out = checkpoint(self.run, *args, use_reentrant=False, **kwargs)
                 self.output = out if len(self.modules) > 1 else None

@@ -29,6 +29,8 @@ def measure(
     model: Any,
     *,
     inputs: Any = None,
+    task: str | None = None,
+    trust_remote_code: bool = False,
     loss: Callable[..., torch.Tensor] | None = None,
     mode: str = "train",
     batch: int | None = None,
@@ -67,4 +69,8 @@ def measure(
         offload_optimizer=offload_optimizer,
         **options,
     )
-    return measure_spec(resolve(model, inputs=inputs), workload, loss=loss)
+    return measure_spec(
+        resolve(model, inputs=inputs, task=task, trust_remote_code=trust_remote_code),
+        workload,
+        loss=loss,
+    )

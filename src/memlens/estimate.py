@@ -302,6 +302,8 @@ def estimate(
     model: Any,
     *,
     inputs: Any = None,
+    task: str | None = None,
+    trust_remote_code: bool = False,
     loss: Callable[..., torch.Tensor] | None = None,
     mode: str = "train",
     batch: int | None = None,
@@ -373,7 +375,7 @@ def estimate(
         **options,
     )
     _refuse_weights_file(model)
-    spec = resolve(model, inputs=inputs)
+    spec = resolve(model, inputs=inputs, task=task, trust_remote_code=trust_remote_code)
     if workload.checkpoint == "auto":
         return _auto_checkpoint(spec, workload, target, loss)
     return estimate_spec(spec, workload, target, loss)

@@ -37,6 +37,8 @@ def register(app: typer.Typer) -> None:
         num_workers: o.NumWorkers = 0,
         prefetch_factor: o.PrefetchFactor = None,
         pin_memory: o.PinMemory = False,
+        task: o.Task = None,
+        trust_remote_code: o.TrustRemoteCode = False,
         as_json: o.Json = False,
         compare: Annotated[
             bool, typer.Option("--compare", help="Also run the step for real and show the error.")
@@ -76,7 +78,7 @@ def register(app: typer.Typer) -> None:
         )
         console = Console()
         with o.progress(Console(stderr=True), f"tracing {model}…"):
-            est = run_estimate(model, **kwargs)
+            est = run_estimate(model, task=task, trust_remote_code=trust_remote_code, **kwargs)
         measured = None
         if compare:
             from memlens.measurement.compare import compare_with_run

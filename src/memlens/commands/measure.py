@@ -30,6 +30,8 @@ def register(app: typer.Typer) -> None:
         optimizer_impl: o.OptimizerImpl = "auto",
         grad_accum: o.GradAccum = 1,
         offload_optimizer: o.OffloadOptimizer = False,
+        task: o.Task = None,
+        trust_remote_code: o.TrustRemoteCode = False,
         as_json: o.Json = False,
     ) -> None:
         """Run one steady-state step for real (CPU or CUDA) and print the measured peaks."""
@@ -57,7 +59,7 @@ def register(app: typer.Typer) -> None:
             offload_optimizer=offload_optimizer,
         )
         with o.progress(Console(stderr=True), f"running {model}…", delay=0.0):
-            m = run_measure(model, **kwargs)
+            m = run_measure(model, task=task, trust_remote_code=trust_remote_code, **kwargs)
         if as_json:
             typer.echo(json.dumps(m.to_dict(), indent=2))
             return

@@ -183,3 +183,16 @@ def progress(console: Console, text: str, delay: float = 1.0) -> Iterator[None]:
         timer.cancel()
         if started.is_set():
             status.stop()
+
+
+Task = Annotated[
+    str | None,
+    typer.Option(
+        "--task",
+        help="Hugging Face head: causal-lm, seq-cls, masked-lm, seq2seq, image-cls or base.",
+    ),
+]
+TrustRemoteCode = Annotated[
+    bool,
+    typer.Option("--trust-remote-code", help="Let a Hub config run its repository's own code."),
+]

@@ -92,6 +92,8 @@ def _transformers() -> Any:
         import transformers
     except ImportError as e:
         raise MissingExtraError("transformers", "hf", "Hugging Face models") from e
+    # Advice meant for real runs ("pass an attention_mask") is noise beside a memory estimate.
+    transformers.logging.set_verbosity_error()
     return transformers
 
 

@@ -18,7 +18,9 @@ then really drops the blocks' activations and recomputes them in backward, in bo
 trace and the real run. A segment's first block runs the whole segment; the others hand
 back its output. This assumes, as every ``nn.Sequential`` and transformer layer loop does,
 that each block of a segment takes the previous one's output as its first argument with
-the same other arguments.
+the same other arguments. Key/value caches are dropped from a checkpointed block's arguments
+(as transformers does), and the recomputation runs under the torch-function modes of the
+forward call, which autograd does not carry into backward (the engine's CUDA attention).
 
 Known limitations: each checkpoint keeps the CPU RNG state (``torch.get_rng_state()``, about
 5 KiB) until its recomputation; it is made outside the dispatcher, so a CPU-target trace

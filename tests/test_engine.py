@@ -169,3 +169,12 @@ def test_small_tensors_carry_real_values(p, layers_run):
     forward = [b for b in est.timeline.blocks if b.phase.value == "forward"]
     assert sum(b.op == "aten.addmm" for b in forward) == layers_run
     assert not est.unknowns  # every read had a real value
+
+
+def test_phases_repeat_with_gradient_accumulation():
+    est = memlens.estimate(tiny_mlp, batch=5, input_shape=(4,), grad_accum=2, device="cpu")
+    marks = [phase.value for _, phase in est.timeline.phase_marks]
+    assert marks.count("forward") == 2 and marks.count("backward") == 2
+    second_forward = [i for i, p in est.timeline.phase_marks if p.value == "forward"][1]
+    assert est.timeline.phase_at(second_forward).value == "forward"
+    assert est.timeline.phase_at(second_forward - 1).value == "backward"

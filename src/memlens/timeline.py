@@ -35,7 +35,7 @@ class Timeline:
 
     blocks: list[Block] = field(default_factory=list)
     events: list[tuple[int, int]] = field(default_factory=list)
-    phase_starts: dict[Phase, int] = field(default_factory=dict)
+    phase_marks: list[tuple[int, Phase]] = field(default_factory=list)  # (event index, phase)
 
     def alloc(self, nbytes: int, category: Category, phase: Phase, module: str, op: str) -> int:
         """Record an allocation; returns the new block's id."""
@@ -50,15 +50,24 @@ class Timeline:
         self.events.append((block_id, FREE))
 
     def mark_phase(self, phase: Phase) -> None:
-        """Note that ``phase`` starts at the next event."""
-        self.phase_starts[phase] = len(self.events)
+        """Note that ``phase`` starts at the next event (phases repeat with micro-batches)."""
+        self.phase_marks.append((len(self.events), phase))
+
+    @property
+    def phase_starts(self) -> dict[Phase, int]:
+        """The event index where each phase first starts."""
+        starts: dict[Phase, int] = {}
+        for index, phase in self.phase_marks:
+            starts.setdefault(phase, index)
+        return starts
 
     def phase_at(self, index: int) -> Phase:
         """The phase an event index belongs to."""
         current = Phase.SETUP
-        for phase, start in sorted(self.phase_starts.items(), key=lambda kv: kv[1]):
-            if start <= index:
-                current = phase
+        for start, phase in self.phase_marks:  # in order of recording
+            if start > index:
+                break
+            current = phase
         return current
 
     def curve(self) -> list[int]:

@@ -102,13 +102,13 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
         return {"median_abs": statistics.median(errs), "max_abs": max(errs), "n": len(errs)}
 
     ok = [r for r in rows if "error" in r]
-    train = [r for r in ok if r["mode"] == "train"]
-    infer = [r for r in ok if r["mode"] == "inference"]
+    zoo = [r for r in ok if r["group"] == "zoo"]
     out = {
-        "train": stats(train, "error"),
-        "inference": stats(infer, "error"),
+        "train": stats([r for r in zoo if r["mode"] == "train"], "error"),
+        "inference": stats([r for r in zoo if r["mode"] == "inference"], "error"),
+        "strategies": stats([r for r in ok if r["group"] == "strategy"], "error"),
         "all": stats(ok, "error"),
-        "median_ratio": statistics.median(r["ratio"] for r in ok) if ok else None,
+        "median_ratio": statistics.median(r["ratio"] for r in zoo) if zoo else None,
         "failed": [f"{r['label']} {r['mode']}: {r['failure']}" for r in rows if "failure" in r],
     }
     if any("reserved_error" in r for r in ok):
@@ -129,7 +129,7 @@ def markdown(device: str, rows: list[dict[str, Any]], summary: dict[str, Any], c
         "| summary | median abs error | max abs error | rows |",
         "|---|---|---|---|",
     ]
-    for key in ("train", "inference", "all", "reserved"):
+    for key in ("train", "inference", "strategies", "all", "reserved"):
         s = summary.get(key)
         if s:
             lines.append(
@@ -137,7 +137,10 @@ def markdown(device: str, rows: list[dict[str, Any]], summary: dict[str, Any], c
             )
     lines += [
         "",
-        f"Median estimate time / real step time: {summary['median_ratio']:.3f}",
+        "Rows `train` and `inference` are the zoo; `strategies` the what-if rows "
+        "(benchmarks/strategy_rows.py).",
+        "",
+        f"Median estimate time / real step time over the zoo: {summary['median_ratio']:.3f}",
         "",
         "| workload | network | mode | estimate MiB | measured MiB | error | estimate s | step s "
         "| ratio |",
@@ -167,15 +170,16 @@ def main() -> None:
     args = parser.parse_args()
     memlens.estimate(MLP, batch=1, input_shape=(3, 64, 64), device=args.device)  # warm imports
     rows: list[dict[str, Any]] = []
-    workloads = [(*z, mode) for z in ZOO for mode in MODES]
+    workloads = [(*z, mode, "zoo") for z in ZOO for mode in MODES]
     if not args.no_strategies:
-        workloads += [(label, model, kind, kw, {}) for label, model, kind, kw in _strategy_rows()]
-    for label, model, kind, shape, mode in workloads:
+        workloads += [(*row, {}, "strategy") for row in _strategy_rows()]
+    for label, model, kind, shape, mode, group in workloads:
         if args.only and label not in args.only:
             continue
         kwargs = {**shape, **mode}
         row: dict[str, Any] = {
             "label": label,
+            "group": group,
             "model": model if model != MLP else "zoo.py:mlp",
             "kind": kind,
             "shape": ", ".join(f"{k}={v}" for k, v in shape.items()),

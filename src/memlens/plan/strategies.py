@@ -76,6 +76,7 @@ class Choice:
 
 
 AS_GIVEN = Choice("as given")
+CHECKPOINT_OPTIONS: tuple[tuple[str, Any], ...] = (("checkpoint", "blocks"),)
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ class Option:
     capacity_bytes: int
     training: bool
     pcie_bytes: int = 0  # per step, with optimizer offload
+    recompute_share: float = 0.0  # traced FLOPs that checkpointing re-runs, over the step's
 
     @property
     def label(self) -> str:
@@ -116,9 +118,13 @@ class Option:
 
     @property
     def compute_overhead(self) -> float:
-        """Extra compute per step as a fraction of the step as given (-0.33: a third less)."""
+        """Extra compute per step as a fraction of the step as given (-0.33: a third less).
+
+        Recomputation is the traced one (FLOPs the checkpointed blocks re-run); the other
+        choices use the forward = 1/3 of a training step rule (Kaplan et al. 2020)."""
         step = TRAIN_STEP_FORWARDS if self.training else 1
-        return sum(c.extra_forwards for c in self.choices) / step
+        ruled = sum(c.extra_forwards for c in self.choices if c.options != CHECKPOINT_OPTIONS)
+        return self.recompute_share + ruled / step
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,7 +173,7 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
             out.append([Choice(half, (("precision", half),), risk=risk)])
     if training and w.get("checkpoint", "none") == "none":
         checkpointing = Choice(
-            "checkpointing", (("checkpoint", "blocks"),), overhead=Cost.SOME, extra_forwards=1
+            "checkpointing", CHECKPOINT_OPTIONS, overhead=Cost.SOME, extra_forwards=1
         )
         out.append([checkpointing])
     if training and w.get("optimizer", "adam") in ("adam", "adamw"):
@@ -373,4 +379,5 @@ def _trace(
         training=training,
         # fp32 gradients to the host and updated parameters back, every step
         pcie_bytes=2 * 4 * est.trainable_params if any(c.offload for c in choices) else 0,
+        recompute_share=est.recompute_share,
     )

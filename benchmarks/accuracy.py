@@ -168,7 +168,10 @@ def main() -> None:
     parser.add_argument("--no-strategies", action="store_true", help="skip the what-if rows")
     parser.add_argument("--out", default=str(HERE / "results"))
     args = parser.parse_args()
-    memlens.estimate(MLP, batch=1, input_shape=(3, 64, 64), device=args.device)  # warm imports
+    # One-time imports (torchvision, transformers) are not part of any row's estimate time.
+    memlens.estimate(MLP, batch=1, input_shape=(3, 64, 64), device=args.device)
+    memlens.estimate("squeezenet1_1", batch=1, device=args.device)
+    memlens.estimate("gpt2", batch=1, seq_len=8, mode="inference", device=args.device)
     rows: list[dict[str, Any]] = []
     workloads = [(*z, mode, "zoo") for z in ZOO for mode in MODES]
     if not args.no_strategies:

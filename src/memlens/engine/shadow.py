@@ -33,6 +33,10 @@ class Shadows:
 
     def propagate(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """Run ``func`` on the shadows of its inputs and shadow its small outputs."""
+        for a in args:  # fast path: most ops read a tensor that has no data
+            if isinstance(a, torch.Tensor) and a not in self._real:
+                self._forget(out)
+                return
         outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if not outs:
             return
@@ -59,3 +63,12 @@ class Shadows:
         if len(real_outs) == len(outs):
             for fake, real in zip(outs, real_outs, strict=True):
                 self._real[fake] = real
+
+    def _forget(self, out: Any) -> None:
+        """Outputs of an op that read data-less tensors have no shadow (in place ones lose it)."""
+        if isinstance(out, torch.Tensor):
+            self._real.pop(out, None)
+        elif isinstance(out, (tuple, list)):
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    self._real.pop(t, None)

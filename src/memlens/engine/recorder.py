@@ -78,6 +78,7 @@ class Recorder:
         self.phase = Phase.SETUP
         self.value_reads: list[str] = []  # data-dependent reads answered with a neutral value
         self._closed = False
+        self.counting_flops = True
         self.shadows = Shadows()
         self._ids = itertools.count()
         self._key_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # storage -> key
@@ -213,7 +214,8 @@ class Recorder:
             ) from e
         self.shadows.propagate(func, args, kwargs, out)
         name = f"aten.{func.overloadpacket.__name__}"
-        self._count_flops(func, args, kwargs, out)
+        if self.counting_flops:
+            self._count_flops(func, args, kwargs, out)
         rule = self.rules.get(func)
         if rule is not None:
             for nbytes in rule(OpCall(func, args, kwargs, out, self.device)):

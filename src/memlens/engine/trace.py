@@ -128,10 +128,15 @@ def trace(
         cuda = workload.device == "cuda"
         attention = CudaAttention() if cuda else contextlib.nullcontext()
         policy = cuda_autocast_policy() if cuda and workload.amp else contextlib.nullcontext()
-        with mode, modules, RecordingMode(recorder), attention, policy:
-            step()
+        with mode, RecordingMode(recorder), attention, policy:
             if workload.training:
+                # The warm-up step is kept only for its peak bytes: no module attribution or
+                # FLOP counting, which cost about a tenth of a step's trace.
+                recorder.counting_flops = False
+                step()
+                recorder.counting_flops = True
                 first_step = recorder.new_timeline()
+            with modules:
                 step()
         timeline = recorder.close()
     finally:

@@ -45,9 +45,9 @@ _SKIP = {
 }
 
 # Data-dependent output shapes, answered with their upper bound (every element selected).
-_UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], tuple[int, ...]]] = {
-    aten.nonzero.default: lambda t: (t.numel(), t.dim()),
-    aten.masked_select.default: lambda t: (t.numel(),),
+_UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
+    aten.nonzero.default: lambda t: torch.empty((t.numel(), t.dim()), dtype=torch.long),
+    aten.masked_select.default: lambda t: torch.empty((t.numel(),), dtype=t.dtype),
 }
 
 
@@ -198,12 +198,7 @@ class Recorder:
             self.persistent(self._workspace_bytes, Category.FRAMEWORK_OVERHEAD, "cublas workspace")
         bound = _UPPER_BOUND_SHAPES.get(func)
         try:
-            if bound is not None:
-                out = torch.empty(bound(args[0]), dtype=torch.long, device=args[0].device)
-                if func is aten.masked_select.default:
-                    out = torch.empty(bound(args[0]), dtype=args[0].dtype, device=args[0].device)
-            else:
-                out = func(*args, **kwargs)
+            out = bound(args[0]) if bound is not None else func(*args, **kwargs)
         except TraceError:
             raise
         except Exception as e:

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
 
 from memlens.categories import Category, Phase
 from memlens.engine import cpu_conv, cpu_reduce  # noqa: F401  (register the CPU kernel rules)
@@ -53,11 +52,6 @@ class Trace:
     host_peak_bytes: int = 0  # host memory of an offloaded optimizer, at its peak
 
 
-def unique_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters with tied ones counted once."""
-    return list(model.parameters())  # nn.Module.parameters() already dedupes by identity
-
-
 def trace(
     spec: ModelSpec,
     workload: Workload,
@@ -71,7 +65,7 @@ def trace(
     model, inputs, mode = built.model, built.inputs, built.mode
     with mode:
         applied = prepare_model(model, inputs, workload)
-    params = unique_parameters(model)
+    params = list(model.parameters())  # tied parameters once: parameters() dedupes
     trainable = [p for p in params if p.requires_grad]
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
 

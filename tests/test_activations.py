@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from memlens import activations
-from memlens.activations import ActivationReport
+from memlens._activations import ActivationReport
 from memlens.measurement import Measurement, measure_spec
 from memlens.sources.registry import resolve
 

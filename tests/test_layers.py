@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 import memlens
 from memlens._errors import ConfigError, MissingExtraError
+from memlens._layers._formulas import evaluate, formula, formula_for
+from memlens._layers._report import LayerReport, layers
 from memlens.categories import Category, Phase
 from memlens.cli import app
 from memlens.engine.trace import trace
-from memlens.layers import LayerReport, layers
-from memlens.layers.formulas import evaluate, formula, formula_for
 from memlens.report.layers import render_layers
 from memlens.sources.registry import resolve
 from memlens.units import fmt_decimal

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from memlens import size
 from memlens._errors import ConfigError, UnknownModelError
+from memlens._size import ParamTensor, parse_count, size_of_tensors, tensor_bytes
 from memlens.cli import app
-from memlens.size import ParamTensor, parse_count, size_of_tensors, tensor_bytes
 from memlens.units import fmt_bytes, fmt_decimal
 
 MB, GB = 10**6, 10**9

@@ -6,36 +6,56 @@ Example usage::
     import memlens
     est = memlens.estimate("resnet50", batch=32, optimizer="adam", device="v100-16gb")
     print(est.peak_bytes, est.breakdown, est.fits)
+
+Names are imported on first use, so ``import memlens`` (and ``memlens --help``) does not import
+torch.
 """
 
-from memlens._errors import (
-    ConfigError,
-    HeaderError,
-    MeasureError,
-    MemlensError,
-    MissingExtraError,
-    TraceError,
-    UnknownDeviceError,
-    UnknownModelError,
-    WorkloadError,
-)
-from memlens.activations import ActivationReport, activations
-from memlens.api import fit, measure, sweep
-from memlens.categories import Category, Phase
-from memlens.estimate import Estimate, estimate
-from memlens.layers import LayerReport, LayerRow, layers
-from memlens.measurement.result import Measurement
-from memlens.size import SizeReport, size
-from memlens.timeline import Timeline
-from memlens.workload import Workload
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the private module that defines it.
+_EXPORTS = {
+    "ActivationReport": "memlens._activations",
+    "activations": "memlens._activations",
+    "Category": "memlens.categories",
+    "Phase": "memlens.categories",
+    "ConfigError": "memlens._errors",
+    "HeaderError": "memlens._errors",
+    "MeasureError": "memlens._errors",
+    "MemlensError": "memlens._errors",
+    "MissingExtraError": "memlens._errors",
+    "TraceError": "memlens._errors",
+    "UnknownDeviceError": "memlens._errors",
+    "UnknownModelError": "memlens._errors",
+    "WorkloadError": "memlens._errors",
+    "Estimate": "memlens._results",
+    "estimate": "memlens._estimate",
+    "fit": "memlens._api",
+    "measure": "memlens._api",
+    "sweep": "memlens._api",
+    "FitResult": "memlens.plan._fit",
+    "SweepResult": "memlens.plan._sweep",
+    "LayerReport": "memlens._layers._report",
+    "LayerRow": "memlens._layers._report",
+    "layers": "memlens._layers._report",
+    "Measurement": "memlens.measurement.result",
+    "SizeReport": "memlens._size",
+    "size": "memlens._size",
+    "Timeline": "memlens.timeline",
+    "Workload": "memlens.workload",
+}
 
 __all__ = [
     "ActivationReport",
     "Category",
     "ConfigError",
     "Estimate",
+    "FitResult",
     "HeaderError",
     "LayerReport",
     "LayerRow",
@@ -45,6 +65,7 @@ __all__ = [
     "MissingExtraError",
     "Phase",
     "SizeReport",
+    "SweepResult",
     "Timeline",
     "TraceError",
     "UnknownDeviceError",
@@ -59,3 +80,41 @@ __all__ = [
     "size",
     "sweep",
 ]
+
+if TYPE_CHECKING:
+    from memlens._activations import ActivationReport, activations
+    from memlens._api import fit, measure, sweep
+    from memlens._errors import (
+        ConfigError,
+        HeaderError,
+        MeasureError,
+        MemlensError,
+        MissingExtraError,
+        TraceError,
+        UnknownDeviceError,
+        UnknownModelError,
+        WorkloadError,
+    )
+    from memlens._estimate import estimate
+    from memlens._layers._report import LayerReport, LayerRow, layers
+    from memlens._results import Estimate
+    from memlens._size import SizeReport, size
+    from memlens.categories import Category, Phase
+    from memlens.measurement.result import Measurement
+    from memlens.plan._fit import FitResult
+    from memlens.plan._sweep import SweepResult
+    from memlens.timeline import Timeline
+    from memlens.workload import Workload
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'memlens' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -162,3 +162,23 @@ def _host_memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError) as exc:
         raise MemlensError("cannot read this machine's RAM size; give a budget instead") from exc
+
+
+def resolve_device(
+    device: str | Device | None, budget: int | str | None
+) -> tuple[str, Device | None]:
+    """(kind to trace for, catalog device or None) from ``device`` and ``budget``."""
+    if isinstance(device, Device):
+        target: Device | None = device
+    elif device is None or device.lower() in ("cpu", "cuda"):
+        kind = (device or "cuda").lower()
+        target = get_device("cpu") if kind == "cpu" else None
+        if budget is not None:
+            target = custom_device(budget, kind)
+        return kind, target
+    else:
+        target = get_device(device)
+    if budget is not None:
+        target = custom_device(budget, target.kind)
+    kind = "cpu" if target.kind == "cpu" else "cuda"
+    return kind, target

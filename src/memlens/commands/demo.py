@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command()
     def demo() -> None:
         """ResNet-50, batch 32, Adam, on a V100-16GB: the budget table and the seed's figures."""
-        from memlens.estimate import estimate
+        from memlens._estimate import estimate
         from memlens.report.budget import render_estimate
 
         console = Console()
@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
 
 def seed_comparison(est: object) -> Table:
     """The seed's round figures next to the traced ones (at the peak, and the step maximum)."""
-    from memlens.estimate import Estimate
+    from memlens._results import Estimate
 
     assert isinstance(est, Estimate)
     at_peak = dict((c.value, n) for c, n in est.budget())

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         ] = False,
     ) -> None:
         """Peak memory of one step, what it is made of, and whether it fits."""
-        from memlens.estimate import estimate as run_estimate
+        from memlens._estimate import estimate as run_estimate
         from memlens.report.budget import render_estimate
         from memlens.report.host import host_table
         from memlens.report.strategies import strategy_lines

@@ -46,8 +46,8 @@ def register(app: typer.Typer) -> None:
         as_json: o.Json = False,
     ) -> None:
         """Parameters (with their formula), weight bytes, activations and MACs per layer."""
-        from memlens.activations import activations
-        from memlens.layers import layers as run_layers
+        from memlens._activations import activations
+        from memlens._layers._report import layers as run_layers
         from memlens.report.layers import activation_summary, render_layers
 
         kwargs = o.workload_kwargs(

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
         as_json: o.Json = False,
     ) -> None:
         """Run one steady-state step for real (CPU or CUDA) and print the measured peaks."""
-        from memlens.api import measure as run_measure
+        from memlens._api import measure as run_measure
 
         kwargs = o.workload_kwargs(
             batch=batch,

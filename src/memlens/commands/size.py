@@ -38,9 +38,9 @@ def register(app: typer.Typer) -> None:
         as_json: o.Json = False,
     ) -> None:
         """Model size in fp32, bf16, fp16, fp8, int8, int4 and nf4, decimal and binary."""
+        from memlens._size import parse_count
+        from memlens._size import size as run_size
         from memlens.report.layers import size_table
-        from memlens.size import parse_count
-        from memlens.size import size as run_size
 
         target = parse_count(model)
         with o.progress(Console(stderr=True), f"building {model} on fake tensors…"):

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from memlens.estimate import Estimate
+from memlens._results import Estimate
 from memlens.measurement import measure_spec
 from memlens.measurement.result import Measurement
 from memlens.sources.registry import resolve

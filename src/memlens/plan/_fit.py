@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from memlens._errors import ConfigError
+from memlens._results import Estimate
 from memlens.devices import Device
-from memlens.estimate import Estimate
 from memlens.plan.batch import DEFAULT_CAP, BatchSearch, search_max_batch
 from memlens.plan.strategies import StrategySearch, search_strategies
 from memlens.plan.tracer import Tracer

@@ -10,8 +10,8 @@ from typing import Any
 import torch
 
 from memlens._errors import WorkloadError
+from memlens._results import Estimate
 from memlens.devices import Device
-from memlens.estimate import Estimate
 from memlens.plan.tracer import Tracer
 
 #: Batch sizes swept when none are given.

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from memlens._results import Estimate
 from memlens.categories import Category
-from memlens.estimate import Estimate
 
 #: The largest batch size searched by default.
 DEFAULT_CAP = 2**16

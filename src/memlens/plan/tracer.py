@@ -15,8 +15,9 @@ from typing import Any
 import torch
 
 from memlens._errors import ConfigError, WorkloadError
-from memlens.devices import Device
-from memlens.estimate import Estimate, estimate, make_workload, resolve_device
+from memlens._estimate import estimate, make_workload
+from memlens._results import Estimate
+from memlens.devices import Device, resolve_device
 from memlens.sources.registry import resolve
 from memlens.workload import Workload
 

@@ -6,7 +6,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from memlens.estimate import Estimate
+from memlens._results import Estimate
 from memlens.units import fmt_bytes, fmt_count, fmt_decimal
 
 

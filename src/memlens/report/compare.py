@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from memlens.estimate import Estimate
+from memlens._results import Estimate
 from memlens.measurement.compare import error
 from memlens.measurement.result import Measurement
 from memlens.units import fmt_bytes

@@ -15,9 +15,9 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from memlens.activations import ActivationReport
-from memlens.layers import LayerReport, LayerRow
-from memlens.size import SizeReport
+from memlens._activations import ActivationReport
+from memlens._layers._report import LayerReport, LayerRow
+from memlens._size import SizeReport
 from memlens.units import fmt_bytes, fmt_count, fmt_decimal
 
 _SHAPE_WIDTH = 16

@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from memlens._activations import ActivationReport
 from memlens._errors import ConfigError, MissingExtraError
-from memlens.activations import ActivationReport
-from memlens.layers import LayerReport
+from memlens._layers._report import LayerReport
 from memlens.units import fmt_bytes
 
 _MiB = 2**20

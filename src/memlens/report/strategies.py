@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from memlens.estimate import Estimate
+from memlens._results import Estimate
 from memlens.units import fmt_count
 
 

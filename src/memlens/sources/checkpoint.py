@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from memlens._errors import HeaderError
+from memlens._errors import ConfigError, HeaderError
 
 if TYPE_CHECKING:
     from memlens.sources.onnx_graph import OnnxSummary
@@ -215,4 +215,17 @@ def _by_magic(p: Path) -> WeightsSummary:
     raise HeaderError(
         f"{p}: unrecognised checkpoint format; expected .safetensors, "
         "a *.safetensors.index.json, .gguf or .onnx"
+    )
+
+
+def refuse_weights_file(model: Any) -> None:
+    """A weights file has no code to trace: say what to do instead."""
+    if not isinstance(model, str) or not is_checkpoint_path(model):
+        return
+    path = Path(model).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return  # a Hugging Face model folder: its config.json is the model
+    raise ConfigError(
+        f"{model} holds weights, not a model to trace: `memlens inspect {model}` gives its "
+        "exact weight figures; give the model's name or config.json to estimate a step"
     )

@@ -10,7 +10,7 @@ such a container of that type. A policy (:func:`segments`) picks which are check
 - ``sqrt``: Chen et al. 2016: segments of ``ceil(sqrt(n))`` consecutive blocks of one
   container, each segment checkpointed as a whole (only segment inputs are kept);
 - ``modules:A,B``: the named modules (what ``auto`` resolves to, see
-  :func:`memlens.estimate.estimate`).
+  :func:`memlens.estimate`).
 
 :func:`checkpointed` patches ``forward`` on those module instances (undone on exit) so that
 they run under ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: the step

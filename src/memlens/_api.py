@@ -7,22 +7,14 @@ from typing import Any
 
 import torch
 
-from memlens.estimate import Estimate, estimate, make_workload, resolve_device
+from memlens._estimate import make_workload
+from memlens.devices import resolve_device
 from memlens.measurement import Measurement, measure_spec
-from memlens.plan import FitResult, SweepResult, fit, sweep
+from memlens.plan import fit, sweep
 from memlens.sources.registry import resolve
 from memlens.workload import LoraConfig
 
-__all__ = [
-    "Estimate",
-    "FitResult",
-    "Measurement",
-    "SweepResult",
-    "estimate",
-    "fit",
-    "measure",
-    "sweep",
-]
+__all__ = ["fit", "measure", "sweep"]
 
 
 def measure(

@@ -1,13 +1,13 @@
 """Layer-level metrics from the real model: parameters (with the formula that gives them),
 weight bytes, output activations, bytes saved for backward and MACs, one row per layer.
 
-A *layer* is a module without children, or one of :data:`~memlens.layers.formulas.ATOMIC`
+A *layer* is a module without children, or one of :data:`~memlens._layers._formulas.ATOMIC`
 (shown with its submodules). A container that holds parameters of its own (ViT's class token)
 or runs ops outside its children (attention matmuls written inline) gets an extra ``own``
 row, so the rows add up to the whole model. Tied parameters are counted once, at their first
 owner in registration order, and flagged at the others.
 
-The model runs forward once on fake tensors (see :mod:`memlens.layers._observe`): no memory,
+The model runs forward once on fake tensors (see :mod:`memlens._layers._observe`): no memory,
 no weights. MACs come from ``torch.utils.flop_counter.FlopCounterMode``: every op it counts
 is a matrix product or convolution, counted as ``2*m*n*k`` FLOPs, so MACs = FLOPs / 2.
 """
@@ -21,8 +21,7 @@ from typing import Any
 from torch import nn
 
 from memlens._errors import ConfigError
-from memlens.layers._observe import ModuleCalls, Observation, observe
-from memlens.layers.formulas import (
+from memlens._layers._formulas import (
     ATOMIC,
     Formula,
     Formulas,
@@ -31,7 +30,8 @@ from memlens.layers.formulas import (
     register_formula,
     shapes_formula,
 )
-from memlens.size import FORMATS, tensor_bytes
+from memlens._layers._observe import ModuleCalls, Observation, observe
+from memlens._size import FORMATS, tensor_bytes
 from memlens.workload import Workload
 
 __all__ = [
@@ -193,8 +193,8 @@ def layers(
         report = memlens.layers("resnet50", batch=32, sort="macs", top=10)
         print(report.totals.params, report.totals.macs, report.rows[0].formula)
     """
+    from memlens._estimate import make_workload
     from memlens.engine.build import build_fake
-    from memlens.estimate import make_workload
     from memlens.sources.registry import resolve
     from memlens.strategies.apply import prepare_model
 

@@ -16,8 +16,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from memlens._layers._report import layers
 from memlens.categories import Category, Phase
-from memlens.layers import layers
 from memlens.timeline import Timeline
 from memlens.workload import Workload
 
@@ -117,8 +117,8 @@ def activations(
     Known limitations: inference only (training activations are the ``saved`` column of
     :func:`memlens.layers` and the ``activations`` category of :func:`memlens.estimate`).
     """
+    from memlens._estimate import make_workload
     from memlens.engine.trace import trace
-    from memlens.estimate import make_workload
     from memlens.sources.registry import resolve
 
     workload = make_workload(

@@ -3,7 +3,7 @@
 A formula is a small function of a module returning a :class:`Formula`: the textbook form
 (``C_o*C_i*k_h*k_w/g + C_o``), the same with the module's numbers substituted
 (``64*32*3*3/2 + 64``), and the value of that expression, computed from the string itself.
-:func:`memlens.layers.layers` compares the value with the real parameter count and flags a
+:func:`memlens.layers` compares the value with the real parameter count and flags a
 difference; nothing is bent to agree.
 
 Formulas live in one registry keyed by module class and filled by :func:`register_formula`

@@ -1,0 +1,1 @@
+"""Layer-level metrics (:func:`memlens.layers`); the logic lives in :mod:`._report`."""

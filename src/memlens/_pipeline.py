@@ -1,0 +1,153 @@
+"""From a model spec, a workload and a target to an :class:`Estimate`: trace, replay, sum up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from memlens._results import Estimate
+from memlens.allocator import replay
+from memlens.categories import Category, Phase
+from memlens.devices import Device, custom_device
+from memlens.engine.trace import Trace, trace
+from memlens.sources.base import ModelSpec
+from memlens.strategies.data import host_memory
+from memlens.workload import Workload
+
+
+def estimate_spec(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Device | None,
+    loss: Callable[..., torch.Tensor] | None = None,
+) -> Estimate:
+    """Trace ``spec`` for ``workload`` and summarise it for ``target``."""
+    t0 = time.perf_counter()
+    result = trace(
+        spec, workload, loss=loss, cuda_workspace_bytes=_overheads(workload.device, target)[1]
+    )
+    return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+
+
+def from_trace(
+    result: Trace,
+    spec_name: str,
+    source: str,
+    workload: Workload,
+    device: Device | None,
+    seconds: float,
+) -> Estimate:
+    """Replay a trace under the target allocator and summarise its peak."""
+    timeline = result.timeline
+    alloc = replay(timeline, workload.device)
+    index = alloc.peak_index
+    breakdown = (
+        {c.value: n for c, n in timeline.breakdown_at(index, alloc.sizes).items()}
+        if index >= 0
+        else {}
+    )
+    block = timeline.blocks[timeline.events[index][0]] if index >= 0 else None
+    first_peak = None
+    if result.first_step is not None:
+        first_peak = replay(result.first_step, workload.device).peak_allocated
+    unknowns = (
+        [
+            f"{len(result.value_reads)} data-dependent value read(s) answered with a neutral value"
+            f" (in {', '.join(sorted(set(m or '<root>' for m in result.value_reads))[:5])})"
+        ]
+        if result.value_reads
+        else []
+    )
+    unknowns += strategy_unknowns(workload, result)
+    input_bytes = sum(b.nbytes for b in timeline.blocks if b.category is Category.INPUTS)
+    return Estimate(
+        model=spec_name,
+        source=source,
+        workload=workload,
+        device=device,
+        num_params=result.num_params,
+        trainable_params=result.trainable_params,
+        peak_bytes=alloc.peak_allocated,
+        reserved_peak_bytes=alloc.peak_reserved,
+        breakdown=breakdown,
+        peak_phase=block.phase.value if block is not None else "setup",  # its allocation
+        peak_module=block.module if block is not None else "",
+        peak_op=block.op if block is not None else "",
+        context_bytes=_overheads(workload.device, device)[0],
+        timeline=timeline,
+        allocator=alloc,
+        first_step_peak_bytes=first_peak,
+        seconds=seconds,
+        unknowns=unknowns,
+        strategies=_strategies(workload, result),
+        step_flops=result.flops,
+        recompute_flops=result.recompute_flops,
+        host=host_memory(workload, input_bytes, result.host_peak_bytes),
+    )
+
+
+def _strategies(workload: Workload, result: Trace) -> dict[str, Any]:
+    """What the strategies did, for reports and the planner."""
+    applied = result.applied
+    out: dict[str, Any] = {
+        "micro_batch": workload.batch,
+        "grad_accum": workload.grad_accum,
+        "effective_batch": workload.effective_batch,
+        "checkpointed": [list(group) for group in applied.checkpoint],
+        "frozen_params": applied.frozen_params,
+        "lora_params": applied.lora_params,
+        "quantized_layers": len(applied.quantized),
+    }
+    if workload.training:
+        out["blocks_by_activations"] = _blocks_by_activations(result)
+    return out
+
+
+def _blocks_by_activations(result: Trace) -> list[str]:
+    """The repeated blocks, most activation bytes kept for backward first."""
+    timeline = result.timeline
+    start = timeline.phase_starts.get(Phase.BACKWARD)
+    if start is None or not result.blocks:
+        return list(result.blocks)
+    kept = dict.fromkeys(result.blocks, 0)
+    for b in timeline.live_at(start - 1):
+        if b.category is Category.ACTIVATIONS:
+            for name in result.blocks:
+                if b.module == name or b.module.startswith(name + "."):
+                    kept[name] += b.nbytes
+                    break
+    return sorted(kept, key=lambda n: -kept[n])
+
+
+def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
+    """What the trace of these strategies cannot know, said explicitly."""
+    notes = []
+    if workload.device == "cpu" and workload.precision != "fp32":
+        notes.append(
+            "half-precision CPU matmuls and convolution backward passes allocate oneDNN "
+            "scratchpads (matmuls: tens to hundreds of KiB per thread; convolution weight "
+            "gradients: fp32 accumulators about the size of the fp32 weight gradient, plus "
+            "per-thread buffers) that are not modelled"
+        )
+    if workload.optimizer == "adam-8bit" and workload.device == "cuda":
+        notes.append(
+            "adam-8bit: bitsandbytes fuses dequantisation into its CUDA kernel; the two fp32 "
+            "moment temporaries of the largest parameter in the optimizer step are an upper bound"
+        )
+    if workload.quantize == "int8" and result.applied.quantized:
+        notes.append(
+            "int8: LLM.int8's forward quantises the input and runs an int8 matmul; it is "
+            "traced as a dequantised matmul (same weights and saved tensors, other temporaries)"
+        )
+    return notes
+
+
+def _overheads(kind: str, target: Device | None) -> tuple[int, int]:
+    """(context bytes, BLAS workspace bytes) of the target; a generic GPU when none is named."""
+    if kind != "cuda":
+        return 0, 0
+    device = target if target is not None else custom_device(1, "cuda")
+    return device.context_bytes, device.workspace_bytes

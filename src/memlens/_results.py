@@ -1,0 +1,130 @@
+"""The result of an estimate: :class:`Estimate`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from memlens.allocator import AllocatorResult
+from memlens.categories import Category
+from memlens.devices import Device
+from memlens.strategies.data import HostMemory
+from memlens.timeline import Timeline
+from memlens.workload import Workload
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Estimate:
+    """Peak memory of one step and what it is made of.
+
+    ``peak_bytes`` is the allocator's peak of *allocated* bytes (``max_memory_allocated`` on
+    CUDA, the allocator's running total on CPU); ``breakdown`` splits it by category and
+    sums to it exactly. ``reserved_peak_bytes`` adds the caching allocator's slack, and
+    ``total_bytes`` the per-process overhead outside the allocator (the CUDA context).
+    """
+
+    model: str
+    source: str
+    workload: Workload
+    device: Device | None
+    num_params: int
+    trainable_params: int
+    peak_bytes: int
+    reserved_peak_bytes: int
+    breakdown: dict[str, int]
+    peak_phase: str
+    peak_module: str
+    peak_op: str
+    context_bytes: int
+    timeline: Timeline
+    allocator: AllocatorResult
+    first_step_peak_bytes: int | None
+    seconds: float
+    unknowns: list[str] = field(default_factory=list)
+    strategies: dict[str, Any] = field(default_factory=dict)  # what the strategies did
+    step_flops: int = 0  # FLOPs of the traced step
+    recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
+    host: HostMemory | None = None  # host (CPU) memory outside the device's allocator
+
+    @property
+    def slack_bytes(self) -> int:
+        """Reserved by the caching allocator at its peak but not allocated."""
+        return self.reserved_peak_bytes - self.peak_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """What the device holds at the peak: reserved memory plus the context."""
+        return self.reserved_peak_bytes + self.context_bytes
+
+    @property
+    def capacity_bytes(self) -> int | None:
+        return self.device.capacity_bytes if self.device is not None else None
+
+    @property
+    def free_bytes(self) -> int | None:
+        """Capacity left at the peak (negative: short by that much)."""
+        cap = self.capacity_bytes
+        return None if cap is None else cap - self.total_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        free = self.free_bytes
+        return None if free is None else free >= 0
+
+    @property
+    def recompute_share(self) -> float:
+        """Extra compute of activation checkpointing: recomputed FLOPs over the FLOPs of the
+        same step without recomputation."""
+        base = self.step_flops - self.recompute_flops
+        return self.recompute_flops / base if base > 0 else 0.0
+
+    def budget(self) -> list[tuple[Category, int]]:
+        """Rows of the budget table, in category order, summing to :attr:`total_bytes`."""
+        rows = []
+        for cat in Category:
+            n = self.breakdown.get(cat.value, 0)
+            if cat is Category.ALLOCATOR_SLACK:
+                n += self.slack_bytes
+            elif cat is Category.FRAMEWORK_OVERHEAD:
+                n += self.context_bytes
+            rows.append((cat, n))
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (bytes as ints) with a ``schema_version``."""
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model,
+            "source": self.source,
+            "workload": self.workload.to_dict(),
+            "device": None
+            if self.device is None
+            else {
+                "name": self.device.name,
+                "kind": self.device.kind,
+                "capacity_bytes": self.device.capacity_bytes,
+            },
+            "num_params": self.num_params,
+            "trainable_params": self.trainable_params,
+            "peak_bytes": self.peak_bytes,
+            "reserved_peak_bytes": self.reserved_peak_bytes,
+            "total_bytes": self.total_bytes,
+            "first_step_peak_bytes": self.first_step_peak_bytes,
+            "breakdown": dict(self.breakdown),
+            "budget": {cat.value: n for cat, n in self.budget()},
+            "peak": {"phase": self.peak_phase, "module": self.peak_module, "op": self.peak_op},
+            "fits": self.fits,
+            "free_bytes": self.free_bytes,
+            "unknowns": list(self.unknowns),
+            "seconds": round(self.seconds, 4),
+            "effective_batch": self.workload.effective_batch,
+            "strategies": dict(self.strategies),
+            "compute": {
+                "step_flops": self.step_flops,
+                "recompute_flops": self.recompute_flops,
+                "recompute_share": round(self.recompute_share, 6),
+            },
+            "host": None if self.host is None else self.host.to_dict(),
+        }

@@ -18,11 +18,11 @@ from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
-from torch.utils.flop_counter import flop_registry
 from torch.utils.weak import WeakIdKeyDictionary
 
 from memlens._errors import TraceError
 from memlens.categories import Category, Phase
+from memlens.engine.flops import count_flops
 from memlens.engine.modules import ModuleStack
 from memlens.engine.rules import OpCall, Rules
 from memlens.engine.shadow import Shadows
@@ -221,10 +221,7 @@ class Recorder:
         return out
 
     def _count_flops(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        formula = flop_registry.get(func.overloadpacket)
-        if formula is None:
-            return
-        n = int(formula(*args, **kwargs, out_val=out))
+        n = count_flops(func, args, kwargs, out)
         self.flops += n
         if is_recomputing():
             self.recompute_flops += n

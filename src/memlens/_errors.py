@@ -7,6 +7,7 @@ one line::
     ├── WorkloadError        a workload field is invalid (names the field and allowed values)
     ├── UnknownModelError    a model name matched nothing (carries close matches)
     ├── UnknownDeviceError   a device name matched nothing (carries close matches)
+    ├── UnsupportedDeviceError  a known device memlens cannot emulate (says what to do instead)
     ├── ConfigError          a config file or factory spec is malformed (names the field)
     ├── HeaderError          a checkpoint / ONNX header is corrupt or unsupported
     ├── TraceError           the engine could not trace the step (names the op and module)
@@ -55,6 +56,14 @@ class UnknownDeviceError(MemlensError, LookupError):
         if hint:
             msg += f" ({hint})"
         super().__init__(msg)
+
+
+class UnsupportedDeviceError(MemlensError, ValueError):
+    """A known device whose kind memlens has no model of (TPU, Apple MPS)."""
+
+    def __init__(self, name: str, reason: str, instead: str) -> None:
+        self.name, self.reason, self.instead = name, reason, instead
+        super().__init__(f"cannot estimate for {name}: {reason}; {instead}")
 
 
 class ConfigError(MemlensError, ValueError):

@@ -47,6 +47,7 @@ class Device:
     aliases: tuple[str, ...]
     vendor: str
     kind: str  # "cuda", "rocm", "tpu", "mps" or "cpu"
+    arch: str  # "sm90", "gfx942", ... ("" when unknown: a budget)
     memory_type: str
     capacity_bytes: int
     capacity_reported: bool  # the usable total (driver- or user-given), not a nominal label
@@ -74,16 +75,14 @@ def custom_device(capacity_bytes: int | str, kind: str = "cuda") -> Device:
 
     The capacity is taken as usable memory; the kind's context and workspace still apply.
     """
-    overheads = _data()["overheads"]
-    if kind not in overheads:
-        raise ConfigError(f"unknown device kind {kind!r}: use one of {', '.join(overheads)}")
     capacity = parse_size(capacity_bytes)
-    context, workspace = _overheads(overheads[kind], "")
+    context, workspace = kind_overheads(kind)
     return Device(
         name="custom",
         aliases=(),
         vendor="custom",
         kind=kind,
+        arch="",
         memory_type="unknown",
         capacity_bytes=capacity,
         capacity_reported=True,
@@ -112,6 +111,7 @@ def _catalog() -> tuple[tuple[Device, ...], dict[str, Device]]:
                 aliases=tuple(entry["aliases"]),
                 vendor=entry["vendor"],
                 kind=entry["kind"],
+                arch=entry["arch"],
                 memory_type=entry["memory_type"],
                 capacity_bytes=_host_memory_bytes() if host else entry["capacity_bytes"],
                 capacity_reported=host or entry["capacity_basis"] == "reported",
@@ -123,6 +123,15 @@ def _catalog() -> tuple[tuple[Device, ...], dict[str, Device]]:
         )
     by_key = {_key(alias): d for d in devices for alias in (d.name, *d.aliases)}
     return tuple(devices), by_key
+
+
+def kind_overheads(kind: str, arch: str = "") -> tuple[int, int]:
+    """(context bytes, BLAS workspace bytes) of a device of ``kind`` and ``arch`` (``""``:
+    the kind's default workspace)."""
+    overheads = _data()["overheads"]
+    if kind not in overheads:
+        raise ConfigError(f"unknown device kind {kind!r}: use one of {', '.join(overheads)}")
+    return _overheads(overheads[kind], arch)
 
 
 def _overheads(kind_overheads: dict[str, Any], arch: str) -> tuple[int, int]:

@@ -1,0 +1,95 @@
+"""Targets: a catalog device resolved to the traits the engine emulates it by."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from memlens._errors import UnknownDeviceError, UnsupportedDeviceError
+from memlens.devices import get_device
+from memlens.targets import resolve_target
+
+MiB, GiB = 2**20, 2**30
+
+
+def test_cuda_traits_come_from_the_catalog() -> None:
+    h100 = resolve_target("h100")
+    assert (h100.kind, h100.allocator, h100.kernel_rules, h100.autocast) == (
+        "cuda",
+        "cuda-caching",
+        "cuda",
+        "cuda",
+    )
+    assert h100.optimizer_impl == "foreach"  # PyTorch's default for CUDA tensors
+    assert h100.workspace_bytes == 32 * MiB  # sm90's cuBLAS workspace
+    assert h100.context_bytes == 400_000_000
+    assert h100.capacity_bytes == 81_559 * MiB and h100.name == "h100-80gb"
+    assert h100.assumptions == ()
+
+
+def test_bf16_needs_ampere_or_later() -> None:
+    assert resolve_target("a100").bf16
+    assert not resolve_target("v100").bf16  # sm70
+    assert not resolve_target("t4").bf16  # sm75
+
+
+def test_generic_cuda_has_no_capacity_until_given_a_budget() -> None:
+    generic = resolve_target("cuda")
+    assert generic.device is None and generic.capacity_bytes is None and generic.name == "cuda"
+    assert generic.workspace_bytes == 4096 * 1024 * 2 + 16 * 1024 * 8
+    budget = resolve_target("cuda", budget="24GiB")
+    assert budget.capacity_bytes == 24 * GiB and budget.context_bytes == generic.context_bytes
+    # a budget keeps the device's kind, and applies to a resolved target too
+    assert resolve_target("mi300x", budget="100GiB").assumptions
+    assert resolve_target(resolve_target("h100"), budget="1GiB").capacity_bytes == GiB
+
+
+def test_cpu_traits() -> None:
+    cpu = resolve_target("cpu")
+    assert (cpu.kind, cpu.allocator, cpu.kernel_rules, cpu.autocast) == (
+        "cpu",
+        "exact",
+        "cpu",
+        "cpu",
+    )
+    assert (cpu.optimizer_impl, cpu.context_bytes, cpu.workspace_bytes) == ("for-loop", 0, 0)
+    assert cpu.device == get_device("cpu")  # this machine's RAM
+    assert resolve_target(get_device("cpu")) == cpu
+
+
+def test_rocm_is_traced_as_cuda_with_every_assumption_listed() -> None:
+    mi300x = resolve_target("mi300x")
+    assert (mi300x.kind, mi300x.device_kind, mi300x.allocator) == ("cuda", "rocm", "cuda-caching")
+    assert mi300x.workspace_bytes == 128 * MiB  # hipBLAS on gfx94x
+    text = " ".join(mi300x.assumptions)
+    for topic in ("allocator", "context", "workspace", "attention", "autocast"):
+        assert topic in text, topic
+    assert resolve_target("rocm").assumptions  # a generic ROCm device too
+
+
+@pytest.mark.parametrize(
+    ("device", "says"),
+    [
+        ("tpu-v5e", "XLA"),
+        ("tpu", "XLA"),
+        ("m3-max", "MPS allocator"),
+        ("mps", "MPS allocator"),
+    ],
+)
+def test_tpu_and_mps_are_refused_with_what_to_do(device: str, says: str) -> None:
+    with pytest.raises(UnsupportedDeviceError) as info:
+        resolve_target(device)
+    message = str(info.value)
+    assert says in message and "measure on the" in message and "device=" in message
+
+
+def test_unknown_names_still_suggest() -> None:
+    with pytest.raises(UnknownDeviceError, match="did you mean 'h100-80gb'"):
+        resolve_target("h10")
+
+
+def test_targets_never_import_torch() -> None:
+    code = "import sys, memlens.targets; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

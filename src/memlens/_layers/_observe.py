@@ -6,8 +6,11 @@ Three observers run together, none of them editing the user's modules:
 - ``torch.autograd.graph.saved_tensors_hooks`` sees every tensor autograd saves for
   backward; each storage is attributed once, to the innermost module running when it is
   *first* saved (parameters, buffers and inputs are not activations and are skipped);
-- ``torch.utils.flop_counter.FlopCounterMode`` counts FLOPs per module (inclusive of
-  submodules), with formulas for two CPU ops its registry lacks (:data:`EXTRA_FLOP_FORMULAS`).
+- a dispatch mode counts each op's FLOPs with the engine's table
+  (:func:`memlens.engine.flops.count_flops`: the ops an estimate counts, counted the same
+  way) for every module running (inclusive of submodules) and in total. It answers
+  data-dependent reads (``.item()``, ``if tensor:``) as the engine does: with the value of
+  the tensor's real shadow (:mod:`memlens.engine.shadow`) if it has one, else a neutral value.
 """
 
 from __future__ import annotations
@@ -18,33 +21,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
-from torch.utils.flop_counter import FlopCounterMode, bmm_flop, sdpa_flop_count
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from memlens.engine.build import Built
+from memlens.engine.flops import count_flops
+from memlens.engine.shadow import Shadows
 
 aten = torch.ops.aten
-
-
-def _native_mha_flop(query, key, value, embed_dim, num_heads, *args, out_shape=None, **kw) -> int:
-    """``aten._native_multi_head_attention``, the fused op ``nn.MultiheadAttention`` runs in
-    inference (its "fast path"): Q, K, V and output projections plus the attention itself."""
-    b, s_q, d = query
-    s_k = key[1]
-    projections = bmm_flop((b, s_q, d), (b, d, d)) * 2 + bmm_flop((b, s_k, d), (b, d, d)) * 2
-    q, kv = (b, num_heads, s_q, d // num_heads), (b, num_heads, s_k, d // num_heads)
-    return projections + sdpa_flop_count(q, kv, kv)
-
-
-def _cpu_sdpa_flop(query, key, value, *args, out_shape=None, **kwargs) -> int:
-    """``aten._scaled_dot_product_flash_attention_for_cpu``: the two attention matmuls."""
-    return sdpa_flop_count(query, key, value)
-
-
-#: FLOP formulas for ops ``torch.utils.flop_counter`` has none for; merged per counter.
-EXTRA_FLOP_FORMULAS: dict[Any, Any] = {
-    aten._native_multi_head_attention: _native_mha_flop,
-    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa_flop,
-}
 
 
 @dataclass
@@ -144,7 +127,7 @@ def observe(built: Built, training: bool) -> Observation:
         return t
 
     handles = [register_module_forward_pre_hook(pre), register_module_forward_hook(post)]
-    counter = FlopCounterMode(display=False, custom_mapping=EXTRA_FLOP_FORMULAS)
+    counter = _FlopCounter(stack)
     try:
         saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
         with built.mode, counter, saving, torch.set_grad_enabled(training):
@@ -152,26 +135,49 @@ def observe(built: Built, training: bool) -> Observation:
     finally:
         for h in handles:
             h.remove()
-    flops = _by_path(model, counter.get_flop_counts())
     return Observation(
         calls=calls,
-        flops=flops,
-        own_flops=_exclusive(flops),
-        total_flops=counter.get_total_flops(),
+        flops=counter.by_module,
+        own_flops=_exclusive(counter.by_module),
+        total_flops=counter.total,
         saved_bytes_outside=outside,
     )
 
 
-def _by_path(model: nn.Module, counts: dict[str, dict[Any, int]]) -> dict[str, int]:
-    """FlopCounterMode's module names (``ResNet.layer1.0.conv1``) as dotted paths."""
-    root = type(model).__name__
-    out = {}
-    for name, per_op in counts.items():
-        if name == root:
-            out[""] = sum(per_op.values())
-        elif name.startswith(root + "."):
-            out[name[len(root) + 1 :]] = sum(per_op.values())
-    return out
+class _FlopCounter(TorchDispatchMode):
+    """FLOPs of every op, added to each module on ``stack`` (the modules running)."""
+
+    def __init__(self, stack: list[str]) -> None:
+        super().__init__()
+        self.stack = stack
+        self.by_module: dict[str, int] = {}  # inclusive of submodules
+        self.total = 0
+        self.shadows = Shadows()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        kwargs = kwargs or {}
+        if func is aten._local_scalar_dense.default:
+            return self._read(args[0])
+        out = func(*args, **kwargs)
+        self.shadows.propagate(func, args, kwargs, out)
+        n = count_flops(func, args, kwargs, out)
+        if n:
+            self.total += n
+            for name in set(self.stack):
+                self.by_module[name] = self.by_module.get(name, 0) + n
+        return out
+
+    def _read(self, t: torch.Tensor) -> Any:
+        """A scalar read of a tensor without data: its shadow's value, else neutral."""
+        real = self.shadows.get(t)
+        if real is None:
+            real = getattr(t, "constant", None)
+        if real is not None:
+            with _disable_current_modes():
+                return real.item()
+        if t.dtype == torch.bool:
+            return True  # masks are all ones, asserts hold
+        return 1.0 if t.is_floating_point() else 1
 
 
 def _exclusive(inclusive: dict[str, int]) -> dict[str, int]:

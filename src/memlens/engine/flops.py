@@ -1,15 +1,18 @@
 """FLOPs per ATen op: one table for the engine and :func:`memlens.layers`.
 
 The table is ``torch.utils.flop_counter``'s registry (matrix products, convolutions, the
-CUDA attention kernels) plus formulas for the ops it lacks, which memlens meets on CPU
-targets: the fused inference paths of ``nn.MultiheadAttention`` and
-``nn.TransformerEncoderLayer`` and CPU flash attention (forward and backward).
+CUDA attention kernels) plus memlens's formulas, which take precedence: the ops the registry
+lacks, met on CPU targets (the fused inference paths of ``nn.MultiheadAttention`` and
+``nn.TransformerEncoderLayer``, CPU flash attention), and the backward of the fused attention
+kernels.
 
-Attention FLOPs are those of the math: ``Q K^T`` and ``softmax(.) V``, each ``2*b*h*s_q*s_k*d``
-(the backward: recomputed scores and four products), whichever kernel runs it. So a CUDA
-target, whose trace routes ``scaled_dot_product_attention`` to flash or memory-efficient
-attention, counts what the CPU flash kernel or the decomposed math path counts. Causal masks
-are not discounted (as in PyTorch's counter). Every formula here is a function of shapes only.
+Attention FLOPs are those of the math, whichever kernel runs it: forward, ``Q K^T`` and
+``softmax(.) V`` (``2*b*h*s_q*s_k*d`` each); backward, the four products of their gradients,
+twice the forward. So a CUDA target, whose trace routes ``scaled_dot_product_attention`` to
+flash or memory-efficient attention, counts what the CPU flash kernel or the decomposed math
+path (``bmm`` ops) counts. PyTorch's own backward formula adds the scores that flash kernels
+recompute instead of saving; that work depends on the kernel, so it is left out here. Causal
+masks are not discounted (as in PyTorch's counter). Every formula is a function of shapes.
 
 Known limitations: ops outside the table (element-wise ops, norms, softmax, ``mv``, ``dot``)
 count zero, so FLOPs are those of matrix products, convolutions and attention.
@@ -26,7 +29,6 @@ from torch.utils.flop_counter import (
     bmm_flop,
     flop_registry,
     mm_flop,
-    sdpa_backward_flop_count,
     sdpa_flop_count,
     shape_wrapper,
 )
@@ -41,14 +43,14 @@ _EXTRA: dict[Any, FlopFormula] = {}
 
 
 def _formula(*ops: Any) -> Callable[[Callable[..., int]], Callable[..., int]]:
-    """Register a shape formula (tensors arrive as their shapes) for ``ops`` that PyTorch's
-    registry lacks; a duplicate is refused."""
+    """Register a shape formula (tensors arrive as their shapes) for ``ops``, in place of
+    PyTorch's if it has one; a duplicate is refused."""
 
     def wrap(fn: Callable[..., int]) -> Callable[..., int]:
         for op in ops:
             if not isinstance(op, torch._ops.OpOverloadPacket):
                 raise TypeError(f"FLOP formulas are keyed by op packets, got {op!r}")
-            if op in _EXTRA or op in flop_registry:
+            if op in _EXTRA:
                 raise ValueError(f"duplicate FLOP formula for {op}")
             _EXTRA[op] = shape_wrapper(fn)
         return fn
@@ -115,12 +117,18 @@ def cpu_flash_attention(query: Any, key: Any, value: Any, *args: Any, **kwargs: 
     return sdpa_flop_count(query, key, value)
 
 
-@_formula(aten._scaled_dot_product_flash_attention_for_cpu_backward)
-def cpu_flash_attention_backward(
+@_formula(
+    aten._scaled_dot_product_flash_attention_for_cpu_backward,
+    aten._scaled_dot_product_flash_attention_backward,
+    aten._scaled_dot_product_efficient_attention_backward,
+    aten._scaled_dot_product_cudnn_attention_backward,
+)
+def attention_backward(
     grad_out: Any, query: Any, key: Any, value: Any, *args: Any, **kwargs: Any
 ) -> int:
-    """Its backward: the scores recomputed, then the four products of the gradients."""
-    return sdpa_backward_flop_count(grad_out, query, key, value)
+    """Backward of fused attention: the gradients of the scores and of V, then of Q and K;
+    twice the forward, as the math path's four ``bmm`` ops."""
+    return 2 * sdpa_flop_count(query, key, value)
 
 
 #: Op packet -> formula: PyTorch's registry and memlens's additions, read-only.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported by what builds and runs models, not to name them
+    import torch
+    from torch import nn
 
-from memlens.workload import Workload
+    from memlens.workload import Workload
 
 #: How the default training loss is formed from the model's output.
 #: - "classification": cross-entropy of each logits tensor against random class targets
@@ -29,7 +30,10 @@ class Inputs:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every tensor the inputs hold (for accounting as the ``inputs`` category)."""
-        leaves = torch.utils._pytree.tree_leaves((self.args, self.kwargs, self.targets))
+        import torch
+        from torch.utils._pytree import tree_leaves
+
+        leaves = tree_leaves((self.args, self.kwargs, self.targets))
         return [t for t in leaves if isinstance(t, torch.Tensor)]
 
 

@@ -19,7 +19,7 @@ def list_models(*, source: str | None = None, with_params: bool = False) -> list
     """Rows ``{name, family, source, params}`` sorted by source then name; ``params`` is an
     int, or None where unknown without building (see the module docstring)."""
     rows = []
-    for provider in registry.PROVIDERS:
+    for provider in registry.providers():
         for name, meta in provider.names().items():
             if source is not None and meta.get("source") != source:
                 continue

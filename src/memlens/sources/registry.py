@@ -9,6 +9,10 @@ where an ``aliases`` list names other spellings) and ``resolve(name) -> ModelSpe
 and may expose ``resolve_path(text) -> ModelSpec | None`` for paths and Hub ids; this module
 only dispatches between them. Options such as ``task`` reach the providers whose functions
 take them as keyword arguments.
+
+Providers are imported one at a time and asked in order, so a name the first one knows
+(a bundled LLM config) imports neither torchvision nor timm; only an unknown name, whose
+suggestions need every list, asks them all.
 """
 
 from __future__ import annotations
@@ -16,20 +20,26 @@ from __future__ import annotations
 import difflib
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from importlib import import_module
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from torch import nn
-
 from memlens._errors import ConfigError, UnknownModelError
-from memlens.sources import bundled, factory, huggingface, timm_models, torchvision_models
 from memlens.sources.base import ModelSpec
+from memlens.sources.timm_models import PREFIX as TIMM_PREFIX
 
-#: Name providers, most specific first (bundled configs shadow nothing of torchvision and
-#: need no import of it); Hugging Face paths and Hub ids last.
-PROVIDERS: list[ModuleType] = [bundled, torchvision_models, timm_models, huggingface]
+#: Name providers (modules of this package), most specific first, each imported when first
+#: asked: bundled configs need neither torchvision nor timm, timm is asked only about names
+#: under its ``PREFIX``; Hugging Face paths and Hub ids last.
+PROVIDERS = ("bundled", "torchvision_models", "timm_models", "huggingface")
+
+
+def providers() -> Iterator[ModuleType]:
+    """The provider modules, in :data:`PROVIDERS` order, imported one at a time."""
+    for name in PROVIDERS:
+        yield import_module(f"memlens.sources.{name}")
 
 
 def normalize(name: str) -> str:
@@ -38,16 +48,27 @@ def normalize(name: str) -> str:
 
 
 def known_names() -> dict[str, dict[str, Any]]:
-    """Every name memlens knows, with its provider's metadata."""
+    """Every name memlens knows, with its provider's metadata (imports every provider)."""
     out: dict[str, dict[str, Any]] = {}
-    for provider in PROVIDERS:
+    for provider in providers():
         for name, meta in provider.names().items():
             out.setdefault(name, meta)
     return out
 
 
-def _canonical(name: str) -> str | None:
-    names = known_names()
+def _may_name(provider: ModuleType, name: str) -> bool:
+    """Whether ``name`` can be one of the provider's (a provider with a ``PREFIX`` names only
+    what starts with it, so its name list need not be built for anything else)."""
+    prefix = getattr(provider, "PREFIX", None)
+    return prefix is None or normalize(name).startswith(normalize(prefix))
+
+
+def _canonical(provider: ModuleType, name: str) -> str | None:
+    """The provider's name for ``name``, matched exactly, then ignoring case and punctuation,
+    then by alias."""
+    if not _may_name(provider, name):
+        return None
+    names = provider.names()
     if name in names:
         return name
     key = normalize(name)
@@ -57,10 +78,6 @@ def _canonical(name: str) -> str | None:
     for candidate, meta in names.items():
         if any(normalize(alias) == key for alias in meta.get("aliases", ())):
             return candidate
-    # a Hub-style "org/name" id whose last part is known ("meta-llama/Meta-Llama-3-8B"),
-    # unless it is a local folder ("models/gpt2" holding its own config.json)
-    if "/" in name and not name.lower().startswith(timm_models.PREFIX) and not Path(name).exists():
-        return _canonical(name.rsplit("/", 1)[1])
     return None
 
 
@@ -76,7 +93,9 @@ def suggest(name: str, n: int = 5) -> list[str]:
 
 def _with_inputs(spec: ModelSpec, inputs: Any) -> ModelSpec:
     if inputs is not None:
-        spec.make_inputs = factory.generic_inputs(inputs)
+        from memlens.sources.factory import generic_inputs
+
+        spec.make_inputs = generic_inputs(inputs)
     return spec
 
 
@@ -92,6 +111,20 @@ def _ask(
     return spec
 
 
+def _by_name(text: str, options: dict[str, Any]) -> ModelSpec | None:
+    """The spec of the first provider that knows ``text`` (exactly, or by a spelling of one
+    of its names); later providers are not imported."""
+    for provider in providers():
+        spec = _ask(provider.resolve, text, options)  # an exact name needs no name list
+        if spec is None:
+            canonical = _canonical(provider, text)
+            if canonical is not None and canonical != text:
+                spec = _ask(provider.resolve, canonical, options)
+        if spec is not None:
+            return spec
+    return None
+
+
 def resolve(
     model: Any, *, inputs: Any = None, task: str | None = None, trust_remote_code: bool = False
 ) -> ModelSpec:
@@ -100,6 +133,10 @@ def resolve(
     ``task`` picks a Hugging Face model's head (``causal-lm``, ``seq-cls``...);
     ``trust_remote_code`` lets a Hub config run its repository's own code.
     """
+    from torch import nn
+
+    from memlens.sources import factory
+
     if isinstance(model, ModelSpec):
         return model
     if isinstance(model, nn.Module):
@@ -116,19 +153,17 @@ def resolve(
     options: dict[str, Any] = {"task": task} if task else {}
     if factory.is_factory_spec(text):
         return factory.module_spec(factory.load_factory(text), text, "factory", inputs)
-    for provider in PROVIDERS:  # an exact name needs no name lists (they import timm)
-        spec = _ask(provider.resolve, text, options)
-        if spec is not None:
-            return _with_inputs(spec, inputs)
-    canonical = _canonical(text)
-    if canonical is not None:
-        for provider in PROVIDERS:
-            spec = _ask(provider.resolve, canonical, options)
-            if spec is not None:
-                return _with_inputs(spec, inputs)
+    spec = _by_name(text, options)
+    # a Hub-style "org/name" id whose last part is known ("meta-llama/Meta-Llama-3-8B"),
+    # unless it is a local folder ("models/gpt2" holding its own config.json) or timm's
+    hub_style = "/" in text and not text.lower().startswith(TIMM_PREFIX)
+    if spec is None and hub_style and not Path(text).exists():
+        spec = _by_name(text.rsplit("/", 1)[1], options)
+    if spec is not None:
+        return _with_inputs(spec, inputs)
     if trust_remote_code:
         options["trust_remote_code"] = True
-    for provider in PROVIDERS:
+    for provider in providers():
         resolve_path = getattr(provider, "resolve_path", None)
         spec = _ask(resolve_path, text, options) if resolve_path is not None else None
         if spec is not None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from memlens.sources.base import Inputs
-from memlens.workload import Workload
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from memlens.workload import Workload
 
 
 def _model_shape(model: nn.Module, default: tuple[int, ...]) -> tuple[int, ...]:
@@ -26,6 +28,8 @@ def image_inputs(
     """``make_inputs`` for an image model: a batch of images and random class targets."""
 
     def make(model: nn.Module, workload: Workload) -> Inputs:
+        import torch
+
         shape = workload.input_shape or _model_shape(model, default_shape)
         x = torch.randn(workload.batch, *shape)
         targets = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import struct
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from memlens._errors import HeaderError
+from memlens.report.json import to_json
 from memlens.sources import gguf_header
 from memlens.sources.checkpoint import is_checkpoint_path, summarize
 
@@ -58,7 +60,7 @@ def _assert_matches(summary, tensors: dict[str, torch.Tensor]) -> None:
     assert summary.n_tensors == len(tensors)
     assert summary.n_params == sum(t.numel() for t in tensors.values())
     assert summary.weight_bytes == sum(t.numel() * t.element_size() for t in tensors.values())
-    assert {k: v.to_dict() for k, v in summary.by_dtype.items()} == _expected(tensors)
+    assert {k: dataclasses.asdict(v) for k, v in summary.by_dtype.items()} == _expected(tensors)
     by_name = {t.name: t for t in summary.tensors}
     for name, t in tensors.items():
         assert by_name[name].shape == tuple(t.shape)
@@ -84,9 +86,9 @@ def test_safetensors_file_exact(tmp_path: Path) -> None:
         120,
     )
     assert s.metadata == {"format": "pt", "note": "x"}
-    d = json.loads(json.dumps(s.to_dict(tensors=True)))
+    d = json.loads(json.dumps(to_json(s, detail=True)))
     assert d["weight_bytes"] == s.weight_bytes and len(d["tensors"]) == len(tensors)
-    assert "tensors" not in s.to_dict()
+    assert "tensors" not in to_json(s)
 
 
 def _write_shards(folder: Path, *, index: bool = True) -> dict[str, torch.Tensor]:
@@ -304,7 +306,7 @@ def test_gguf_exact(tmp_path: Path) -> None:
         "Q4_0": {"tensors": 1, "params": 384, "bytes": 384 // 32 * 18},
     }
     assert s.format == "gguf"
-    assert {k: v.to_dict() for k, v in s.by_dtype.items()} == expected
+    assert {k: dataclasses.asdict(v) for k, v in s.by_dtype.items()} == expected
     assert s.weight_bytes == sum(v["bytes"] for v in expected.values())
     assert {t.name: t.shape for t in s.tensors} == {
         "f32": (4, 64),

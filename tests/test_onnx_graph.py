@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from memlens._errors import ConfigError, HeaderError, MissingExtraError
+from memlens.report.json import to_json
 from memlens.sources.checkpoint import summarize
 from memlens.sources.onnx_graph import summarize_onnx
 
@@ -66,7 +68,7 @@ def test_chain_peak_by_hand(tmp_path: Path, batch: int) -> None:
     s = summarize(_chain(tmp_path / "chain.onnx"), batch=batch)
     n = batch
     assert s.n_params == 104 + 2 and s.weight_bytes == WEIGHT_BYTES
-    assert {k: v.to_dict() for k, v in s.by_dtype.items()} == {
+    assert {k: dataclasses.asdict(v) for k, v in s.by_dtype.items()} == {
         "FLOAT": {"tensors": 3, "params": 104, "bytes": 416},
         "INT64": {"tensors": 1, "params": 2, "bytes": 16},
     }
@@ -77,7 +79,7 @@ def test_chain_peak_by_hand(tmp_path: Path, batch: int) -> None:
     assert {t.name for t in s.peak_live} == {"A", "B", "C"}
     assert s.activation_bytes == 4 * 32 * n + 16 * n  # E is a view of D
     assert s.unknown == () and s.notes == ()
-    assert json.loads(json.dumps(s.to_dict()))["peak_bytes"] == s.peak_bytes
+    assert json.loads(json.dumps(to_json(s)))["peak_bytes"] == s.peak_bytes
 
 
 def test_graph_outputs_stay_alive(tmp_path: Path) -> None:
@@ -173,7 +175,7 @@ def test_subgraph_weights_and_outer_scope_liveness(tmp_path: Path) -> None:
     path = tmp_path / "if.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     s = summarize(path)
-    assert {k: v.to_dict() for k, v in s.by_dtype.items()} == {
+    assert {k: dataclasses.asdict(v) for k, v in s.by_dtype.items()} == {
         "FLOAT": {"tensors": 2, "params": 8, "bytes": 32},
         "BOOL": {"tensors": 1, "params": 1, "bytes": 1},
     }
@@ -223,7 +225,7 @@ def test_torch_export(tmp_path: Path) -> None:
     for batch in (1, 2, 4):
         s = summarize_onnx(path, batch=batch)
         assert s.n_params == n_params
-        assert {k: v.to_dict() for k, v in s.by_dtype.items()} == {
+        assert {k: dataclasses.asdict(v) for k, v in s.by_dtype.items()} == {
             "FLOAT": {"tensors": 6, "params": n_params, "bytes": 4 * n_params}
         }
         assert s.input_bytes == batch * 3 * 16 * 16 * 4

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import memlens
+from memlens.report.json import to_json
 from memlens.strategies.checkpointing import checkpointed, find_blocks, segments
 
 D, B = 128, 256  # width and batch: activations dominate the step
@@ -78,7 +79,7 @@ def test_checkpointing_trades_memory_for_recompute():
     assert half.recompute_flops == 4 * per_block
     assert blocks.step_flops == plain.step_flops + blocks.recompute_flops
     assert blocks.recompute_share == pytest.approx(8 * per_block / plain.step_flops)
-    assert blocks.to_dict()["compute"]["recompute_flops"] == 8 * per_block
+    assert to_json(blocks)["compute"]["recompute_flops"] == 8 * per_block
 
 
 def test_auto_checkpoints_the_fewest_blocks_that_fit():

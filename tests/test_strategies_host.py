@@ -10,6 +10,7 @@ import pytest
 from torch import nn
 
 import memlens
+from memlens.report.json import to_json
 from memlens.strategies.data import host_memory
 from memlens.workload import Workload
 
@@ -55,7 +56,7 @@ def test_host_table_from_the_traced_batch():
         "batches prefetched by workers": 2 * 2 * batch,  # DataLoader's default prefetch_factor
         "batch in use by the step": batch,
     }
-    assert est.to_dict()["host"]["total_bytes"] == est.host.total_bytes
+    assert to_json(est)["host"]["total_bytes"] == est.host.total_bytes
 
 
 def test_offload_moves_state_to_the_host():

@@ -11,6 +11,7 @@ from torch import nn
 
 import memlens
 from memlens.categories import Category, Phase
+from memlens.report.json import to_json
 from memlens.strategies.lora import LoRALinear, apply_lora, default_targets
 from memlens.workload import LoraConfig
 
@@ -107,7 +108,7 @@ def test_lora_targets_default_by_family_and_refuse_when_unknown():
 def test_gradient_accumulation_keeps_gradients_across_micro_batches():
     one = memlens.estimate(Net, device="cpu", optimizer="sgd", **KW)
     four = memlens.estimate(Net, device="cpu", optimizer="sgd", grad_accum=4, **KW)
-    assert four.to_dict()["effective_batch"] == 4 * KW["batch"]
+    assert to_json(four)["effective_batch"] == 4 * KW["batch"]
     assert four.strategies["micro_batch"] == KW["batch"]
     # gradients of the first micro-batch are alive during the next forward: the peak can only grow
     assert four.peak_bytes >= one.peak_bytes

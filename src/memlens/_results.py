@@ -1,4 +1,5 @@
-"""The result of an estimate: :class:`Estimate`."""
+"""The result of an estimate: :class:`Estimate` (written as JSON by
+:func:`memlens.report.json.to_json`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from memlens.devices import Device
 from memlens.strategies.data import HostMemory
 from memlens.timeline import Timeline
 from memlens.workload import Workload
-
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -91,40 +90,3 @@ class Estimate:
                 n += self.context_bytes
             rows.append((cat, n))
         return rows
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe summary (bytes as ints) with a ``schema_version``."""
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "model": self.model,
-            "source": self.source,
-            "workload": self.workload.to_dict(),
-            "device": None
-            if self.device is None
-            else {
-                "name": self.device.name,
-                "kind": self.device.kind,
-                "capacity_bytes": self.device.capacity_bytes,
-            },
-            "num_params": self.num_params,
-            "trainable_params": self.trainable_params,
-            "peak_bytes": self.peak_bytes,
-            "reserved_peak_bytes": self.reserved_peak_bytes,
-            "total_bytes": self.total_bytes,
-            "first_step_peak_bytes": self.first_step_peak_bytes,
-            "breakdown": dict(self.breakdown),
-            "budget": {cat.value: n for cat, n in self.budget()},
-            "peak": {"phase": self.peak_phase, "module": self.peak_module, "op": self.peak_op},
-            "fits": self.fits,
-            "free_bytes": self.free_bytes,
-            "unknowns": list(self.unknowns),
-            "seconds": round(self.seconds, 4),
-            "effective_batch": self.workload.effective_batch,
-            "strategies": dict(self.strategies),
-            "compute": {
-                "step_flops": self.step_flops,
-                "recompute_flops": self.recompute_flops,
-                "recompute_share": round(self.recompute_share, 6),
-            },
-            "host": None if self.host is None else self.host.to_dict(),
-        }

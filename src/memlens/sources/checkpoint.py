@@ -57,14 +57,6 @@ class TensorInfo:
             n *= d
         return n
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "shape": list(self.shape),
-            "dtype": self.dtype,
-            "nbytes": self.nbytes,
-        }
-
 
 @dataclass(frozen=True)
 class DtypeTotals:
@@ -73,9 +65,6 @@ class DtypeTotals:
     tensors: int
     params: int
     bytes: int
-
-    def to_dict(self) -> dict[str, int]:
-        return {"tensors": self.tensors, "params": self.params, "bytes": self.bytes}
 
 
 @dataclass(frozen=True)
@@ -123,24 +112,6 @@ class WeightsSummary:
     def largest(self) -> TensorInfo | None:
         """The tensor with the most bytes (first in file order on ties)."""
         return max(self.tensors, key=lambda t: t.nbytes, default=None)
-
-    def to_dict(self, *, tensors: bool = False) -> dict[str, Any]:
-        """JSON-safe dict; every tensor is listed only if ``tensors`` is true."""
-        largest = self.largest
-        out: dict[str, Any] = {
-            "format": self.format,
-            "paths": list(self.paths),
-            "n_tensors": self.n_tensors,
-            "n_params": self.n_params,
-            "weight_bytes": self.weight_bytes,
-            "by_dtype": {k: v.to_dict() for k, v in self.by_dtype.items()},
-            "largest": largest.to_dict() if largest else None,
-            "metadata": dict(self.metadata),
-            "notes": list(self.notes),
-        }
-        if tensors:
-            out["tensors"] = [t.to_dict() for t in self.tensors]
-        return out
 
 
 def merge_tensors(groups: Iterable[tuple[str, Iterable[TensorInfo]]]) -> tuple[TensorInfo, ...]:

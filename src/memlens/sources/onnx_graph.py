@@ -79,27 +79,6 @@ class OnnxSummary:
     def input_bytes(self) -> int:
         return sum(t.nbytes for t in self.inputs)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict, bytes as ints."""
-        return {
-            "format": self.format,
-            "path": self.path,
-            "batch": self.batch,
-            "opset": self.opset,
-            "n_params": self.n_params,
-            "weight_bytes": self.weight_bytes,
-            "by_dtype": {k: v.to_dict() for k, v in self.by_dtype.items()},
-            "inputs": [t.to_dict() for t in self.inputs],
-            "input_bytes": self.input_bytes,
-            "activation_bytes": self.activation_bytes,
-            "peak_bytes": self.peak_bytes,
-            "peak_node": self.peak_node,
-            "peak_op": self.peak_op,
-            "peak_live": [t.to_dict() for t in self.peak_live],
-            "unknown": list(self.unknown),
-            "notes": list(self.notes),
-        }
-
 
 def summarize_onnx(
     path: str | Path, *, batch: int = 1, dims: Mapping[str, int] | None = None

@@ -125,4 +125,4 @@ def test_cli_size_shows_decimal_and_binary() -> None:
     result = runner.invoke(app, ["size", "175B", "--plain", "--json", "--group-size", "64"])
     data = json.loads(result.output)
     assert data["rows"][0]["total_bytes"] == 700 * GB
-    assert data["policy"]["group_size"] == 64 and data["policy"]["metadata"] is False
+    assert data["kind"] == "size" and data["group_size"] == 64 and data["metadata"] is False

@@ -151,25 +151,6 @@ class SizeReport:
                 return r
         raise KeyError(fmt)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "source": self.source,
-            "num_params": self.num_params,
-            "roles": dict(self.roles),
-            "buffer_bytes": self.buffer_bytes,
-            "policy": {
-                "group_size": self.group_size,
-                "keep": list(self.keep),
-                "keep_dtype": self.keep_dtype,
-                "metadata": self.metadata,
-            },
-            "rows": [
-                {**dataclasses.asdict(r), "bits_per_param": round(r.bits_per_param, 4)}
-                for r in self.rows
-            ],
-        }
-
 
 def _is_norm(module: nn.Module) -> bool:
     return "Norm" in type(module).__name__

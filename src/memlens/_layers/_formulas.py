@@ -42,14 +42,6 @@ class Formula:
     value: int  # the expression, evaluated
     kind: str = "textbook"  # "textbook", or "shapes" for the generic sum of parameter shapes
 
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "symbolic": self.symbolic,
-            "expression": self.expression,
-            "value": self.value,
-            "kind": self.kind,
-        }
-
 
 _OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: Fraction}
 

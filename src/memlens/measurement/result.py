@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 
 @dataclass
@@ -18,6 +17,3 @@ class Measurement:
     first_step_peak_bytes: int | None = None  # training: the first step's peak
     process_bytes: int | None = None  # CUDA: the process's device memory from NVML
     device_name: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 from memlens.workload import Workload
 
@@ -54,12 +53,6 @@ class HostMemory:
     @property
     def total_bytes(self) -> int:
         return sum(r.bytes for r in self.rows)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total_bytes": self.total_bytes,
-            "rows": [{"what": r.what, "bytes": r.bytes, "formula": r.formula} for r in self.rows],
-        }
 
 
 def uses_host(workload: Workload) -> bool:

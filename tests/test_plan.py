@@ -63,12 +63,28 @@ def test_fit_needs_a_capacity():
         memlens.fit(small_cnn, device="cuda", input_shape=(3, 32, 32))
 
 
-def test_tracer_accepts_only_options_estimate_reads():
-    tracer = Tracer(small_cnn, budget=None, **CNN)
+def test_tracer_accepts_only_what_the_schema_takes():
+    fields = {k: v for k, v in CNN.items() if k != "device"}
+    tracer = Tracer(small_cnn, device="cpu", fields=fields)
     assert tracer.accepts(precision="bf16-amp")
     assert not tracer.accepts(optimizer="no-such-optimizer")
     assert not tracer.accepts(no_such_option=True)
+    assert not tracer.accepts(offload_optimizer=True)  # a CUDA target's
     assert tracer.count == 0
+
+
+def test_fit_and_sweep_take_strategies():
+    kw = {**CNN, "budget": BUDGET}
+    plain = memlens.sweep(small_cnn, batches=[4], **kw).estimates[0]
+    swept = memlens.sweep(small_cnn, batches=[4], freeze="0.*", **kw).estimates[0]
+    assert swept.workload.freeze == ("0.*",)
+    assert plain.trainable_params - swept.trainable_params == 3 * 16 * 9 + 16  # the first conv
+    result = memlens.fit(small_cnn, batch=16, grad_accum=2, **kw)
+    assert result.at_max.workload.grad_accum == 2
+    labels = {c.label for o in result.strategies.fitting for c in o.choices}
+    assert not any(label.startswith("grad-accum") for label in labels)  # already turned
+    with pytest.raises(memlens.WorkloadError, match="does not apply to sweep"):
+        memlens.sweep(small_cnn, batch=4, **kw)
 
 
 def test_ranking_puts_cheap_and_safe_first_and_subsets_before_supersets():
@@ -109,8 +125,6 @@ def test_sweep_rows_and_plot(tmp_path):
     result = memlens.sweep(small_cnn, batches=[4, 1, 2], budget=BUDGET, **CNN)
     assert result.batches == [1, 2, 4]
     assert all(e.total_bytes == sum(n for _, n in e.budget()) for e in result.estimates)
-    data = result.to_dict()
-    assert [r["batch"] for r in data["rows"]] == [1, 2, 4] and data["traces"] == 3
     out = plot_sweep(result, tmp_path / "sweep.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -122,7 +136,7 @@ def test_cli_fit_and_sweep_json():
     fit = runner.invoke(app, ["fit", model, *args, "--budget", "200MiB", "--json"])
     assert fit.exit_code == 0, fit.output
     data = json.loads(fit.output)
-    assert data["max_batch"] >= 1 and data["batch_traces"] <= 4
+    assert data["max_batch"] >= 1 and data["search"]["traces"] <= 4
     assert data["strategies"]["target_batch"] == 1 << data["max_batch"].bit_length()
     sweep = runner.invoke(app, ["sweep", model, *args, "--batch", "1,2"])
     assert sweep.exit_code == 0, sweep.output

@@ -12,7 +12,6 @@ also holds the buffers CPU kernels allocate inside an op (oneDNN convolution reo
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,35 +74,14 @@ class ActivationReport:
             return 0.0
         return self.peak_tensor_bytes / self.max_layer_io_bytes
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "workload": self.workload.to_dict(),
-            "total_output_bytes": self.total_output_bytes,
-            "max_layer": self.max_layer,
-            "max_layer_io_bytes": self.max_layer_io_bytes,
-            "peak_bytes": self.peak_bytes,
-            "baseline_bytes": self.baseline_bytes,
-            "peak_activation_bytes": self.peak_activation_bytes,
-            "peak_workspace_bytes": self.peak_workspace_bytes,
-            "peak_module": self.peak_module,
-            "peak_op": self.peak_op,
-            "peak_tensor_bytes": self.peak_tensor_bytes,
-            "peak_tensor_module": self.peak_tensor_module,
-            "live": [dataclasses.asdict(t) for t in self.live],
-        }
-
 
 def activations(
     model: Any,
+    workload: Workload | None = None,
     *,
-    inputs: Any = None,
-    batch: int | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    seq_len: int | None = None,
-    precision: str = "fp32",
     device: str = "cpu",
-    **options: Any,
+    inputs: Any = None,
+    **fields: Any,
 ) -> ActivationReport:
     """Activation memory of one inference forward pass of ``model`` (arguments as
     :func:`memlens.estimate`; ``device`` is ``"cpu"`` or ``"cuda"``, whose kernels differ in
@@ -117,24 +95,15 @@ def activations(
     Known limitations: inference only (training activations are the ``saved`` column of
     :func:`memlens.layers` and the ``activations`` category of :func:`memlens.estimate`).
     """
-    from memlens._estimate import make_workload
-    from memlens.engine.trace import trace
-    from memlens.sources.registry import resolve
+    from memlens._pipeline import trace_spec
+    from memlens._setup import model_spec, prepare
 
-    workload = make_workload(
-        mode="inference",
-        batch=batch,
-        input_shape=input_shape,
-        seq_len=seq_len,
-        precision=precision,
-        device=device,
-        **options,
-    )
-    spec = resolve(model, inputs=inputs)
-    kwargs = {"batch": workload.batch, "input_shape": input_shape, "seq_len": seq_len}
-    table = layers(spec, mode="inference", precision=precision, **kwargs, **options)
+    work, target = prepare(workload, fields, "activations", device=device)
+    work = work.with_(mode="inference")
+    spec = model_spec(model, work, inputs)
+    table = layers(spec, work)
     largest = max(table.rows, key=lambda r: r.io_bytes, default=None)
-    report = from_timeline(trace(spec, workload).timeline, spec.name, workload)
+    report = from_timeline(trace_spec(spec, work, target).timeline, spec.name, work)
     report.total_output_bytes = table.totals.output_bytes
     if largest is not None:
         report.max_layer = largest.path or "<root>"

@@ -1,68 +1,118 @@
-"""The Python API: every CLI command has a twin here."""
+"""The Python API beside :func:`memlens.estimate`: every CLI command has a twin here.
+
+Each function takes ``(model, workload=None, *, device=..., inputs=None, loss=None,
+**fields)`` as :func:`memlens.estimate` does; ``fields`` are :class:`~memlens.Workload` fields.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 
-from memlens._estimate import make_workload
-from memlens.devices import resolve_device
+from memlens._setup import model_spec, prepare
+from memlens.devices import Device
 from memlens.measurement import Measurement, measure_spec
-from memlens.plan import fit, sweep
-from memlens.sources.registry import resolve
-from memlens.workload import LoraConfig
+from memlens.plan import FitResult, SweepResult, plan_fit, plan_sweep
+from memlens.plan._sweep import DEFAULT_BATCHES
+from memlens.plan.batch import DEFAULT_CAP
+from memlens.plan.tracer import Tracer
+from memlens.workload import Workload, parse_batches
 
 __all__ = ["fit", "measure", "sweep"]
 
 
 def measure(
     model: Any,
+    workload: Workload | None = None,
     *,
-    inputs: Any = None,
-    task: str | None = None,
-    trust_remote_code: bool = False,
-    loss: Callable[..., torch.Tensor] | None = None,
-    mode: str = "train",
-    batch: int | None = None,
-    optimizer: str = "adam",
     device: str = "cuda",
-    input_shape: tuple[int, ...] | None = None,
-    seq_len: int | None = None,
-    precision: str = "fp32",
-    checkpoint: str = "none",
-    freeze: str | tuple[str, ...] = (),
-    lora: str | dict[str, Any] | LoraConfig | None = None,
-    quantize: str | None = None,
-    optimizer_impl: str = "auto",
-    grad_accum: int = 1,
-    offload_optimizer: bool = False,
-    **options: Any,
+    inputs: Any = None,
+    loss: Callable[..., torch.Tensor] | None = None,
+    **fields: Any,
 ) -> Measurement:
-    """Run one steady-state step of ``model`` for real and measure it (same arguments as
+    """Run one steady-state step of ``model`` for real and measure it (arguments as
     :func:`memlens.estimate`; ``device`` is ``"cpu"`` or ``"cuda"``; ``checkpoint="auto"``
-    needs a budget: measure the ``modules:...`` an estimate chose instead)."""
-    kind, _ = resolve_device(device, None)
-    workload = make_workload(
-        mode=mode,
-        batch=batch,
-        input_shape=input_shape,
-        seq_len=seq_len,
-        precision=precision,
-        optimizer=optimizer,
-        device=kind,
-        checkpoint=checkpoint,
-        freeze=freeze,
-        lora=lora,
-        quantize=quantize,
-        optimizer_impl=optimizer_impl,
-        grad_accum=grad_accum,
-        offload_optimizer=offload_optimizer,
-        **options,
-    )
-    return measure_spec(
-        resolve(model, inputs=inputs, task=task, trust_remote_code=trust_remote_code),
+    needs a budget: measure the ``modules:...`` an estimate chose instead).
+
+    Known limitations: the data-loading fields are validated but no DataLoader runs: the
+    measured peak is the step's alone (the estimate's ``host`` table has the pipeline's).
+    """
+    work, target = prepare(workload, fields, "measure", device=device)
+    return measure_spec(model_spec(model, work, inputs), work, target, loss=loss)
+
+
+def fit(
+    model: Any,
+    workload: Workload | None = None,
+    *,
+    device: str | Device = "cuda",
+    budget: int | str | None = None,
+    inputs: Any = None,
+    loss: Callable[..., torch.Tensor] | None = None,
+    batch: int | None = None,
+    max_batch: int = DEFAULT_CAP,
+    strategies: bool = True,
+    **fields: Any,
+) -> FitResult:
+    """The largest batch size of ``model`` whose step fits ``device`` (or ``budget``), exact to
+    one, and the cheapest strategy combinations that fit at ``batch``.
+
+    Other arguments are those of :func:`memlens.estimate`; ``device`` must have a capacity (a
+    catalog name, ``"cpu"``, or any kind with a ``budget``). ``batch`` is the target batch of
+    the strategy table; by default the power of two above the largest batch that fits (1 when
+    none does). ``max_batch`` caps the search; ``strategies=False`` skips the table.
+
+    Example usage::
+
+        result = memlens.fit("resnet50", device="v100-16gb", optimizer="adam")
+        print(result.max_batch, result.traces)
+        for option in result.strategies.fitting:
+            print(option.label, option.total_bytes, option.risk)
+    """
+    tracer = Tracer(
+        model,
         workload,
+        use="fit",
+        device=device,
+        budget=budget,
+        inputs=inputs,
         loss=loss,
+        fields=fields,
     )
+    return plan_fit(tracer, batch=batch, max_batch=max_batch, strategies=strategies)
+
+
+def sweep(
+    model: Any,
+    workload: Workload | None = None,
+    *,
+    device: str | Device = "cuda",
+    budget: int | str | None = None,
+    inputs: Any = None,
+    loss: Callable[..., torch.Tensor] | None = None,
+    batches: str | Iterable[int] = DEFAULT_BATCHES,
+    **fields: Any,
+) -> SweepResult:
+    """Estimate ``model`` at each batch size of ``batches`` (``[1, 8, 32]`` or ``"1,8,32"``;
+    other arguments as in :func:`memlens.estimate`).
+
+    Example usage::
+
+        result = memlens.sweep("resnet50", batches=[1, 8, 32, 64], device="v100-16gb")
+        for e in result.estimates:
+            print(e.workload.batch, e.peak_bytes, e.total_bytes)
+    """
+    sizes = parse_batches(batches)
+    tracer = Tracer(
+        model,
+        workload,
+        use="sweep",
+        device=device,
+        budget=budget,
+        inputs=inputs,
+        loss=loss,
+        fields=fields,
+    )
+    return plan_sweep(tracer, sizes)

@@ -1,9 +1,28 @@
-"""The :class:`Workload`: what one step does, validated on construction."""
+"""The :class:`Workload`: every option of one step, defined once.
+
+Each field of :class:`Workload` carries its option's metadata (:class:`OptionMeta`): help
+text, allowed values, command-line flag, group, and the API functions and commands it applies
+to. The API functions take the fields as keywords (:meth:`Workload.from_fields` refuses an
+unknown one with the closest valid name) and :mod:`memlens.commands._options` derives every
+command's options from the same fields, so the API and the CLI cannot drift. Values may
+arrive as strings from the command line: each field's parser reads ``"3x224x224"``,
+``"20GiB"``, ``"a,b"`` or ``"r=16,alpha=32"`` as well as the native value.
+
+Adding an option is one field here (plus its use in the engine): every command it applies to
+gets its flag, every API function its keyword.
+
+This module never imports torch.
+"""
 
 from __future__ import annotations
 
+import difflib
 import re
-from dataclasses import asdict, dataclass, field, replace
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from functools import cache
 from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
@@ -17,23 +36,21 @@ DEVICES = ("cpu", "cuda")
 QUANTIZE = ("int8", "int4", "nf4")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
 CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,...")
+#: Hugging Face heads (see :mod:`memlens.sources.huggingface`).
+TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
 
-#: Workload fields beyond the basics that ``memlens.estimate``/``measure`` take as keywords.
-STRATEGY_FIELDS = (
-    "checkpoint",
-    "freeze",
-    "lora",
-    "quantize",
-    "optimizer_impl",
-    "grad_accum",
-    "offload_optimizer",
-    "dataset_size",
-    "sample_shape",
-    "dataset_bytes",
-    "num_workers",
-    "prefetch_factor",
-    "pin_memory",
-)
+#: The API functions, each the twin of the command of the same name (``activations`` is the
+#: API only: ``memlens layers --peak`` calls it).
+USES = ("estimate", "measure", "fit", "sweep", "layers", "activations")
+_ALL = frozenset(USES)
+#: Those that run a training step (``layers`` observes one forward pass, ``activations`` one
+#: inference pass).
+_STEPS = frozenset({"estimate", "measure", "fit", "sweep"})
+#: Those that build the model with the strategies applied.
+_BUILDS = _STEPS | {"layers"}
+#: A fixed batch: ``fit`` searches it (its ``batch`` is the target of the options table) and
+#: ``sweep`` takes several.
+_ONE_BATCH = _ALL - {"fit", "sweep"}
 
 #: Which optimizers PyTorch implements with each ``optimizer_impl`` (torch/optim/*.py).
 _IMPLS_OF = {
@@ -46,37 +63,115 @@ _IMPLS_OF = {
     "adam-8bit": ("auto", "for-loop"),
 }
 
-
-def _choice(field_name: str, value: object, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value.lower() not in allowed:
-        raise WorkloadError(field_name, value, "allowed: " + ", ".join(allowed))
-    return value.lower()
+Parser = Callable[[str, Any], Any]
 
 
-def _positive(field_name: str, value: object, *, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise WorkloadError(field_name, value, "must be a positive integer")
+@dataclass(frozen=True)
+class OptionMeta:
+    """What the API and the CLI need to know about one :class:`Workload` field.
+
+    ``parse(name, value)`` returns the normalised value or raises :class:`WorkloadError`.
+    ``flag`` is the CLI flag (``--optimizer-impl``; ``--on/--off`` for a ``switch``, whose two
+    values map to the field's ``switch`` pair). ``uses`` are the API functions, and commands
+    of the same name, that take it; ``training_only`` fields must stay at their default in
+    inference.
+    """
+
+    help: str
+    group: str
+    parse: Parser
+    uses: frozenset[str] = _ALL
+    choices: tuple[str, ...] = ()
+    flag: str = ""
+    short: str = ""
+    metavar: str = ""
+    switch: tuple[str, str] | None = None  # values of the --on/--off pair
+    training_only: bool = False
+
+
+# -- parsers: (field name, value) -> normalised value ----------------------------------------
+
+
+def _choice(allowed: tuple[str, ...], *, optional: bool = False) -> Parser:
+    def parse(name: str, value: Any) -> str | None:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or value.lower() not in allowed:
+            raise WorkloadError(name, value, "allowed: " + ", ".join(allowed))
+        return value.lower()
+
+    return parse
+
+
+def _integer(minimum: int, *, optional: bool = False) -> Parser:
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(name: str, value: Any) -> int | None:
+        if value is None and optional:
+            return None
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise WorkloadError(name, value, f"must be {what}")
+        return value
+
+    return parse
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise WorkloadError(name, value, "must be true or false")
     return value
 
 
-def _shape(field_name: str, value: Any) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return parse_shape(value, field_name)
-    shape = tuple(value)
-    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
-        raise WorkloadError(field_name, value, "must be positive integers, e.g. 3x224x224")
+def _optional_text(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise WorkloadError(name, value, "must be a string")
+    return value or None
+
+
+def parse_shape(text: str, field_name: str = "input_shape") -> tuple[int, ...]:
+    """Parse ``"3x224x224"`` (or ``"3,224,224"``) into a shape tuple."""
+    parts = re.split(r"[x,]", text.lower())
+    try:
+        shape = tuple(int(p) for p in parts if p.strip())
+    except ValueError:
+        raise WorkloadError(
+            field_name, text, "use integers separated by 'x', e.g. 3x224x224"
+        ) from None
+    if not shape or any(d < 1 for d in shape):
+        raise WorkloadError(field_name, text, "must be positive integers, e.g. 3x224x224")
     return shape
 
 
-def _checkpoint(value: object) -> str:
+def _shape(name: str, value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return parse_shape(value, name)
+    try:
+        shape = tuple(value)
+    except TypeError:
+        raise WorkloadError(name, value, "must be positive integers, e.g. 3x224x224") from None
+    if not shape or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+        raise WorkloadError(name, value, "must be positive integers, e.g. 3x224x224")
+    return shape
+
+
+def _size(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except (ConfigError, TypeError):
+        raise WorkloadError(name, value, "a size such as 20GiB or 5000000") from None
+
+
+def _checkpoint(name: str, value: Any) -> str:
     """Normalise a checkpointing policy (see :data:`CHECKPOINTS`)."""
     allowed = "allowed: " + ", ".join(CHECKPOINTS)
     if not isinstance(value, str):
-        raise WorkloadError("checkpoint", value, allowed)
+        raise WorkloadError(name, value, allowed)
     text = value.strip()
     low = text.lower()
     if low in ("none", "blocks", "sqrt", "auto"):
@@ -84,28 +179,46 @@ def _checkpoint(value: object) -> str:
     if low.startswith("every-k:"):
         k = low.split(":", 1)[1]
         if not k.isdigit() or int(k) < 1:
-            raise WorkloadError("checkpoint", value, "every-k:K needs a positive integer K")
+            raise WorkloadError(name, value, "every-k:K needs a positive integer K")
         return f"every-k:{int(k)}"
     if low.startswith("modules:"):
         names = [n.strip() for n in text.split(":", 1)[1].split(",") if n.strip()]
         if not names:
-            raise WorkloadError("checkpoint", value, "modules: needs module paths")
+            raise WorkloadError(name, value, "modules: needs module paths")
         return "modules:" + ",".join(names)
-    raise WorkloadError("checkpoint", value, allowed)
+    raise WorkloadError(name, value, allowed)
 
 
-def _freeze(value: object) -> tuple[str, ...]:
-    """Parameter/module name globs, from ``"a.*,b"``, a list, or ``"all-but-head"``."""
+def _globs(name: str, value: Any) -> tuple[str, ...]:
+    """Name globs, from ``"a.*,b"``, a list, or ``"all-but-head"``."""
     if value is None or value == "":
         return ()
     items = value.split(",") if isinstance(value, str) else value
     try:
-        patterns = tuple(str(p).strip() for p in items if str(p).strip())  # type: ignore[union-attr]
+        return tuple(str(p).strip() for p in items if str(p).strip())
     except TypeError:
-        raise WorkloadError(
-            "freeze", value, "use globs separated by commas, or all-but-head"
-        ) from None
-    return patterns
+        raise WorkloadError(name, value, "use globs separated by commas, or all-but-head") from None
+
+
+def _lora(name: str, value: Any) -> LoraConfig | None:
+    return None if value is None else LoraConfig.parse(value)
+
+
+def parse_batches(value: str | Iterable[int]) -> tuple[int, ...]:
+    """Batch sizes from ``"1,2,4,8"`` or a sequence: sorted, each once."""
+    try:
+        items = value.split(",") if isinstance(value, str) else list(value)
+        batches = [_integer(1)("batches", b.strip() if isinstance(b, str) else b) for b in items]
+    except (TypeError, WorkloadError):
+        raise WorkloadError("batches", value, "use positive integers separated by commas") from None
+    if not batches:
+        raise WorkloadError("batches", value, "give at least one batch size")
+    return tuple(sorted(set(batches)))
+
+
+def option(default: Any, **meta: Any) -> Any:
+    """A :class:`Workload` field with its :class:`OptionMeta`."""
+    return field(default=default, metadata={"option": OptionMeta(**meta)})
 
 
 @dataclass(frozen=True)
@@ -122,7 +235,7 @@ class LoraConfig:
     targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _positive("lora.r", self.r)
+        _integer(1)("lora.r", self.r)
         if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float):
             raise WorkloadError("lora.alpha", self.alpha, "must be a number")
         if not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
@@ -138,138 +251,266 @@ class LoraConfig:
         if isinstance(value, LoraConfig):
             return value
         if isinstance(value, dict):
-            fields: dict[str, Any] = dict(value)
+            items: dict[str, Any] = dict(value)
         elif isinstance(value, str):
-            fields, key = {}, None
+            items, key = {}, None
             for item in (s.strip() for s in value.split(",")):
                 if not item:
                     continue
                 if "=" in item:
                     key, _, val = item.partition("=")
                     key = key.strip().lower()
-                    fields[key] = [val.strip()] if key == "targets" else val.strip()
+                    items[key] = [val.strip()] if key == "targets" else val.strip()
                 elif key == "targets":
-                    fields["targets"].append(item)
+                    items["targets"].append(item)
                 else:
                     raise WorkloadError("lora", value, "use r=16,alpha=32,targets=q_proj,v_proj")
         else:
             raise WorkloadError("lora", value, "use r=16,alpha=32,targets=q_proj,v_proj")
-        unknown = set(fields) - {"r", "alpha", "dropout", "targets"}
-        if unknown:
+        if set(items) - {"r", "alpha", "dropout", "targets"}:
             raise WorkloadError("lora", value, "keys: r, alpha, dropout, targets")
         try:
-            r = int(fields.get("r", cls.r))
-            alpha = float(fields.get("alpha", r))  # scaling 1 unless given
-            dropout = float(fields.get("dropout", cls.dropout))
+            r = int(items.get("r", cls.r))
+            alpha = float(items.get("alpha", r))  # scaling 1 unless given
+            dropout = float(items.get("dropout", cls.dropout))
         except (TypeError, ValueError):
             raise WorkloadError(
                 "lora", value, "r is an integer, alpha and dropout numbers"
             ) from None
-        targets = fields.get("targets", ())
+        targets = items.get("targets", ())
         if isinstance(targets, str):
             targets = [t for t in targets.split(",") if t.strip()]
         return cls(r=r, alpha=alpha, dropout=dropout, targets=tuple(targets))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Workload:
-    """One step of a model: how it runs, on what, with which optimizer and strategies.
+    """One step of a model: how it runs, with which optimizer, strategies and data pipeline.
 
-    ``input_shape`` is the shape of one sample (without the batch dimension), for example
-    ``(3, 224, 224)``; ``seq_len`` is the token count for language models. Either may be
-    ``None``, in which case the model's source picks its own default. ``batch`` is the
-    micro-batch: with ``grad_accum=N`` a step runs ``N`` of them before the optimizer.
-
-    Strategies (:mod:`memlens.strategies`): ``checkpoint`` (see :data:`CHECKPOINTS`),
-    ``freeze`` (globs on parameter or module names, or ``all-but-head``), ``lora``,
-    ``quantize`` (frozen linear weights in ``int8``/``int4``/``nf4``), ``optimizer_impl``,
-    ``offload_optimizer`` (optimizer state and fp32 gradients in host memory; CUDA only).
-    Data loading (host memory only, closed form; see :mod:`memlens.strategies.data`):
-    ``dataset_size`` samples of ``sample_shape`` (or ``dataset_bytes`` in all),
-    ``num_workers``, ``prefetch_factor``, ``pin_memory``.
+    ``input_shape`` is the shape of one sample (without the batch dimension), ``seq_len`` the
+    token count for language models; ``None`` lets the model's source pick. ``batch`` is the
+    micro-batch: with ``grad_accum=N`` a step runs ``N`` of them before the optimizer. Each
+    field's help text is its option's (``memlens estimate --help``).
     """
 
-    mode: str = "train"
-    batch: int = 1
-    input_shape: tuple[int, ...] | None = None
-    seq_len: int | None = None
-    precision: str = "fp32"
-    optimizer: str = "adam"
-    device: str = "cuda"
-    options: dict[str, Any] = field(default_factory=dict)  # source-specific extras
-    checkpoint: str = "none"
-    freeze: tuple[str, ...] = ()
-    lora: LoraConfig | None = None
-    quantize: str | None = None
-    optimizer_impl: str = "auto"
-    grad_accum: int = 1
-    offload_optimizer: bool = False
-    dataset_size: int | None = None
-    sample_shape: tuple[int, ...] | None = None
-    dataset_bytes: int | None = None
-    num_workers: int = 0
-    prefetch_factor: int | None = None
-    pin_memory: bool = False
+    # the step
+    mode: str = option(
+        "train",
+        help="Training step or inference.",
+        group="step",
+        parse=_choice(MODES),
+        uses=_BUILDS,
+        choices=MODES,
+        flag="--train/--inference",
+        switch=("train", "inference"),
+    )
+    batch: int = option(
+        1,
+        help="Batch size (the micro-batch with --grad-accum).",
+        group="step",
+        parse=_integer(1),
+        uses=_ONE_BATCH,
+        short="-b",
+    )
+    input_shape: tuple[int, ...] | None = option(
+        None,
+        help="Shape of one input sample, e.g. 3x224x224 (default: the model's).",
+        group="step",
+        parse=_shape,
+        metavar="SHAPE",
+    )
+    seq_len: int | None = option(
+        None,
+        help="Sequence length of language models (default: the model's).",
+        group="step",
+        parse=_integer(1, optional=True),
+    )
+    # precision
+    precision: str = option(
+        "fp32",
+        help="Number format of weights and compute; -amp autocasts with fp32 weights.",
+        group="precision",
+        parse=_choice(PRECISIONS),
+        choices=PRECISIONS,
+    )
+    # the optimizer
+    optimizer: str = option(
+        "adam",
+        help="Optimizer of the training step.",
+        group="optimizer",
+        parse=_choice(OPTIMIZERS),
+        uses=_STEPS,
+        choices=OPTIMIZERS,
+    )
+    optimizer_impl: str = option(
+        "auto",
+        help="Optimizer implementation: auto is foreach on CUDA, for-loop on CPU.",
+        group="optimizer",
+        parse=_choice(OPTIMIZER_IMPLS),
+        uses=_STEPS,
+        choices=OPTIMIZER_IMPLS,
+    )
+    # the target (set by the API from its ``device`` argument; not a command-line option)
+    device: str = option(
+        "cuda",
+        help="Kind of device traced for.",
+        group="target",
+        parse=_choice(DEVICES),
+        uses=frozenset(),
+        choices=DEVICES,
+    )
+    # strategies
+    checkpoint: str = option(
+        "none",
+        help="Activation checkpointing: auto checkpoints the fewest blocks that fit the device.",
+        group="strategies",
+        parse=_checkpoint,
+        uses=_STEPS,
+        choices=CHECKPOINTS,
+        metavar="POLICY",
+        training_only=True,
+    )
+    freeze: tuple[str, ...] = option(
+        (),
+        help="Parameters to freeze: globs on names, comma-separated, or all-but-head.",
+        group="strategies",
+        parse=_globs,
+        uses=_BUILDS,
+        metavar="GLOBS",
+    )
+    lora: LoraConfig | None = option(
+        None,
+        help="LoRA adapters on linear layers, e.g. r=16,alpha=32,targets=q_proj,v_proj.",
+        group="strategies",
+        parse=_lora,
+        uses=_BUILDS,
+        metavar="SPEC",
+    )
+    quantize: str | None = option(
+        None,
+        help="Linear weights quantised (frozen) to this format.",
+        group="strategies",
+        parse=_choice(QUANTIZE, optional=True),
+        choices=QUANTIZE,
+    )
+    grad_accum: int = option(
+        1,
+        help="Micro-batches of --batch per optimizer step (gradient accumulation).",
+        group="strategies",
+        parse=_integer(1),
+        uses=_STEPS,
+        training_only=True,
+    )
+    offload_optimizer: bool = option(
+        False,
+        help="Keep optimizer state, fp32 master weights and gradients in host memory (CUDA).",
+        group="strategies",
+        parse=_flag,
+        uses=_STEPS,
+        training_only=True,
+    )
+    # data loading: host memory only (see memlens.strategies.data)
+    dataset_size: int | None = option(
+        None,
+        help="Samples of the data set held in host memory.",
+        group="data",
+        parse=_integer(1, optional=True),
+        uses=frozenset({"estimate", "measure"}),
+    )
+    sample_shape: tuple[int, ...] | None = option(
+        None,
+        help="Shape of one float32 sample in the data set, e.g. 3x224x224.",
+        group="data",
+        parse=_shape,
+        uses=frozenset({"estimate", "measure"}),
+        metavar="SHAPE",
+    )
+    dataset_bytes: int | None = option(
+        None,
+        help="Size of the in-memory data set, e.g. 20GiB (instead of --dataset-size).",
+        group="data",
+        parse=_size,
+        uses=frozenset({"estimate", "measure"}),
+        metavar="SIZE",
+    )
+    num_workers: int = option(
+        0,
+        help="DataLoader worker processes.",
+        group="data",
+        parse=_integer(0),
+        uses=frozenset({"estimate", "measure"}),
+    )
+    prefetch_factor: int | None = option(
+        None,
+        help="Batches each worker prefetches (DataLoader's default: 2).",
+        group="data",
+        parse=_integer(1, optional=True),
+        uses=frozenset({"estimate", "measure"}),
+    )
+    pin_memory: bool = option(
+        False,
+        help="DataLoader copies batches into pinned memory.",
+        group="data",
+        parse=_flag,
+        uses=frozenset({"estimate", "measure"}),
+    )
+    # the model's source
+    task: str | None = option(
+        None,
+        help="Hugging Face head (default: the config's architecture).",
+        group="model source",
+        parse=_choice(TASKS, optional=True),
+        choices=TASKS,
+    )
+    trust_remote_code: bool = option(
+        False,
+        help="Let a Hub config run its repository's own code.",
+        group="model source",
+        parse=_flag,
+    )
 
     def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "mode", _choice("mode", self.mode, MODES))
-        set_(self, "precision", _choice("precision", self.precision, PRECISIONS))
-        set_(self, "optimizer", _choice("optimizer", self.optimizer, OPTIMIZERS))
-        set_(self, "device", _choice("device", self.device, DEVICES))
-        _positive("batch", self.batch)
-        _positive("seq_len", self.seq_len, optional=True)
-        set_(self, "input_shape", _shape("input_shape", self.input_shape))
-        set_(self, "checkpoint", _checkpoint(self.checkpoint))
-        set_(self, "freeze", _freeze(self.freeze))
-        if self.lora is not None:
-            set_(self, "lora", LoraConfig.parse(self.lora))
-        if self.quantize is not None:
-            set_(self, "quantize", _choice("quantize", self.quantize, QUANTIZE))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            object.__setattr__(self, f.name, meta(f).parse(f.name, value))
         impls = _IMPLS_OF[self.optimizer]
-        impl = _choice("optimizer_impl", self.optimizer_impl, OPTIMIZER_IMPLS)
-        if impl not in impls:
+        if self.optimizer_impl not in impls:
             raise WorkloadError(
-                "optimizer_impl", impl, f"{self.optimizer} allows: " + ", ".join(impls)
+                "optimizer_impl",
+                self.optimizer_impl,
+                f"{self.optimizer} allows: " + ", ".join(impls),
             )
-        set_(self, "optimizer_impl", impl)
-        _positive("grad_accum", self.grad_accum)
-        for flag in ("offload_optimizer", "pin_memory"):
-            if not isinstance(getattr(self, flag), bool):
-                raise WorkloadError(flag, getattr(self, flag), "must be true or false")
         if not self.training:
-            for name, idle in (
-                ("checkpoint", "none"),
-                ("grad_accum", 1),
-                ("offload_optimizer", False),
-            ):
-                if getattr(self, name) != idle:
-                    raise WorkloadError(name, getattr(self, name), "applies to training only")
+            for f in fields(self):
+                if meta(f).training_only and getattr(self, f.name) != f.default:
+                    raise WorkloadError(f.name, getattr(self, f.name), "applies to training only")
         if self.offload_optimizer and self.device != "cuda":
             raise WorkloadError(
                 "offload_optimizer", True, "moves state from a CUDA device to the host"
             )
-        self._check_data()
-
-    def _check_data(self) -> None:
-        set_ = object.__setattr__
-        _positive("dataset_size", self.dataset_size, optional=True)
-        set_(self, "sample_shape", _shape("sample_shape", self.sample_shape))
-        if self.dataset_bytes is not None:
-            try:
-                set_(self, "dataset_bytes", parse_size(self.dataset_bytes))
-            except ConfigError:
-                raise WorkloadError(
-                    "dataset_bytes", self.dataset_bytes, "a size such as 20GiB or 5000000"
-                ) from None
-        if isinstance(self.num_workers, bool) or not isinstance(self.num_workers, int):
-            raise WorkloadError("num_workers", self.num_workers, "must be an integer >= 0")
-        if self.num_workers < 0:
-            raise WorkloadError("num_workers", self.num_workers, "must be an integer >= 0")
-        _positive("prefetch_factor", self.prefetch_factor, optional=True)
         if self.prefetch_factor is not None and self.num_workers == 0:
             # torch.utils.data.DataLoader refuses it too: there is no worker to prefetch.
             raise WorkloadError("prefetch_factor", self.prefetch_factor, "needs num_workers > 0")
+
+    @classmethod
+    def from_fields(
+        cls, values: Mapping[str, Any], *, base: Workload | None = None, use: str | None = None
+    ) -> Workload:
+        """``base`` (or the defaults) with ``values`` set, validated.
+
+        An unknown name raises :class:`WorkloadError` naming the closest field; with ``use``
+        (an API function, see :data:`USES`), so does a field that does not apply to it.
+        """
+        known = {f.name: f for f in fields(cls)}
+        for name, value in values.items():
+            f = known.get(name)
+            if f is None:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise WorkloadError(name, value, "no such option" + hint)
+            if use is not None and use not in meta(f).uses and name != "device":
+                raise WorkloadError(name, value, f"does not apply to {use}")
+        return replace(base, **values) if base is not None else cls(**values)
 
     @property
     def training(self) -> bool:
@@ -287,26 +528,46 @@ class Workload:
 
     def with_(self, **changes: Any) -> Workload:
         """A copy with some fields changed (validated again)."""
-        return replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        for key in ("input_shape", "sample_shape", "freeze"):
-            d[key] = list(d[key]) if d[key] else None
-        if self.lora is not None:
-            d["lora"]["targets"] = list(self.lora.targets)
-        return d
+        return Workload.from_fields(changes, base=self)
 
 
-def parse_shape(text: str, field_name: str = "input_shape") -> tuple[int, ...]:
-    """Parse ``"3x224x224"`` (or ``"3,224,224"``) into a shape tuple."""
-    parts = re.split(r"[x,]", text.lower())
-    try:
-        shape = tuple(int(p) for p in parts if p.strip())
-    except ValueError:
-        raise WorkloadError(
-            field_name, text, "use integers separated by 'x', e.g. 3x224x224"
-        ) from None
-    if not shape or any(d < 1 for d in shape):
-        raise WorkloadError(field_name, text, "must be positive integers, e.g. 3x224x224")
-    return shape
+def meta(f: Field[Any]) -> OptionMeta:
+    """The option metadata of a :class:`Workload` field."""
+    return f.metadata["option"]
+
+
+def options(use: str | None = None) -> Iterator[tuple[Field[Any], OptionMeta, type]]:
+    """(field, metadata, value type) of every option, or of those ``use`` takes, in order.
+
+    The value type is the field's type without ``None``: ``bool``, ``int``, ``str``, a tuple,
+    :class:`LoraConfig`.
+    """
+    for f in fields(Workload):
+        m = meta(f)
+        if use is None or use in m.uses:
+            yield f, m, _types()[f.name]
+
+
+@cache
+def _types() -> dict[str, Any]:
+    """Field name -> value type (``X | None`` read as ``X``)."""
+    out = {}
+    for name, hint in typing.get_type_hints(Workload).items():
+        if isinstance(hint, types.UnionType):
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        out[name] = hint
+    return out
+
+
+def default(f: Field[Any]) -> Any:
+    """The default value of a :class:`Workload` field."""
+    return f.default if f.default is not MISSING else None
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a field: ``optimizer_impl`` -> ``--optimizer-impl``."""
+    known = {f.name: f for f in fields(Workload)}
+    f = known.get(name.split(".")[0])
+    if f is None:
+        return name
+    return meta(f).flag or "--" + f.name.replace("_", "-")

@@ -8,13 +8,13 @@ row, so the rows add up to the whole model. Tied parameters are counted once, at
 owner in registration order, and flagged at the others.
 
 The model runs forward once on fake tensors (see :mod:`memlens._layers._observe`): no memory,
-no weights. MACs come from ``torch.utils.flop_counter.FlopCounterMode``: every op it counts
-is a matrix product or convolution, counted as ``2*m*n*k`` FLOPs, so MACs = FLOPs / 2.
+no weights. MACs come from the engine's FLOP table (:mod:`memlens.engine.flops`): every op it
+counts is a matrix product, a convolution or attention (its products), counted as ``2*m*n*k``
+FLOPs, so MACs = FLOPs / 2.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,14 +95,6 @@ class LayerRow:
     def depth(self) -> int:
         return self.path.count(".") + 1 if self.path else 0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["input_shapes"] = [list(s) for s in self.input_shapes]
-        d["output_shapes"] = [list(s) for s in self.output_shapes]
-        d["formula"] = self.formula.to_dict() if self.formula is not None else None
-        d["flops"] = self.flops
-        return d
-
 
 @dataclass
 class LayerTotals:
@@ -120,9 +112,6 @@ class LayerTotals:
     @property
     def flops(self) -> int:
         return 2 * self.macs
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "flops": self.flops}
 
 
 @dataclass
@@ -146,56 +135,34 @@ class LayerReport:
     def mismatches(self) -> list[LayerRow]:
         return [r for r in self.rows if r.mismatch]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "source": self.source,
-            "workload": self.workload.to_dict(),
-            "dtype": self.dtype,
-            "depth": self.depth,
-            "sort": self.sort,
-            "num_params": self.num_params,
-            "layer_count": self.layer_count,
-            "rows": [r.to_dict() for r in self.rows],
-            "totals": self.totals.to_dict(),
-            "saved_outside_bytes": self.saved_outside_bytes,
-            "notes": list(self.notes),
-            "flops_are": "2 x MACs (forward pass)",
-        }
-
 
 def layers(
     model: Any,
+    workload: Workload | None = None,
     *,
     inputs: Any = None,
-    mode: str = "train",
-    batch: int | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    seq_len: int | None = None,
-    precision: str = "fp32",
     dtype: str | None = None,
     depth: int | None = None,
     sort: str | None = None,
     top: int | None = None,
     extra_formulas: Formulas | None = None,
-    **options: Any,
+    **fields: Any,
 ) -> LayerReport:
     """One row per layer of ``model`` for one forward pass of the workload.
 
-    ``model`` and the workload arguments are those of :func:`memlens.estimate`; ``mode="train"``
-    also measures the bytes each layer saves for backward. ``dtype`` is the weight format of
-    ``weight_bytes`` (default: the precision's), ``depth`` aggregates rows to that module
-    depth, ``sort`` is one of :data:`SORT_KEYS`, ``top`` keeps the first rows. Totals always
-    cover the whole model.
+    ``model``, ``workload`` and ``fields`` are those of :func:`memlens.estimate` (the fields
+    that apply to a forward pass); ``mode="train"`` also measures the bytes each layer saves
+    for backward. ``dtype`` is the weight format of ``weight_bytes`` (default: the
+    precision's), ``depth`` aggregates rows to that module depth, ``sort`` is one of
+    :data:`SORT_KEYS`, ``top`` keeps the first rows. Totals always cover the whole model.
 
     Example usage::
 
         report = memlens.layers("resnet50", batch=32, sort="macs", top=10)
         print(report.totals.params, report.totals.macs, report.rows[0].formula)
     """
-    from memlens._estimate import make_workload
+    from memlens._setup import model_spec, prepare
     from memlens.engine.build import build_fake
-    from memlens.sources.registry import resolve
     from memlens.strategies.apply import prepare_model
 
     if sort is not None and sort not in SORT_KEYS:
@@ -203,19 +170,11 @@ def layers(
     for name, value in (("depth", depth), ("top", top)):
         if value is not None and (isinstance(value, bool) or value < 0):
             raise ConfigError(f"--{name} must be a non-negative integer, got {value}")
-    workload = make_workload(
-        mode=mode,
-        batch=batch,
-        input_shape=input_shape,
-        seq_len=seq_len,
-        precision=precision,
-        device="cpu",
-        **options,
-    )
+    workload, _ = prepare(workload, fields, "layers", device="cpu")
     weight_format = dtype or _WEIGHT_FORMAT[workload.precision]
     if weight_format not in FORMATS:
         raise ConfigError(f"unknown --dtype {weight_format!r}: use one of {', '.join(FORMATS)}")
-    spec = resolve(model, inputs=inputs)
+    spec = model_spec(model, workload, inputs)
     built = build_fake(spec, workload)
     with built.mode:
         prepare_model(built.model, built.inputs, workload)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from memlens.commands import options as o
+from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 TargetBatch = Annotated[
     int | None,
@@ -23,39 +21,22 @@ MaxBatch = Annotated[int, typer.Option("--max-batch", help="Largest batch size s
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @workload_options("fit")
     def fit(
-        model: o.Model,
-        gpu: o.Gpu = None,
-        budget: o.Budget = None,
-        device: o.Device = "cuda",
-        train: o.Train = True,
-        optimizer: o.Optimizer = "adam",
-        precision: o.Precision = "fp32",
-        seq_len: o.SeqLen = None,
-        input_shape: o.InputShape = None,
+        model: Model,
         batch: TargetBatch = None,
         max_batch: MaxBatch = 2**16,
-        as_json: o.Json = False,
+        *,
+        api: Any,
+        as_json: bool,
     ) -> None:
         """The largest batch size that fits the device, and ranked options for a target batch."""
-        from memlens.plan import fit as run_fit
+        from memlens._api import fit as run_fit
         from memlens.report.plan import render_fit
 
-        kwargs = o.workload_kwargs(
-            batch=1,
-            input_shape=input_shape,
-            seq_len=seq_len,
-            train=train,
-            optimizer=optimizer,
-            precision=precision,
-            gpu=gpu,
-            budget=budget,
-            device=device,
-        )
-        kwargs["batch"] = batch
-        with o.progress(Console(stderr=True), f"searching the largest batch of {model}…"):
-            result = run_fit(model, max_batch=max_batch, **kwargs)
+        with progress(f"searching the largest batch of {model}…"):
+            result = run_fit(model, batch=batch, max_batch=max_batch, **api)
         if as_json:
-            typer.echo(json.dumps(result.to_dict(), indent=2))
-            return
-        Console().print(render_fit(result))
+            print_json(result)
+        else:
+            show(render_fit(result))

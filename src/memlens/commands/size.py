@@ -2,56 +2,57 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from memlens.commands import options as o
+from memlens.commands._options import Json, print_json, progress, show
+
+Model = Annotated[
+    str, typer.Argument(help="Model name, config.json, file.py:fn, or a count such as 175B.")
+]
+GroupSize = Annotated[
+    int, typer.Option("--group-size", help="Weights per scale for int8 and int4.")
+]
+Keep = Annotated[
+    str,
+    typer.Option(
+        "--keep",
+        help="Roles kept in high precision under narrower formats: embeddings, norms, head, "
+        "biases, or none.",
+    ),
+]
+KeepDtype = Annotated[str, typer.Option("--keep-dtype", help="Format of the kept roles.")]
+Plain = Annotated[
+    bool, typer.Option("--plain", help="Payload only: no scales, zero points or absmax.")
+]
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def size(
-        model: Annotated[
-            str,
-            typer.Argument(help="Model name, config.json, file.py:fn, or a count such as 175B."),
-        ],
-        group_size: Annotated[
-            int, typer.Option("--group-size", help="Weights per scale for int8 and int4.")
-        ] = 128,
-        keep: Annotated[
-            str,
-            typer.Option(
-                "--keep",
-                help="Roles kept in high precision under narrower formats: embeddings, norms, "
-                "head, biases, or none.",
-            ),
-        ] = "embeddings,norms,head",
-        keep_dtype: Annotated[
-            str, typer.Option("--keep-dtype", help="Format of the kept roles.")
-        ] = "bf16",
-        plain: Annotated[
-            bool, typer.Option("--plain", help="Payload only: no scales, zero points or absmax.")
-        ] = False,
-        as_json: o.Json = False,
+        model: Model,
+        group_size: GroupSize = 128,
+        keep: Keep = "embeddings,norms,head",
+        keep_dtype: KeepDtype = "bf16",
+        plain: Plain = False,
+        as_json: Json = False,
     ) -> None:
         """Model size in fp32, bf16, fp16, fp8, int8, int4 and nf4, decimal and binary."""
         from memlens._size import parse_count
         from memlens._size import size as run_size
-        from memlens.report.layers import size_table
+        from memlens.report.size import size_table
 
-        target = parse_count(model)
-        with o.progress(Console(stderr=True), f"building {model} on fake tensors…"):
+        count = parse_count(model)
+        with progress(f"building {model} on fake tensors…"):
             report = run_size(
-                target if target is not None else model,
+                count if count is not None else model,
                 group_size=group_size,
                 keep=keep,
                 keep_dtype=keep_dtype,
                 metadata=not plain,
             )
         if as_json:
-            typer.echo(json.dumps(report.to_dict(), indent=2))
-            return
-        Console().print(size_table(report))
+            print_json(report)
+        else:
+            show(size_table(report))

@@ -1,8 +1,8 @@
 """Planning: the largest batch size that fits, strategies that make a step fit, and memory
 against batch size, each from few traces (memory is nearly affine in the batch size)."""
 
-from memlens.plan._fit import FitResult, fit
-from memlens.plan._sweep import SweepResult, sweep
+from memlens.plan._fit import FitResult, plan_fit
+from memlens.plan._sweep import SweepResult, plan_sweep
 from memlens.plan.batch import BatchSearch, Probe
 from memlens.plan.strategies import Choice, Cost, Option, StrategySearch
 
@@ -15,6 +15,6 @@ __all__ = [
     "Probe",
     "StrategySearch",
     "SweepResult",
-    "fit",
-    "sweep",
+    "plan_fit",
+    "plan_sweep",
 ]

@@ -10,15 +10,15 @@ import torch
 from memlens._errors import WorkloadError
 from memlens._pipeline import estimate_spec
 from memlens._results import Estimate
-from memlens.devices import Device
 from memlens.sources.base import ModelSpec
+from memlens.targets import Target
 from memlens.workload import Workload
 
 
 def auto_checkpoint(
     spec: ModelSpec,
     workload: Workload,
-    target: Device | None,
+    target: Target,
     loss: Callable[..., torch.Tensor] | None,
 ) -> Estimate:
     """Checkpoint the fewest repeated blocks that make the step fit ``target``.
@@ -28,7 +28,7 @@ def auto_checkpoint(
     (peak memory falls as blocks are added). The returned estimate's workload names the
     chosen blocks (``modules:...``), so that it can be measured as it is.
     """
-    if target is None:
+    if target.capacity_bytes is None:
         raise WorkloadError(
             "checkpoint", "auto", "needs a device capacity: pass a catalog device or a budget"
         )
@@ -55,3 +55,15 @@ def auto_checkpoint(
                 lo = mid
     best.seconds = time.perf_counter() - t0
     return best
+
+
+def estimate_step(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Target,
+    loss: Callable[..., torch.Tensor] | None = None,
+) -> Estimate:
+    """The estimate of one step, its checkpointed blocks chosen first under ``auto``."""
+    if workload.checkpoint == "auto":
+        return auto_checkpoint(spec, workload, target, loss)
+    return estimate_spec(spec, workload, target, loss)

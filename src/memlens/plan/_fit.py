@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import torch
 
 from memlens._errors import ConfigError
 from memlens._results import Estimate
@@ -60,88 +56,17 @@ class FitResult:
     def seconds_per_trace(self) -> float:
         return self.seconds / max(self.traces, 1)
 
-    def to_dict(self) -> dict[str, Any]:
-        s = self.strategies
-        return {
-            "model": self.model,
-            "device": {"name": self.device.name, "capacity_bytes": self.capacity_bytes},
-            "workload": {k: v for k, v in self.workload.to_dict().items() if k != "batch"},
-            "max_batch": self.max_batch,
-            "bounded": self.search.bounded,
-            "cap": self.search.cap,
-            "shortfall_bytes": self.shortfall_bytes,
-            "total_bytes_at_max": self.at_max.total_bytes,
-            "total_bytes_above": self.above.total_bytes if self.above is not None else None,
-            "probes": [
-                {"batch": p.batch, "total_bytes": p.total_bytes, "fits": p.fits}
-                for p in self.search.probes
-            ],
-            "batch_traces": self.search.traces,
-            "strategies": None
-            if s is None
-            else {
-                "target_batch": s.target_batch,
-                "as_given": s.baseline.to_dict() if s.baseline is not None else None,
-                "fitting": [o.to_dict() for o in s.fitting],
-                "closest": s.closest.to_dict() if s.closest is not None else None,
-                "unavailable": list(s.unavailable),
-                "no_saving": [o.to_dict() for o in s.no_saving],
-                "failed": list(s.failed),
-                "exhausted": s.exhausted,
-                "traces": s.traces,
-            },
-            "traces": self.traces,
-            "seconds": round(self.seconds, 3),
-            "search_seconds": round(self.search_seconds, 3),
-        }
 
-
-def fit(
-    model: Any,
+def plan_fit(
+    tracer: Tracer,
     *,
-    inputs: Any = None,
-    loss: Callable[..., torch.Tensor] | None = None,
-    mode: str = "train",
     batch: int | None = None,
-    optimizer: str = "adam",
-    device: str | Device = "cuda",
-    budget: int | str | None = None,
-    input_shape: tuple[int, ...] | None = None,
-    seq_len: int | None = None,
-    precision: str = "fp32",
     max_batch: int = DEFAULT_CAP,
     strategies: bool = True,
-    **options: Any,
 ) -> FitResult:
-    """The largest batch size of ``model`` whose step fits ``device`` (or ``budget``), exact to
-    one, and the cheapest strategy combinations that fit at ``batch``.
-
-    Arguments are those of :func:`memlens.estimate`; ``device`` must have a capacity (a
-    catalog name, ``"cpu"``, or any kind with a ``budget``). ``batch`` is the target batch of
-    the strategy table; by default the power of two above the largest batch that fits (1 when
-    none does). ``max_batch`` caps the search.
-
-    Example usage::
-
-        result = memlens.fit("resnet50", device="v100-16gb", optimizer="adam")
-        print(result.max_batch, result.traces)
-        for option in result.strategies.fitting:
-            print(option.label, option.total_bytes, option.risk)
-    """
+    """The largest batch size whose step fits the tracer's device, exact to one, and the
+    cheapest strategy combinations that fit at ``batch`` (see :func:`memlens.fit`)."""
     t0 = time.perf_counter()
-    tracer = Tracer(
-        model,
-        device=device,
-        budget=budget,
-        inputs=inputs,
-        loss=loss,
-        mode=mode,
-        optimizer=optimizer,
-        precision=precision,
-        input_shape=input_shape,
-        seq_len=seq_len,
-        **options,
-    )
     if tracer.device is None:
         raise ConfigError("fit needs a capacity: name a device (e.g. 'v100-16gb') or give a budget")
     search = search_max_batch(tracer, tracer.device.capacity_bytes, max_batch)

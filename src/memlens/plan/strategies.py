@@ -19,8 +19,9 @@ it does not fit, nothing does). Then the ranking is walked, tracing a combinatio
 nothing cheaper that it contains already fits (it would be dominated) and nothing more
 aggressive that contains it already failed (it cannot fit).
 
-A choice is offered only if :func:`memlens.estimate` accepts its options
-(:meth:`Tracer.accepts`); the others are listed as unavailable.
+A choice is offered only if the workload accepts its field values (:meth:`Tracer.accepts`,
+validated by :class:`~memlens.workload.Workload`'s schema); the others are listed as
+unavailable.
 
 Compute overhead is counted in forward passes of the model: a training step is one forward
 and a backward of about two (2N and 4N FLOPs per token for N parameters: Kaplan et al. 2020,
@@ -126,21 +127,6 @@ class Option:
         ruled = sum(c.extra_forwards for c in self.choices if c.options != CHECKPOINT_OPTIONS)
         return self.recompute_share + ruled / step
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "options": {k: v for c in self.choices for k, v in c.options},
-            "micro_batch": self.micro_batch,
-            "micro_steps": self.micro_steps,
-            "total_bytes": self.total_bytes,
-            "peak_bytes": self.peak_bytes,
-            "fits": self.fits,
-            "risk": str(self.risk),
-            "overhead": str(self.overhead),
-            "compute_overhead": round(self.compute_overhead, 4),
-            "pcie_bytes_per_step": self.pcie_bytes,
-        }
-
 
 @dataclass
 class StrategySearch:
@@ -161,27 +147,27 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
     """The knobs that apply to the tracer's workload, each starting with :data:`AS_GIVEN`
     (a knob the caller already turned is left as given)."""
     w = tracer.workload
-    training = w.get("mode", "train") == "train"
+    training = w.training
     device = tracer.device.name if tracer.device is not None else ""
     half = "fp16" if device in NO_BF16 else "bf16"
     out: list[list[Choice]] = []
-    if w.get("precision", "fp32") == "fp32":
+    if w.precision == "fp32":
         if training:
             out.append([Choice(f"{half}-amp", (("precision", f"{half}-amp"),), risk=Cost.LOW)])
         else:
             risk = Cost.LOW if half == "bf16" else Cost.SOME
             out.append([Choice(half, (("precision", half),), risk=risk)])
-    if training and w.get("checkpoint", "none") == "none":
+    if training and w.checkpoint == "none":
         checkpointing = Choice(
             "checkpointing", CHECKPOINT_OPTIONS, overhead=Cost.SOME, extra_forwards=1
         )
         out.append([checkpointing])
-    if training and w.get("optimizer", "adam") in ("adam", "adamw"):
+    if training and w.optimizer in ("adam", "adamw"):
         eight_bit = Choice("adam-8bit", (("optimizer", "adam-8bit"),), risk=Cost.LOW)
         sgd = Choice("sgd-momentum", (("optimizer", "sgd-momentum"),), risk=Cost.SOME)
         out.append([eight_bit if tracer.accepts(**dict(eight_bit.options)) else sgd])
     splits = [k for k in SPLITS if target % k == 0]
-    if splits and w.get("grad_accum", 1) == 1:
+    if splits and w.grad_accum == 1:
         out.append(
             [
                 Choice(
@@ -193,7 +179,7 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
                 for k in splits
             ]
         )
-    if training and not w.get("offload_optimizer"):
+    if training and not w.offload_optimizer:
         out.append(
             [
                 Choice(
@@ -204,7 +190,7 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
                 )
             ]
         )
-    adapted = any(w.get(k) for k in ("lora", "quantize", "freeze"))
+    adapted = bool(w.lora or w.quantize or w.freeze)
     if training and num_params >= LLM_PARAMS and not adapted:
         lora = Choice("LoRA", (("lora", f"r={LORA_RANK}"),), risk=Cost.SOME, extra_forwards=-1)
         qlora = Choice(
@@ -215,7 +201,7 @@ def knobs(tracer: Tracer, target: int, num_params: int) -> list[list[Choice]]:
             extra_forwards=-1,
         )
         out.append([lora, qlora])
-    if not training and not w.get("quantize"):
+    if not training and not w.quantize:
         out.append(
             [
                 Choice(f"{bits} weights", (("quantize", bits),), risk=Cost.SOME, overhead=Cost.LOW)
@@ -240,7 +226,7 @@ def search_strategies(
     ``max_batch`` is the batch search's answer for the workload as given: a plain batch
     split cannot fit when its micro-batch is above it (accumulated gradients only add).
     """
-    training = tracer.workload.get("mode", "train") == "train"
+    training = tracer.workload.training
     search = StrategySearch(target)
     start = tracer.count
     traced: dict[tuple[Choice, ...], Option | None] = {}

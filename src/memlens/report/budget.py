@@ -7,6 +7,10 @@ from rich.table import Table
 from rich.text import Text
 
 from memlens._results import Estimate
+from memlens.measurement.result import Measurement
+from memlens.report.compare import comparison_table
+from memlens.report.host import host_table
+from memlens.report.strategies import strategy_lines
 from memlens.units import fmt_bytes, fmt_count, fmt_decimal
 
 
@@ -91,6 +95,23 @@ def verdict(est: Estimate) -> Text:
     return lines
 
 
-def render_estimate(est: Estimate) -> RenderableType:
-    """Header, budget table and verdict of one estimate."""
-    return Group(header(est), Text(""), budget_table(est), Text(""), verdict(est))
+def render_estimate(est: Estimate, measured: Measurement | None = None) -> RenderableType:
+    """Header, budget table and verdict of one estimate, then what its strategies did, its
+    host memory, and its comparison with a real run (``measured``) where there are any."""
+    parts: list[RenderableType] = [header(est), budget_table(est), verdict(est)]
+    summary = strategy_lines(est)
+    if summary is not None:
+        parts.append(summary)
+    if est.host is not None:
+        parts.append(host_table(est.host))
+    if measured is not None:
+        parts.append(comparison_table(est, measured))
+    return Group(*_spaced(parts))
+
+
+def _spaced(parts: list[RenderableType]) -> list[RenderableType]:
+    """``parts`` with a blank line between each two."""
+    out: list[RenderableType] = []
+    for part in parts:
+        out += [Text(""), part] if out else [part]
+    return out

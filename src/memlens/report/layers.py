@@ -1,4 +1,4 @@
-"""Tables for layer metrics, model sizes and inference activations.
+"""Tables for layer metrics and inference activations.
 
 :class:`LayerTable` fits itself to the console: every cell stays on one line, and when the
 table is wider than the console the least useful columns are dropped (input shape first,
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.console import Console, ConsoleOptions, Group, RenderableType
 from rich.measure import Measurement
@@ -17,8 +18,7 @@ from rich.text import Text
 
 from memlens._activations import ActivationReport
 from memlens._layers._report import LayerReport, LayerRow
-from memlens._size import SizeReport
-from memlens.units import fmt_bytes, fmt_count, fmt_decimal
+from memlens.units import fmt_bytes, fmt_count
 
 _SHAPE_WIDTH = 16
 _TYPE_WIDTH = 14
@@ -207,44 +207,23 @@ def footer(report: LayerReport) -> Text:
     return lines
 
 
-def render_layers(report: LayerReport) -> RenderableType:
-    """Header, the fitted layer table and its footnotes."""
-    return Group(header(report), Text(""), LayerTable(report), Text(""), footer(report))
-
-
-def size_table(report: SizeReport) -> Table:
-    """One row per format: payload, metadata, kept bytes, and the total in both units."""
-    keep = ", ".join(report.keep) or "nothing"
-    meta = f"group size {report.group_size}" if report.metadata else "no quantisation metadata"
-    table = Table(
-        title=f"{report.model}: {report.num_params:,} parameters ({meta}; "
-        f"kept in {report.keep_dtype}: {keep})",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
-    )
-    for col in ("format", "bits/param", "payload", "metadata", "kept", "decimal", "binary"):
-        table.add_column(col, justify="left" if col == "format" else "right")
-    for row in report.rows:
-        table.add_row(
-            row.format,
-            f"{row.bits_per_param:.3f}",
-            fmt_decimal(row.payload_bytes),
-            fmt_decimal(row.metadata_bytes) if row.metadata_bytes else "-",
-            fmt_decimal(row.kept_bytes) if row.kept_bytes else "-",
-            fmt_decimal(row.total_bytes),
-            fmt_bytes(row.total_bytes),
-        )
-    roles = ", ".join(f"{role} {n:,}" for role, n in report.roles.items())
-    table.caption = (
-        f"parameters by role: {roles}. decimal: 1 MB = 10^6 B; binary: 1 MiB = 2^20 B."
-        + (
-            f" Buffers, not included: {fmt_decimal(report.buffer_bytes)}."
-            if report.buffer_bytes
-            else ""
-        )
-    )
-    return table
+def render_layers(
+    report: LayerReport, acts: ActivationReport | None = None, plot: Path | None = None
+) -> RenderableType:
+    """Header, the fitted layer table and its footnotes; then the inference activation peak
+    (``acts``) and where the plot was saved, if any."""
+    parts: list[RenderableType] = [
+        header(report),
+        Text(""),
+        LayerTable(report),
+        Text(""),
+        footer(report),
+    ]
+    if acts is not None:
+        parts += [Text(""), activation_summary(acts)]
+    if plot is not None:
+        parts.append(Text(f"plot saved to {plot}"))
+    return Group(*parts)
 
 
 def activation_summary(report: ActivationReport) -> RenderableType:

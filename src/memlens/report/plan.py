@@ -212,6 +212,13 @@ def sweep_table(result: SweepResult) -> Table:
     return table
 
 
+def render_sweep(result: SweepResult, plot: Path | None = None) -> RenderableType:
+    """The sweep table, and where the plot was written, if any."""
+    if plot is None:
+        return sweep_table(result)
+    return Group(sweep_table(result), Text(f"plot written to {plot}"))
+
+
 def plot_sweep(result: SweepResult, path: str | Path) -> Path:
     """Stacked categories, the allocated peak and the capacity against batch size, to ``path``."""
     try:

@@ -1,0 +1,38 @@
+"""What every API function does first: the workload from its keywords, the target device,
+the model's spec."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from memlens.devices import Device
+from memlens.sources.base import ModelSpec
+from memlens.sources.checkpoint import refuse_weights_file
+from memlens.sources.registry import resolve
+from memlens.targets import Target, resolve_target
+from memlens.workload import Workload
+
+
+def prepare(
+    workload: Workload | None,
+    fields: Mapping[str, Any],
+    use: str,
+    *,
+    device: str | Device | Target | None,
+    budget: int | str | None = None,
+) -> tuple[Workload, Target]:
+    """The workload of API function ``use`` (``workload`` with ``fields`` changed) for the
+    target ``device``, and that target (:func:`memlens.targets.resolve_target`)."""
+    target = resolve_target(device, budget)
+    changed = Workload.from_fields(fields, base=workload, use=use)
+    return changed.with_(device=target.kind), target
+
+
+def model_spec(model: Any, workload: Workload, inputs: Any = None) -> ModelSpec:
+    """The spec of ``model`` under ``workload``'s model-source options (a weights file is
+    refused: it holds no architecture to run)."""
+    refuse_weights_file(model)
+    return resolve(
+        model, inputs=inputs, task=workload.task, trust_remote_code=workload.trust_remote_code
+    )

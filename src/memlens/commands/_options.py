@@ -1,0 +1,230 @@
+"""Command-line options derived from the :class:`~memlens.workload.Workload` schema.
+
+:func:`workload_options` gives a command the options of every workload field its API twin
+takes (help, flag, allowed values and default all read from the field's metadata), the target
+options (``--gpu``, ``--device``, ``--budget``) and ``--json``; the command receives the given
+values as ``api``, the keywords of its API function. A :class:`~memlens.WorkloadError` raised
+while the command runs is reworded with flags (``--optimizer-impl``, not ``optimizer_impl``).
+
+Nothing here imports torch or the engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import re
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import Field
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console, RenderableType
+from typer.models import OptionInfo
+
+from memlens._errors import MemlensError, WorkloadError
+from memlens.workload import OptionMeta, default, flag, options
+
+Model = Annotated[
+    str,
+    typer.Argument(
+        help="Model name (resnet50, timm/NAME, llama-3-8b), config.json, or file.py:fn."
+    ),
+]
+
+#: Options of the target device, by parameter name.
+_TARGET = {
+    "gpu": (
+        "--gpu",
+        "NAME",
+        "Target device from `memlens devices` (e.g. h100-80gb).",
+    ),
+    "device": ("--device", "KIND", "Device kind when no --gpu is given: cuda or cpu."),
+    "budget": ("--budget", "SIZE", "Custom device capacity, e.g. 24GiB or 16GB."),
+}
+TARGET = ("gpu", "device", "budget")
+#: Parameters the decorated command receives instead of the generated options.
+_GIVEN = ("api", "as_json")
+
+
+def workload_options(
+    use: str, *, target: tuple[str, ...] = TARGET, device: str = "cuda"
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Add to a typer command the options of API function ``use``: its workload fields, the
+    ``target`` options (``device`` is ``--device``'s default) and ``--json``.
+
+    The command declares its own arguments and options as usual plus ``api: dict[str, Any]``
+    (the fields given on the command line, and ``device``/``budget``: the keywords of the API
+    function) and ``as_json: bool``.
+    """
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        own = [
+            p
+            for p in inspect.signature(command, eval_str=True).parameters.values()
+            if p.name not in _GIVEN
+        ]
+        fields = list(options(use))
+        params = [
+            *own,
+            *(_field_parameter(f, m, t) for f, m, t in fields),
+            *(_target_parameter(name, device) for name in target),
+            _parameter("as_json", bool, False, typer.Option("--json", help=_JSON_HELP)),
+        ]
+        clash = {p.name for p in own} & {f.name for f, _, _ in fields}
+        assert not clash, f"{command.__name__}: own options shadow workload fields {clash}"
+        flags = {f.name: flag(f.name) for f, _, _ in fields} | _own_flags(own)
+
+        @functools.wraps(command)
+        def run(**values: Any) -> None:
+            api: dict[str, Any] = {}
+            for f, m, _ in fields:
+                value = values.pop(f.name)
+                if value is not None:
+                    api[f.name] = m.switch[0 if value else 1] if m.switch else value
+            gpu, kind, budget = (values.pop(name, None) for name in TARGET)
+            if target:
+                api["device"] = gpu or kind or device
+            if budget is not None:
+                api["budget"] = budget
+            as_json = values.pop("as_json")
+            try:
+                command(**values, api=api, as_json=as_json)
+            except WorkloadError as e:
+                raise MemlensError(reword(e, flags)) from e
+
+        run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in params}
+        return run
+
+    return decorate
+
+
+def reword(error: WorkloadError, flags: dict[str, str]) -> str:
+    """The error with flags for field names: ``invalid --optimizer-impl 'fused': ...``."""
+    name, _, key = error.field.partition(".")
+    where = flags.get(name, name) + (f" {key}=" if key else " ")
+    allowed = re.sub(
+        r"\b(" + "|".join(sorted(flags, key=len, reverse=True)) + r")\b",
+        lambda m: flags[m.group(1)] if "_" in m.group(1) else m.group(1),
+        error.allowed,
+    )
+    return f"invalid {where}{error.value!r}: {allowed}"
+
+
+_JSON_HELP = "Print JSON instead of tables."
+_PANELS = {
+    "step": "Step",
+    "precision": "Precision",
+    "optimizer": "Optimizer",
+    "strategies": "Strategies",
+    "data": "Data loading (host memory)",
+    "model source": "Model source",
+}
+
+
+def _field_parameter(f: Field[Any], m: OptionMeta, kind: Any) -> inspect.Parameter:
+    """A typer option for a workload field: a flag for a bool (or a ``--on/--off`` switch),
+    else a string that the field's parser reads."""
+    names = (m.flag or "--" + f.name.replace("_", "-"), *((m.short,) if m.short else ()))
+    is_flag = kind is bool or m.switch is not None
+    help = m.help
+    if m.choices and m.switch is None:
+        help += " One of: " + ", ".join(m.choices) + ("" if m.choices[-1].endswith(".") else ".")
+    value = default(f)
+    if m.switch is not None:
+        help += f" Default: --{value}."
+    elif value not in (None, (), False):
+        help += f" Default: {value}."
+    info = typer.Option(
+        *names,
+        help=help,
+        metavar=None if is_flag else m.metavar or _metavar(kind, m),
+        show_default=False,
+        rich_help_panel=_PANELS.get(m.group, m.group.capitalize()),
+    )
+    return _parameter(f.name, bool | None if is_flag else str | None, None, info)
+
+
+def _metavar(kind: Any, m: OptionMeta) -> str:
+    if m.choices:
+        return "NAME"
+    return "INT" if kind is int else "TEXT"
+
+
+def _target_parameter(name: str, device: str) -> inspect.Parameter:
+    flag_, metavar, help = _TARGET[name]
+    if name == "device":
+        help += f" Default: {device}."
+    info = typer.Option(
+        flag_, help=help, metavar=metavar, show_default=False, rich_help_panel="Target"
+    )
+    return _parameter(name, str | None, None, info)
+
+
+def _parameter(name: str, kind: Any, value: Any, info: Any) -> inspect.Parameter:
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=value, annotation=Annotated[kind, info]
+    )
+
+
+def _own_flags(params: list[inspect.Parameter]) -> dict[str, str]:
+    """Parameter name -> first flag, for the command's own options."""
+    out = {}
+    for p in params:
+        for info in typing.get_args(p.annotation)[1:]:
+            if isinstance(info, OptionInfo) and isinstance(info.default, str):
+                out[p.name] = info.default.split("/")[0]  # Annotated: the first name
+    return out
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def show(*renderables: RenderableType) -> None:
+    """Print renderables to stdout, a blank line between them."""
+    console = Console()
+    for i, renderable in enumerate(renderables):
+        if i:
+            console.print()
+        console.print(renderable)
+
+
+def print_json(result: Any, *, detail: bool = False, **attached: Any) -> None:
+    """Print a result as :func:`memlens.report.json.to_json` writes it (``attached`` results
+    under their keyword); plain lists and dicts as they are."""
+    if isinstance(result, list | dict):
+        data = result
+    else:
+        from memlens.report.json import to_json
+
+        data = to_json(result, detail=detail, **attached)
+    typer.echo(json.dumps(data, indent=2))
+
+
+Json = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
+
+
+@contextmanager
+def progress(text: str, delay: float = 1.0) -> Iterator[None]:
+    """Show a spinner on stderr with ``text`` if the block takes longer than ``delay`` s."""
+    status = Console(stderr=True).status(text)
+    started = threading.Event()
+
+    def start() -> None:
+        started.set()
+        status.start()
+
+    timer = threading.Timer(delay, start)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        if started.is_set():
+            status.stop()

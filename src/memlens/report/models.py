@@ -1,0 +1,22 @@
+"""The model names memlens knows, as a table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from memlens.units import fmt_count
+
+
+def models_table(rows: list[dict[str, Any]]) -> Table:
+    """Name, family, source and parameter count (blank where unknown) of each model."""
+    table = Table(
+        title=f"{len(rows)} models", title_justify="left", show_edge=False, pad_edge=False
+    )
+    for col in ("name", "family", "source", "parameters"):
+        table.add_column(col, justify="right" if col == "parameters" else "left")
+    for r in rows:
+        params = r.get("params")
+        table.add_row(r["name"], r["family"], r["source"], fmt_count(params) if params else "")
+    return table

@@ -1,19 +1,13 @@
-"""The optimizers a workload can name, and the implementation PyTorch would pick.
+"""The optimizers of :data:`memlens.optimizer_table.OPTIMIZERS`, built for a trace or a run.
 
-``sgd``, ``sgd-momentum``, ``adam``, ``adamw`` and ``adafactor`` are PyTorch's own (their
-state: none, one momentum buffer, two moments, two moments, factored second moments).
-``lion`` and ``adam-8bit`` are implemented here: :class:`Lion` keeps one momentum buffer;
-:class:`Adam8bit` keeps bitsandbytes' blockwise 8-bit state layout.
-
-``optimizer_impl`` chooses between the per-tensor loop (``for-loop``), the multi-tensor
-``foreach`` kernels (which allocate temporaries for all parameters at once) and the
-``fused`` kernels (none); ``auto`` is PyTorch's default: ``foreach`` for CUDA tensors, the
-loop on CPU (``torch.optim.optimizer._default_to_fused_or_foreach``).
+``lion`` and ``adam-8bit`` are implemented here (:class:`Lion` keeps one momentum buffer;
+:class:`Adam8bit` keeps bitsandbytes' blockwise 8-bit state layout); the others are PyTorch's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -22,6 +16,13 @@ import torch
 from torch import nn
 
 from memlens._errors import ConfigError
+from memlens.optimizer_table import (
+    BNB_BLOCK,
+    BNB_MIN_8BIT_SIZE,
+    BNB_QMAP_SIZE,
+    OPTIMIZERS,
+    OptimizerRow,
+)
 from memlens.strategies.offload import OffloadedOptimizer
 from memlens.workload import Workload
 
@@ -53,26 +54,30 @@ def make_step_optimizer(
 def make_optimizer(
     name: str, params: list[nn.Parameter], *, impl: str = "auto", device: str = "cpu"
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params`` with implementation ``impl`` for ``device``."""
+    """The optimizer ``name`` over ``params`` with implementation ``impl`` for ``device``, or
+    its loop if it has no such implementation (the workload refuses one asked for explicitly,
+    so only a device's default can be missing: ``lion`` on CUDA runs its loop)."""
+    row = OPTIMIZERS.get(name)
+    if row is None:
+        raise ConfigError(f"unknown optimizer {name!r}")
     impl = resolve_impl(impl, device)
-    flags = {"foreach": impl == "foreach"}
+    if impl not in row.impls:
+        impl = "for-loop"
+    return _class(row)(params, **dict(row.options), **_impl_flags(row, impl))
+
+
+def _class(row: OptimizerRow) -> type[torch.optim.Optimizer]:
+    module, _, name = row.cls.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _impl_flags(row: OptimizerRow, impl: str) -> dict[str, bool]:
+    """Constructor flags choosing ``impl`` (none for a class with one implementation)."""
+    if row.impls == ("for-loop",):
+        return {}
     if impl == "fused":
-        flags = {"fused": True}
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=1e-3, **flags)
-    if name == "sgd-momentum":
-        return torch.optim.SGD(params, lr=1e-3, momentum=0.9, **flags)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=1e-3, **flags)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=1e-3, **flags)
-    if name == "adafactor":
-        return torch.optim.Adafactor(params, lr=1e-2, foreach=impl == "foreach")
-    if name == "lion":
-        return Lion(params)
-    if name == "adam-8bit":
-        return Adam8bit(params)
-    raise ConfigError(f"unknown optimizer {name!r}")
+        return {"fused": True}
+    return {"foreach": impl == "foreach"}
 
 
 def is_fused(optimizer: torch.optim.Optimizer | OffloadedOptimizer) -> bool:
@@ -123,16 +128,6 @@ def _lion_update(
     update = exp_avg.mul(beta1).add_(grad, alpha=1 - beta1).sign_()
     p.add_(update, alpha=-lr)
     exp_avg.mul_(beta2).add_(grad, alpha=1 - beta2)
-
-
-#: bitsandbytes' 8-bit optimizers (bitsandbytes/optim/optimizer.py, ``Optimizer2State``):
-#: one fp32 absmax per 2048-element block and moment, and tensors smaller than
-#: ``min_8bit_size`` keep fp32 state.
-BNB_BLOCK = 2048
-BNB_MIN_8BIT_SIZE = 4096
-#: The dynamic quantisation maps (``create_dynamic_map``): 256 fp32 values each, one signed
-#: map for the first moment and one unsigned map for the second, shared by all parameters.
-BNB_QMAP_SIZE = 256
 
 
 class Adam8bit(torch.optim.Optimizer):

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import pickle
 import struct
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -191,7 +190,6 @@ def test_lying_safetensors_header_refused_without_allocating(tmp_path: Path, cas
     header, data, length, message = CORRUPT_SAFETENSORS[case]
     path = _craft(tmp_path / "bad.safetensors", header, data, length)
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(HeaderError, match=message) as info:
             summarize(path)
@@ -200,7 +198,6 @@ def test_lying_safetensors_header_refused_without_allocating(tmp_path: Path, cas
         tracemalloc.stop()
     assert str(path) in str(info.value)
     assert peak < 2 * 2**20
-    assert time.perf_counter() - start < 1.0
 
 
 def test_short_file_refused(tmp_path: Path) -> None:
@@ -407,7 +404,6 @@ def test_lying_gguf_header_refused_without_allocating(tmp_path: Path, case: str)
     path = tmp_path / "bad.gguf"
     path.write_bytes(_gguf_bytes(**kwargs))
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(HeaderError, match=message) as info:
             summarize(path)
@@ -416,7 +412,6 @@ def test_lying_gguf_header_refused_without_allocating(tmp_path: Path, case: str)
         tracemalloc.stop()
     assert str(path) in str(info.value)
     assert peak < 2 * 2**20
-    assert time.perf_counter() - start < 1.0
 
 
 def test_truncated_gguf_refused(tmp_path: Path) -> None:

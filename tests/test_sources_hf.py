@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -158,14 +157,17 @@ def test_remote_code_runs_when_trusted(tmp_path, monkeypatch):
     assert tuple(b.inputs.kwargs["input_ids"].shape) == (1, 16)
 
 
-def test_unknown_hub_id_offline_is_one_clear_line(offline_hub):
-    start = time.perf_counter()
+def test_unknown_hub_id_offline_is_one_clear_line(offline_hub, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("offline, yet the network was tried")
+
+    monkeypatch.setattr(huggingface.socket, "create_connection", no_network)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_network)
     with pytest.raises(ConfigError) as err:
         registry.resolve("some-org/not-a-bundled-model")
     message = str(err.value)
     assert "\n" not in message
     assert "offline" in message and "config.json" in message
-    assert time.perf_counter() - start < 5
 
 
 def test_unreachable_hub_is_offline_too(offline_hub, monkeypatch):

@@ -26,12 +26,13 @@ from functools import cache
 from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
+from memlens.optimizer_table import IMPL_CHOICES as OPTIMIZER_IMPLS
+from memlens.optimizer_table import NAMES as OPTIMIZERS
+from memlens.optimizer_table import implementations
 from memlens.units import parse_size
 
 MODES = ("inference", "train")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-amp", "fp16-amp")
-OPTIMIZERS = ("sgd", "sgd-momentum", "adam", "adamw", "adafactor", "lion", "adam-8bit")
-OPTIMIZER_IMPLS = ("auto", "foreach", "for-loop", "fused")
 DEVICES = ("cpu", "cuda")
 QUANTIZE = ("int8", "int4", "nf4")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
@@ -51,17 +52,6 @@ _BUILDS = _STEPS | {"layers"}
 #: A fixed batch: ``fit`` searches it (its ``batch`` is the target of the options table) and
 #: ``sweep`` takes several.
 _ONE_BATCH = _ALL - {"fit", "sweep"}
-
-#: Which optimizers PyTorch implements with each ``optimizer_impl`` (torch/optim/*.py).
-_IMPLS_OF = {
-    "sgd": ("auto", "foreach", "for-loop", "fused"),
-    "sgd-momentum": ("auto", "foreach", "for-loop", "fused"),
-    "adam": ("auto", "foreach", "for-loop", "fused"),
-    "adamw": ("auto", "foreach", "for-loop", "fused"),
-    "adafactor": ("auto", "foreach", "for-loop"),
-    "lion": ("auto", "for-loop"),
-    "adam-8bit": ("auto", "for-loop"),
-}
 
 Parser = Callable[[str, Any], Any]
 
@@ -473,7 +463,7 @@ class Workload:
         for f in fields(self):
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, meta(f).parse(f.name, value))
-        impls = _IMPLS_OF[self.optimizer]
+        impls = implementations(self.optimizer)
         if self.optimizer_impl not in impls:
             raise WorkloadError(
                 "optimizer_impl",

@@ -44,8 +44,8 @@ class ModelSpec:
     ``build()`` constructs the module; the engine calls it under a fake-tensor mode with weight
     initialisation skipped, the measurer calls it for real. ``make_inputs(model, workload)``
     is called under the same mode as ``build``, so it must create tensors with plain factory
-    functions (``torch.randn``, ``torch.randint``) on ``workload.device`` semantics left to
-    the engine (it creates them on the current default device).
+    functions (``torch.randn``, ``torch.randint``) and no ``device=``: they land on the
+    current default device, which the engine or the measurer sets.
     """
 
     name: str

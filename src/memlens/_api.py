@@ -47,13 +47,13 @@ def fit(
     model: Any,
     workload: Workload | None = None,
     *,
+    batch: int | None = None,
+    max_batch: int = DEFAULT_CAP,
+    strategies: bool = True,
     device: str | Device = "cuda",
     budget: int | str | None = None,
     inputs: Any = None,
     loss: Callable[..., torch.Tensor] | None = None,
-    batch: int | None = None,
-    max_batch: int = DEFAULT_CAP,
-    strategies: bool = True,
     **fields: Any,
 ) -> FitResult:
     """The largest batch size of ``model`` whose step fits ``device`` (or ``budget``), exact to
@@ -72,14 +72,7 @@ def fit(
             print(option.label, option.total_bytes, option.risk)
     """
     tracer = Tracer(
-        model,
-        workload,
-        use="fit",
-        device=device,
-        budget=budget,
-        inputs=inputs,
-        loss=loss,
-        fields=fields,
+        model, workload, "fit", fields, device=device, budget=budget, inputs=inputs, loss=loss
     )
     return plan_fit(tracer, batch=batch, max_batch=max_batch, strategies=strategies)
 
@@ -88,11 +81,11 @@ def sweep(
     model: Any,
     workload: Workload | None = None,
     *,
+    batches: str | Iterable[int] = DEFAULT_BATCHES,
     device: str | Device = "cuda",
     budget: int | str | None = None,
     inputs: Any = None,
     loss: Callable[..., torch.Tensor] | None = None,
-    batches: str | Iterable[int] = DEFAULT_BATCHES,
     **fields: Any,
 ) -> SweepResult:
     """Estimate ``model`` at each batch size of ``batches`` (``[1, 8, 32]`` or ``"1,8,32"``;
@@ -106,13 +99,6 @@ def sweep(
     """
     sizes = parse_batches(batches)
     tracer = Tracer(
-        model,
-        workload,
-        use="sweep",
-        device=device,
-        budget=budget,
-        inputs=inputs,
-        loss=loss,
-        fields=fields,
+        model, workload, "sweep", fields, device=device, budget=budget, inputs=inputs, loss=loss
     )
     return plan_sweep(tracer, sizes)

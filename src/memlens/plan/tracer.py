@@ -17,6 +17,7 @@ from memlens._results import Estimate
 from memlens._setup import model_spec, prepare
 from memlens.devices import Device
 from memlens.plan._checkpoint import estimate_step
+from memlens.targets import Target
 from memlens.workload import Workload
 
 #: Errors that mean "this option or value is not supported", raised before any tracing.
@@ -30,13 +31,13 @@ class Tracer:
         self,
         model: Any,
         workload: Workload | None = None,
-        *,
         use: str = "estimate",
-        device: str | Device = "cuda",
+        fields: Mapping[str, Any] | None = None,
+        *,
+        device: str | Device | Target = "cuda",
         budget: int | str | None = None,
         inputs: Any = None,
         loss: Callable[..., torch.Tensor] | None = None,
-        fields: Mapping[str, Any] | None = None,
     ) -> None:
         """``workload`` with ``fields`` changed, as API function ``use`` takes them."""
         self.workload, self.target = prepare(

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from memlens._results import Estimate
 from memlens.measurement.result import Measurement
+from memlens.report._style import header_line, step, titled_table
 from memlens.report.compare import comparison_table
 from memlens.report.host import host_table
 from memlens.report.strategies import strategy_lines
@@ -21,16 +22,10 @@ def _share(n: int, capacity: int | None) -> str:
 def budget_table(est: Estimate) -> Table:
     """Category rows with bytes and share of the device, then total, buffer and capacity."""
     cap = est.capacity_bytes
-    table = Table(
-        title="Memory budget at the peak (binary units: 1 MiB = 2^20 bytes)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        "Memory budget at the peak (binary units: 1 MiB = 2^20 bytes)",
+        *("category", "bytes>", "size>", "of device>"),
     )
-    table.add_column("category")
-    table.add_column("bytes", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("of device", justify="right")
     for cat, n in est.budget():
         if n == 0:
             continue
@@ -50,21 +45,9 @@ def budget_table(est: Estimate) -> Table:
 
 def header(est: Estimate) -> Text:
     w = est.workload
-    shape = "x".join(map(str, w.input_shape)) if w.input_shape else None
-    parts = [
-        f"{est.model} ({est.source})",
-        f"{fmt_count(est.num_params)} parameters",
-        w.mode if not w.training else f"train, {w.optimizer}",
-        f"batch {w.batch}",
-    ]
-    if shape:
-        parts.append(f"input {shape}")
-    if w.seq_len:
-        parts.append(f"seq {w.seq_len}")
-    parts.append(w.precision)
+    head = [f"{est.model} ({est.source})", f"{fmt_count(est.num_params)} parameters"]
     target = est.device.name if est.device is not None else f"generic {w.device}"
-    parts.append(f"on {target}")
-    return Text(" · ".join(parts), style="bold")
+    return header_line([*head, step(w), f"batch {w.batch}"], w, [f"on {target}"])
 
 
 def verdict(est: Estimate) -> Text:

@@ -7,19 +7,16 @@ from rich.table import Table
 from memlens._results import Estimate
 from memlens.measurement.compare import error
 from memlens.measurement.result import Measurement
+from memlens.report._style import titled_table
 from memlens.units import fmt_bytes
 
 
 def comparison_table(est: Estimate, m: Measurement) -> Table:
     """Rows of estimated vs measured peaks with the signed error."""
-    table = Table(
-        title=f"Estimate vs real run on {m.device_name or m.device}",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        f"Estimate vs real run on {m.device_name or m.device}",
+        *("figure", "estimated>", "measured>", "error>"),
     )
-    for col in ("figure", "estimated", "measured", "error"):
-        table.add_column(col, justify="left" if col == "figure" else "right")
     rows = [("peak allocated", est.peak_bytes, m.peak_bytes)]
     if m.device == "cuda":
         rows.append(("peak reserved", est.reserved_peak_bytes, m.reserved_peak_bytes))

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memlens._results import Estimate
+from memlens.report._style import titled_table
 from memlens.report.budget import render_estimate
 from memlens.units import fmt_bytes
 
@@ -26,14 +27,10 @@ def seed_comparison(est: Estimate) -> Table:
     """The seed's round figures next to the traced ones (at the peak, and the step maximum)."""
     at_peak = dict((c.value, n) for c, n in est.budget())
     maxima = {c.value: n for c, n in est.timeline.category_peaks(est.allocator.sizes).items()}
-    table = Table(
-        title="Seed's round figures (MB) vs traced (at the peak; largest during the step)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        "Seed's round figures (MB) vs traced (at the peak; largest during the step)",
+        *("category", "seed>", "traced at peak>", "largest in step>", "seed off by>"),
     )
-    for col in ("category", "seed", "traced at peak", "largest in step", "seed off by"):
-        table.add_column(col, justify="left" if col == "category" else "right")
     slack = at_peak.get("allocator_slack", 0)
     for cat, mb in SEED_MB.items():
         seed = mb * 2**20

@@ -5,21 +5,16 @@ from __future__ import annotations
 from rich.table import Table
 
 from memlens.devices import Device
+from memlens.report._style import titled_table
 from memlens.units import fmt_bytes, fmt_decimal
 
 
 def devices_table(devices: list[Device]) -> Table:
     """Name, kind, memory type, capacity (binary and decimal) and bandwidth of each device."""
-    table = Table(
-        title="Devices (capacity in binary GiB; vendors quote decimal GB)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        "Devices (capacity in binary GiB; vendors quote decimal GB)",
+        *("name", "kind", "memory", "capacity>", "decimal>", "bandwidth>"),
     )
-    for col in ("name", "kind", "memory", "capacity", "decimal", "bandwidth"):
-        table.add_column(
-            col, justify="right" if col in ("capacity", "decimal", "bandwidth") else "left"
-        )
     for d in devices:
         bw = f"{d.bandwidth_bytes_per_s / 1e9:,.0f} GB/s" if d.bandwidth_bytes_per_s else ""
         cap = fmt_bytes(d.capacity_bytes) + ("" if d.capacity_reported else " (nominal)")

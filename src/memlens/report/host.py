@@ -6,22 +6,16 @@ from __future__ import annotations
 from rich.table import Table
 from rich.text import Text
 
+from memlens.report._style import titled_table
 from memlens.strategies.data import HostMemory
 from memlens.units import fmt_bytes
 
 
 def host_table(host: HostMemory) -> Table:
     """One row per host-memory item, then the total."""
-    table = Table(
-        title="Host memory (RAM, outside the device)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        "Host memory (RAM, outside the device)", "item", "bytes>", "size>", "formula"
     )
-    table.add_column("item")
-    table.add_column("bytes", justify="right")
-    table.add_column("size", justify="right")
-    table.add_column("formula")
     for row in host.rows:
         table.add_row(row.what, f"{row.bytes:,}", fmt_bytes(row.bytes), row.formula)
     table.add_section()

@@ -7,6 +7,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from memlens.report._style import titled_table
 from memlens.sources.checkpoint import WeightsSummary
 from memlens.sources.onnx_graph import OnnxSummary
 from memlens.units import fmt_bytes, fmt_count, fmt_decimal
@@ -14,14 +15,10 @@ from memlens.units import fmt_bytes, fmt_count, fmt_decimal
 
 def dtype_table(summary: WeightsSummary | OnnxSummary, path: str) -> Table:
     """Tensors, parameters and bytes per dtype, then the total."""
-    table = Table(
-        title=f"{summary.format} weights of {path} (binary MiB/GiB; decimal in brackets)",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        f"{summary.format} weights of {path} (binary MiB/GiB; decimal in brackets)",
+        *("dtype", "tensors>", "parameters>", "bytes>", "size>"),
     )
-    for col in ("dtype", "tensors", "parameters", "bytes", "size"):
-        table.add_column(col, justify="left" if col == "dtype" else "right")
     for dtype, row in summary.by_dtype.items():
         table.add_row(
             dtype,

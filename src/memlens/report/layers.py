@@ -18,6 +18,7 @@ from rich.text import Text
 
 from memlens._activations import ActivationReport
 from memlens._layers._report import LayerReport, LayerRow
+from memlens.report._style import header_line, titled_table
 from memlens.units import fmt_bytes, fmt_count
 
 _SHAPE_WIDTH = 16
@@ -174,17 +175,8 @@ def _cut_left(text: str, width: int) -> str:
 
 def header(report: LayerReport) -> Text:
     w = report.workload
-    parts = [
-        f"{report.model} ({report.source})",
-        f"{report.num_params:,} parameters",
-        f"{w.mode} batch {w.batch}",
-    ]
-    if w.input_shape:
-        parts.append("input " + "x".join(map(str, w.input_shape)))
-    if w.seq_len:
-        parts.append(f"seq {w.seq_len}")
-    parts += [w.precision, f"weights in {report.dtype}"]
-    return Text(" · ".join(parts), style="bold")
+    head = [f"{report.model} ({report.source})", f"{report.num_params:,} parameters"]
+    return header_line([*head, f"{w.mode} batch {w.batch}"], w, [f"weights in {report.dtype}"])
 
 
 def footer(report: LayerReport) -> Text:
@@ -229,14 +221,10 @@ def render_layers(
 def activation_summary(report: ActivationReport) -> RenderableType:
     """The inference activation peak, where it happens, and what is alive there."""
     w = report.workload
-    figures = Table(
-        title=f"Inference activations, batch {w.batch}, {w.precision}, {w.device}",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    figures = titled_table(
+        f"Inference activations, batch {w.batch}, {w.precision}, {w.device}",
+        *("figure", "size>", "where"),
     )
-    for col in ("figure", "size", "where"):
-        figures.add_column(col, justify="right" if col == "size" else "left")
     peak_at = f"{report.peak_module or '<root>'} ({report.peak_op})"
     rows = [
         ("sum of every layer's outputs", report.total_output_bytes, "all layers"),
@@ -250,9 +238,7 @@ def activation_summary(report: ActivationReport) -> RenderableType:
     figures.caption = (
         f"live activations peak at {report.skip_factor:.2f}x the largest layer's input + output"
     )
-    live = Table(title="alive at the peak", title_justify="left", show_edge=False, pad_edge=False)
-    for col in ("allocated in", "op", "size"):
-        live.add_column(col, justify="right" if col == "size" else "left")
+    live = titled_table("alive at the peak", "allocated in", "op", "size>")
     for t in report.live:
         live.add_row(t.module or "<root>", t.op, fmt_bytes(t.nbytes))
     return Group(figures, Text(""), live)

@@ -5,20 +5,13 @@ from __future__ import annotations
 from rich.table import Table
 
 from memlens.measurement.result import Measurement
+from memlens.report._style import titled_table
 from memlens.units import fmt_bytes
 
 
 def measurement_table(m: Measurement) -> Table:
     """One row per measured figure (CUDA adds the reserved peak and NVML's process total)."""
-    table = Table(
-        title=f"Measured on {m.device_name or m.device}",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
-    )
-    table.add_column("figure")
-    table.add_column("bytes", justify="right")
-    table.add_column("size", justify="right")
+    table = titled_table(f"Measured on {m.device_name or m.device}", "figure", "bytes>", "size>")
     figures = [("peak allocated", m.peak_bytes), ("alive before the step", m.baseline_bytes)]
     if m.device == "cuda":
         figures.insert(1, ("peak reserved", m.reserved_peak_bytes))

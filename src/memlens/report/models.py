@@ -6,16 +6,13 @@ from typing import Any
 
 from rich.table import Table
 
+from memlens.report._style import titled_table
 from memlens.units import fmt_count
 
 
 def models_table(rows: list[dict[str, Any]]) -> Table:
     """Name, family, source and parameter count (blank where unknown) of each model."""
-    table = Table(
-        title=f"{len(rows)} models", title_justify="left", show_edge=False, pad_edge=False
-    )
-    for col in ("name", "family", "source", "parameters"):
-        table.add_column(col, justify="right" if col == "parameters" else "left")
+    table = titled_table(f"{len(rows)} models", "name", "family", "source", "parameters>")
     for r in rows:
         params = r.get("params")
         table.add_row(r["name"], r["family"], r["source"], fmt_count(params) if params else "")

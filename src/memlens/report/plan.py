@@ -12,22 +12,12 @@ from rich.text import Text
 from memlens._errors import MissingExtraError
 from memlens.categories import Category
 from memlens.plan import FitResult, Option, StrategySearch, SweepResult
+from memlens.report._style import header_line, step, titled_table
 from memlens.units import fmt_bytes
-from memlens.workload import Workload
 
 
 def _share(n: int, capacity: int | None) -> str:
     return f"{100 * n / capacity:.1f}%" if capacity else ""
-
-
-def _workload_line(model: str, w: Workload, target: str) -> Text:
-    parts = [model, w.mode if not w.training else f"train, {w.optimizer}"]
-    if w.input_shape:
-        parts.append("input " + "x".join(map(str, w.input_shape)))
-    if w.seq_len:
-        parts.append(f"seq {w.seq_len}")
-    parts += [w.precision, f"on {target}"]
-    return Text(" · ".join(parts), style="bold")
 
 
 def max_batch_summary(result: FitResult) -> Text:
@@ -80,14 +70,10 @@ def _compute(option: Option) -> str:
 
 def strategy_table(search: StrategySearch, capacity: int) -> Table:
     """The combinations that fit at the target batch, cheapest first."""
-    table = Table(
-        title=f"Options for batch {search.target_batch}, cheapest first",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        f"Options for batch {search.target_batch}, cheapest first",
+        *("#>", "strategy", "per pass", "memory>", "of device>", "compute", "risk"),
     )
-    for col in ("#", "strategy", "per pass", "memory", "of device", "compute", "risk"):
-        table.add_column(col, justify="right" if col in ("#", "memory", "of device") else "left")
     for i, o in enumerate(search.fitting, 1):
         table.add_row(
             str(i),
@@ -146,10 +132,10 @@ def strategy_notes(search: StrategySearch, capacity: int) -> Text:
 def render_fit(result: FitResult) -> RenderableType:
     """Header, the largest batch, and the options table with its notes."""
     parts: list[RenderableType] = [
-        _workload_line(
-            result.model,
+        header_line(
+            [result.model, step(result.workload)],
             result.workload,
-            f"{result.device.name} ({fmt_bytes(result.capacity_bytes)})",
+            [f"on {result.device.name} ({fmt_bytes(result.capacity_bytes)})"],
         ),
         Text(""),
         max_batch_summary(result),
@@ -172,25 +158,29 @@ def _categories(result: SweepResult) -> list[Category]:
     ]
 
 
+def _sweep_unit(largest: int) -> tuple[str, int, int]:
+    """(unit, its bytes, decimals) showing ``largest`` with three or four digits."""
+    unit, factor = next((u, f) for u, f in _UNITS if largest >= f or f == 2**10)
+    value = largest / factor
+    return unit, factor, 2 if value < 10 else 1 if value < 100 else 0
+
+
+_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10))
+
+
 def sweep_table(result: SweepResult) -> Table:
     """One column per batch: allocated and reserved peaks, total, share of the device, and
-    the breakdown at the peak, in one unit (GiB, or MiB when every total is below 1 GiB)."""
+    the breakdown at the peak, in one unit (the largest total's: GiB, MiB or KiB)."""
     cap = result.capacity_bytes
-    gib = max(e.total_bytes for e in result.estimates) >= 2**30
-    unit, factor, digits = ("GiB", 2**30, 2) if gib else ("MiB", 2**20, 0)
+    unit, factor, digits = _sweep_unit(max(e.total_bytes for e in result.estimates))
 
     def size(n: int) -> str:
         return f"{n / factor:,.{digits}f}"
 
-    table = Table(
-        title=f"{result.model}: memory at the peak against batch size ({unit})",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+    table = titled_table(
+        f"{result.model}: memory at the peak against batch size ({unit})",
+        *("batch", *(f"{b}>" for b in result.batches)),
     )
-    table.add_column("batch")
-    for b in result.batches:
-        table.add_column(str(b), justify="right")
     est = result.estimates
     table.add_row("allocated peak", *(size(e.peak_bytes) for e in est))
     table.add_row("reserved peak", *(size(e.reserved_peak_bytes) for e in est))
@@ -204,7 +194,8 @@ def sweep_table(result: SweepResult) -> Table:
     budgets = [dict(e.budget()) for e in est]
     for cat in _categories(result):
         table.add_row(cat.value, *(size(b[cat]) for b in budgets))
-    caption = "total = reserved + CUDA context = the sum of the categories"
+    context = " + runtime context" if any(e.context_bytes for e in est) else ""
+    caption = f"total = reserved{context} = the sum of the categories"
     if cap is not None:
         caption += f"; capacity {fmt_bytes(cap)}, totals over it in red"
     table.caption = caption

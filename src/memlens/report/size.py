@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from memlens._size import SizeReport
+from memlens.report._style import titled_table
 from memlens.units import fmt_bytes, fmt_decimal
 
 
@@ -12,15 +13,11 @@ def size_table(report: SizeReport) -> Table:
     """One row per format: payload, metadata, kept bytes, and the total in both units."""
     keep = ", ".join(report.keep) or "nothing"
     meta = f"group size {report.group_size}" if report.metadata else "no quantisation metadata"
-    table = Table(
-        title=f"{report.model}: {report.num_params:,} parameters ({meta}; "
+    table = titled_table(
+        f"{report.model}: {report.num_params:,} parameters ({meta}; "
         f"kept in {report.keep_dtype}: {keep})",
-        title_justify="left",
-        show_edge=False,
-        pad_edge=False,
+        *("format", "bits/param>", "payload>", "metadata>", "kept>", "decimal>", "binary>"),
     )
-    for col in ("format", "bits/param", "payload", "metadata", "kept", "decimal", "binary"):
-        table.add_column(col, justify="left" if col == "format" else "right")
     for row in report.rows:
         table.add_row(
             row.format,

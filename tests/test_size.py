@@ -62,11 +62,14 @@ def test_quantisation_metadata_layouts() -> None:
     shape = (4096, 4096)
     n = math.prod(shape)
     assert tensor_bytes(shape, "fp8") == (n, 4)  # one fp32 scale per tensor
-    groups = 4096 * (4096 // 128)
-    assert tensor_bytes(shape, "int8") == (n, groups * 3)  # fp16 scale + int8 zero
-    assert tensor_bytes(shape, "int4") == (n // 2, groups * 2 + groups // 2)  # + 4-bit zero
-    assert tensor_bytes(shape, "int4", group_size=64)[1] == 2 * tensor_bytes(shape, "int4")[1]
+    assert tensor_bytes(shape, "int8") == (n, 4096 * 4)  # LLM.int8: fp32 absmax per row
     blocks = n // 64
+    assert tensor_bytes(shape, "int4") == (n // 2, 4 * blocks + 64)  # fp32 absmax + FP4 code
+    groups = 4096 * (4096 // 128)
+    assert tensor_bytes(shape, "int8-grouped") == (n, groups * 3)  # fp16 scale + int8 zero
+    grouped = tensor_bytes(shape, "int4-grouped")
+    assert grouped == (n // 2, groups * 2 + groups // 2)  # + 4-bit zero
+    assert tensor_bytes(shape, "int4-grouped", group_size=64)[1] == 2 * grouped[1]
     assert tensor_bytes(shape, "nf4") == (n // 2, blocks + 4 * (blocks // 256) + 4 + 64)
     assert tensor_bytes(shape, "nf4", metadata=False) == (n // 2, 0)
 
@@ -75,8 +78,9 @@ def test_nf4_double_quantisation_costs_0_127_bits_per_parameter() -> None:
     """QLoRA (Dettmers et al. 2023): 8/64 + 32/(64*256) = 0.127 bits of constants."""
     (row,) = size_of_tensors([ParamTensor("w", (8192, 8192), "weights")], formats=["nf4"])
     assert row.bits_per_param == pytest.approx(4.127, abs=0.001)
-    (int4,) = size_of_tensors([ParamTensor("w", (8192, 8192), "weights")], formats=["int4"])
-    assert int4.bits_per_param == pytest.approx(4 + 20 / 128, abs=0.001)
+    weights = [ParamTensor("w", (8192, 8192), "weights")]
+    (grouped,) = size_of_tensors(weights, formats=["int4-grouped"])
+    assert grouped.bits_per_param == pytest.approx(4 + 20 / 128, abs=0.001)
 
 
 def test_keep_policy_stores_embeddings_norms_and_head_in_high_precision() -> None:

@@ -1,35 +1,17 @@
 """What a model's weights weigh in each storage format, quantisation metadata included.
 
 Works from parameter shapes alone (the model is built on fake tensors: no weights, no
-memory). Each unique parameter (tied ones counted once) is stored in one format, with the
-metadata that format needs. The layouts modelled, for a tensor of ``n`` weights whose first
-dimension is ``rows`` (output channels / features; ``cols = n / rows``), group size ``G``:
-
-========  ================  =============================================================
-format    payload           metadata
-========  ================  =============================================================
-fp32      4 B per weight    none
-bf16      2 B               none
-fp16      2 B               none
-fp8       1 B (e4m3)        one fp32 scale per tensor (per-tensor scaling, as torchao's
-                            Float8 training and Transformer Engine)
-int8      1 B               per group of ``G`` weights along a row (``rows*ceil(cols/G)``
-                            groups): an fp16 scale and an int8 zero point, 3 B
-int4      1/2 B (2 a byte)  per group: an fp16 scale and a 4-bit zero point, 2.5 B (GPTQ and
-                            AWQ pack ``scales`` fp16 and ``qzeros`` 8 to an int32)
-nf4       1/2 B (2 a byte)  bitsandbytes ``Linear4bit`` with double quantisation
-                            (``compress_statistics=True``): the absmax of each block of 64
-                            weights (tensor flattened) is stored as uint8, 1 B per block,
-                            with one fp32 absmax per 256 blocks, one fp32 offset and the
-                            16-entry fp32 NF4 code (64 B) per tensor; once per model, the
-                            256-entry fp32 map of the nested 8-bit quantisation (1 KiB)
-========  ================  =============================================================
+memory). Each unique parameter (tied ones counted once) is stored in one format of
+:mod:`memlens.formats`, with the constants that format stores beside it; a format's constants
+shared by every tensor (nf4's nested map) count once.
 
 The *keep* policy names parameter roles stored in high precision (``keep_dtype``, bf16 by
 default) under formats narrower than it: ``embeddings`` (embedding tables, position
 embeddings, class tokens), ``norms`` (parameters of normalisation layers), ``head`` (the
 last layer with parameters, in registration order: the classifier or LM head) and
 ``biases``. Buffers (batch-norm running statistics) are reported apart, in their own dtype.
+
+A parameter count (``memlens size 70B``) never imports torch; a model does, to be built.
 """
 
 from __future__ import annotations
@@ -39,33 +21,21 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from memlens._errors import ConfigError
-from memlens.sources.base import Inputs
+from memlens.formats import NAMES, WEIGHT_FORMATS, WeightFormat
 
-#: Payload bits per weight of each format, in report order.
-FORMAT_BITS: dict[str, int] = {
-    "fp32": 32,
-    "bf16": 16,
-    "fp16": 16,
-    "fp8": 8,
-    "int8": 8,
-    "int4": 4,
-    "nf4": 4,
-}
-FORMATS: tuple[str, ...] = tuple(FORMAT_BITS)
+if TYPE_CHECKING:
+    from torch import nn
+
+    from memlens.sources.base import Inputs
+
+#: Format names, in report order.
+FORMATS: tuple[str, ...] = NAMES
 ROLES: tuple[str, ...] = ("embeddings", "norms", "head", "biases", "weights")
 DEFAULT_KEEP: tuple[str, ...] = ("embeddings", "norms", "head")
 DEFAULT_GROUP_SIZE = 128
-
-# bitsandbytes 4-bit layout (bitsandbytes/functional.py, quantize_4bit and QuantState).
-NF4_BLOCK = 64  # weights per absmax block (Linear4bit's default blocksize)
-NF4_NESTED_BLOCK = 256  # absmax values per block of the nested quantisation
-NF4_CODE_BYTES = 16 * 4  # the NF4 code: 16 fp32 values, one per tensor
-NF4_NESTED_MAP_BYTES = 256 * 4  # the nested "dynamic" map: 256 fp32, cached once per process
 
 _COUNT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?(?:e\d+)?)\s*([kmbt]?)\s*$", re.IGNORECASE)
 _COUNT_SUFFIX = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "t": 10**12}
@@ -88,26 +58,20 @@ class ParamTensor:
 def tensor_bytes(
     shape: tuple[int, ...], fmt: str, group_size: int = DEFAULT_GROUP_SIZE, metadata: bool = True
 ) -> tuple[int, int]:
-    """(payload bytes, metadata bytes) of one tensor stored in ``fmt`` (see the module doc)."""
-    if fmt not in FORMAT_BITS:
-        raise ConfigError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-    n = math.prod(shape)
-    payload = math.ceil(n * FORMAT_BITS[fmt] / 8)
-    if not metadata or n == 0:
+    """(payload bytes, metadata bytes) of one tensor stored in ``fmt`` (see
+    :mod:`memlens.formats`)."""
+    layout = _format(fmt)
+    payload = layout.payload(shape).nbytes
+    if not metadata:
         return payload, 0
-    rows = shape[0] if len(shape) > 1 else 1
-    groups = rows * math.ceil(n // rows / group_size)
-    if fmt == "fp8":
-        return payload, 4
-    if fmt == "int8":
-        return payload, groups * 3
-    if fmt == "int4":
-        return payload, groups * 2 + math.ceil(groups / 2)
-    if fmt == "nf4":
-        blocks = math.ceil(n / NF4_BLOCK)
-        nested = math.ceil(blocks / NF4_NESTED_BLOCK)
-        return payload, blocks + 4 * nested + 4 + NF4_CODE_BYTES
-    return payload, 0
+    return payload, sum(c.nbytes for c in layout.metadata(shape, group_size))
+
+
+def _format(name: str) -> WeightFormat:
+    layout = WEIGHT_FORMATS.get(name)
+    if layout is None:
+        raise ConfigError(f"unknown format {name!r}: use one of {', '.join(FORMATS)}")
+    return layout
 
 
 @dataclass
@@ -178,6 +142,8 @@ def parameter_tensors(model: nn.Module) -> list[ParamTensor]:
 
 
 def _role(module: nn.Module, name: str, p: nn.Parameter, head: nn.Module | None) -> str:
+    from torch import nn
+
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
         return "embeddings"
     if _is_norm(module):
@@ -224,14 +190,12 @@ def size_of_tensors(
     """One :class:`SizeRow` per format for these tensors under the keep policy."""
     if group_size < 1:
         raise ConfigError(f"group size must be a positive integer, got {group_size}")
-    if keep_dtype not in FORMAT_BITS:
+    if keep_dtype not in WEIGHT_FORMATS:
         raise ConfigError(f"unknown keep dtype {keep_dtype!r}: use one of {', '.join(FORMATS)}")
     rows = []
     for fmt in formats:
-        bits = FORMAT_BITS.get(fmt)
-        if bits is None:
-            raise ConfigError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
-        narrower = bits < FORMAT_BITS[keep_dtype]
+        layout = _format(fmt)
+        narrower = layout.bits < WEIGHT_FORMATS[keep_dtype].bits
         q_params = k_params = payload = meta = kept = 0
         for t in tensors:
             if narrower and t.role in keep:
@@ -242,10 +206,12 @@ def size_of_tensors(
             q_params += t.numel
             payload += p
             meta += m
-        if fmt == "nf4" and metadata and q_params:
-            meta += NF4_NESTED_MAP_BYTES
+        if metadata and q_params:
+            meta += sum(s.nbytes for s in layout.shared)
         rows.append(
-            SizeRow(fmt, bits, q_params, k_params, payload, meta, kept, payload + meta + kept)
+            SizeRow(
+                fmt, layout.bits, q_params, k_params, payload, meta, kept, payload + meta + kept
+            )
         )
     return rows
 
@@ -259,7 +225,7 @@ def size(
     metadata: bool = True,
     formats: Iterable[str] = FORMATS,
 ) -> SizeReport:
-    """The size of ``model``'s weights in fp32, bf16, fp16, fp8, int8, int4 and nf4.
+    """The size of ``model``'s weights in every format of :mod:`memlens.formats`.
 
     ``model`` is anything :func:`memlens.estimate` accepts, or a parameter count (an ``int``:
     one tensor of plain weights, so the keep policy has nothing to keep). ``metadata=False``
@@ -314,4 +280,6 @@ def _model_tensors(model: Any) -> tuple[list[ParamTensor], int, str, str]:
 
 
 def _no_inputs(model: nn.Module, workload: object) -> Inputs:
+    from memlens.sources.base import Inputs
+
     return Inputs()

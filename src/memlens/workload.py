@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
+from memlens.formats import LAYER_FORMATS as QUANTIZE
 from memlens.optimizer_table import IMPL_CHOICES as OPTIMIZER_IMPLS
 from memlens.optimizer_table import NAMES as OPTIMIZERS
 from memlens.optimizer_table import implementations
@@ -34,7 +35,6 @@ from memlens.units import parse_size
 MODES = ("inference", "train")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-amp", "fp16-amp")
 DEVICES = ("cpu", "cuda")
-QUANTIZE = ("int8", "int4", "nf4")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
 CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,...")
 #: Hugging Face heads (see :mod:`memlens.sources.huggingface`).

@@ -12,7 +12,7 @@ Model = Annotated[
     str, typer.Argument(help="Model name, config.json, file.py:fn, or a count such as 175B.")
 ]
 GroupSize = Annotated[
-    int, typer.Option("--group-size", help="Weights per scale for int8 and int4.")
+    int, typer.Option("--group-size", help="Weights per scale for int8-grouped and int4-grouped.")
 ]
 Keep = Annotated[
     str,
@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
         plain: Plain = False,
         as_json: Json = False,
     ) -> None:
-        """Model size in fp32, bf16, fp16, fp8, int8, int4 and nf4, decimal and binary."""
+        """Model size in every weight format (fp32 to nf4), decimal and binary."""
         from memlens._size import parse_count
         from memlens._size import size as run_size
         from memlens.report.size import size_table

@@ -1,17 +1,15 @@
 """Weight quantisation of linear layers, in bitsandbytes' storage layouts.
 
 :func:`quantize` replaces every linear-like layer except the output head (as transformers'
-bitsandbytes integration skips ``lm_head``) by a :class:`QuantLinear` that holds:
+bitsandbytes integration skips ``lm_head``) by a :class:`QuantLinear` that holds its weight
+in one of the layer formats of :mod:`memlens.formats` (the payload and the constants that
+table lists, as parameters of the shapes and dtypes bitsandbytes gives them):
 
-- ``int8``: LLM.int8 (``bnb.nn.Linear8bitLt``): an ``int8`` weight (1 byte per element)
-  and one fp32 absmax per output row (``SCB``).
+- ``int8``: LLM.int8 (``bnb.nn.Linear8bitLt``);
 - ``int4``: ``load_in_4bit`` with its defaults (``bnb.nn.Linear4bit``, FP4, no double
-  quantisation): packed 4-bit values (``ceil(n / 2)`` bytes), one fp32 absmax per block
-  of 64 elements, and the 16-entry fp32 FP4 code of the layer's quantisation state.
-- ``nf4``: QLoRA's setting (NF4 with double quantisation): packed 4-bit values, one
-  ``uint8`` absmax per block of 64, re-quantised in blocks of 256 with one fp32 absmax each,
-  a fp32 offset (their mean), the 16-entry fp32 NF4 code per layer, and bitsandbytes'
-  256-entry fp32 dynamic map, shared by all layers.
+  quantisation);
+- ``nf4``: QLoRA's setting (NF4 with double quantisation), whose nested map is one tensor
+  shared by all layers.
 
 All of these are parameters that take no gradient (the quantised base is frozen); biases
 stay in the model's precision and may train.
@@ -33,29 +31,26 @@ for backward as ``MatMul8bitLt`` does. bitsandbytes' single-token inference path
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from memlens.formats import WEIGHT_FORMATS, Stored
 from memlens.strategies.lora import linear_dims
 
-#: bitsandbytes' 4-bit block size (``quantize_4bit(blocksize=64)``) and the block size of
-#: the double quantisation of the absmax vector (``quantize_blockwise(absmax, blocksize=256)``).
-BLOCK_4BIT = 64
-BLOCK_NESTED = 256
-NF4_CODE_SIZE = 16  # ``get_4bit_type``: 16 fp32 values, one tensor per quantised layer
-DYNAMIC_MAP_SIZE = 256  # ``create_dynamic_map()``, cached once per device in ``name2qmap``
+_TORCH_DTYPES = {"fp32": torch.float32, "uint8": torch.uint8, "int8": torch.int8}
 
 
-def _frozen(t: torch.Tensor) -> nn.Parameter:
+def _frozen(stored: Stored, device: torch.device) -> nn.Parameter:
+    t = torch.empty(stored.shape, dtype=_TORCH_DTYPES[stored.dtype], device=device)
     return nn.Parameter(t, requires_grad=False)
 
 
 class QuantLinear(nn.Module):
-    """A linear layer whose weight is stored quantised (see the module docstring)."""
+    """A linear layer whose weight is stored quantised (see the module docstring); ``shared``
+    holds the format's tensors shared by all layers, by name."""
 
     def __init__(
         self,
@@ -66,31 +61,18 @@ class QuantLinear(nn.Module):
         weight_dtype: torch.dtype,
         compute_dtype: torch.dtype,
         device: torch.device,
-        shared_map: nn.Parameter | None = None,
+        shared: dict[str, nn.Parameter] | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
-        self.scheme, self.weight_dtype, self.compute_dtype = scheme, weight_dtype, compute_dtype
-        n = in_features * out_features
-        u8, f32 = torch.uint8, torch.float32
-        if scheme == "int8":
-            self.weight = _frozen(
-                torch.empty(out_features, in_features, dtype=torch.int8, device=device)
-            )
-            self.scb = _frozen(torch.empty(out_features, dtype=f32, device=device))
-        else:
-            blocks = math.ceil(n / BLOCK_4BIT)
-            self.weight = _frozen(torch.empty((n + 1) // 2, 1, dtype=u8, device=device))
-            self.code = _frozen(torch.empty(NF4_CODE_SIZE, dtype=f32, device=device))
-            if scheme == "nf4":
-                self.absmax = _frozen(torch.empty(blocks, dtype=u8, device=device))
-                nested = math.ceil(blocks / BLOCK_NESTED)
-                self.nested_absmax = _frozen(torch.empty(nested, dtype=f32, device=device))
-                self.offset = _frozen(torch.empty((), dtype=f32, device=device))
-                assert shared_map is not None
-                self.nested_code = shared_map
-            else:
-                self.absmax = _frozen(torch.empty(blocks, dtype=f32, device=device))
+        self.format = WEIGHT_FORMATS[scheme]
+        self.weight_dtype, self.compute_dtype = weight_dtype, compute_dtype
+        self.llm_int8 = self.format.layer == "Linear8bitLt"
+        shape = (out_features, in_features)
+        for stored in (self.format.payload(shape), *self.format.metadata(shape)):
+            self.register_parameter(stored.name, _frozen(stored, device))
+        for stored in self.format.shared:
+            self.register_parameter(stored.name, (shared or {})[stored.name])
         self.bias = bias
 
     @property
@@ -103,10 +85,10 @@ class QuantLinear(nn.Module):
 
     def dequantize(self, dtype: torch.dtype) -> torch.Tensor:
         """The weight as an ``out x in`` tensor of ``dtype`` (a new temporary)."""
-        if self.scheme == "int8":  # MatMul8bitLt.backward's formula
+        if self.llm_int8:  # MatMul8bitLt.backward's formula
             return self.weight.to(dtype, copy=True).mul_(self.scb.unsqueeze(1).mul(1.0 / 127.0))
         absmax = None
-        if self.scheme == "nf4":  # dequantize_blockwise of the nested absmax, plus the offset
+        if self.format.nested_block:  # dequantize_blockwise of the nested absmax, plus the offset
             absmax = torch.empty(self.absmax.shape, dtype=torch.float32, device=self.weight.device)
             absmax += self.offset
         out = torch.empty(
@@ -116,7 +98,7 @@ class QuantLinear(nn.Module):
         return out.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.scheme == "int8":
+        if self.llm_int8:
             return _QuantMatmul.apply(x, self.bias, self)
         inp_dtype = x.dtype  # bnb.nn.Linear4bit.forward
         x = x.to(self.compute_dtype)
@@ -134,7 +116,7 @@ class _QuantMatmul(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.layer = layer
         ctx.bias_dtype = None if bias is None else bias.dtype
-        ctx.save_for_backward(x if layer.scheme == "int8" and ctx.needs_input_grad[0] else None)
+        ctx.save_for_backward(x if layer.llm_int8 and ctx.needs_input_grad[0] else None)
         return F.linear(x, layer.dequantize(x.dtype), bias)
 
     @staticmethod
@@ -164,16 +146,14 @@ def quantize(
         and linear_dims(m) is not None
         and not any(name == s or name.startswith(s + ".") for s in skip)
     ]
-    shared_map = None
+    shared: dict[str, nn.Parameter] = {}
     for name, module in hits:
         in_f, out_f = linear_dims(module)  # type: ignore[misc]
         weight = module.weight
-        if scheme == "nf4" and shared_map is None:
-            shared_map = _frozen(
-                torch.empty(DYNAMIC_MAP_SIZE, dtype=torch.float32, device=weight.device)
-            )
+        for stored in WEIGHT_FORMATS[scheme].shared:
+            shared.setdefault(stored.name, _frozen(stored, weight.device))
         q = QuantLinear(
-            in_f, out_f, module.bias, scheme, weight.dtype, compute_dtype, weight.device, shared_map
+            in_f, out_f, module.bias, scheme, weight.dtype, compute_dtype, weight.device, shared
         )
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name), child, q)

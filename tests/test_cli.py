@@ -143,6 +143,11 @@ def test_field_errors_name_the_flag(capsys):
     assert "invalid --lora r=0" in capsys.readouterr().err
     assert _run("sweep", MLP, "--batch", "1,x", "--device", "cpu") == 2
     assert "invalid --batch '1,x'" in capsys.readouterr().err
+    assert _run("layers", MLP, "--input-shape", "4", "--sort", "size") == 2
+    assert (
+        "invalid --sort 'size': allowed: params, activations, saved, macs"
+        in capsys.readouterr().err
+    )
 
 
 def test_api_refuses_unknown_keywords_with_the_closest_field():

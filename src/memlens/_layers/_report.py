@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from memlens._errors import ConfigError
+from memlens._errors import WorkloadError
 from memlens._layers._formulas import (
     ATOMIC,
     Formula,
@@ -44,7 +44,7 @@ __all__ = [
     "register_formula",
 ]
 
-#: ``--sort`` keys and the row attribute each sorts by (largest first).
+#: ``sort`` keys and the row attribute each sorts by (largest first).
 SORT_KEYS: dict[str, str] = {
     "params": "params",
     "activations": "output_bytes",
@@ -166,14 +166,14 @@ def layers(
     from memlens.strategies.apply import prepare_model
 
     if sort is not None and sort not in SORT_KEYS:
-        raise ConfigError(f"unknown --sort {sort!r}: use one of {', '.join(SORT_KEYS)}")
+        raise WorkloadError("sort", sort, "allowed: " + ", ".join(SORT_KEYS))
     for name, value in (("depth", depth), ("top", top)):
         if value is not None and (isinstance(value, bool) or value < 0):
-            raise ConfigError(f"--{name} must be a non-negative integer, got {value}")
+            raise WorkloadError(name, value, "must be a non-negative integer")
     workload, _ = prepare(workload, fields, "layers", device="cpu")
     weight_format = dtype or _WEIGHT_FORMAT[workload.precision]
     if weight_format not in FORMATS:
-        raise ConfigError(f"unknown --dtype {weight_format!r}: use one of {', '.join(FORMATS)}")
+        raise WorkloadError("dtype", weight_format, "allowed: " + ", ".join(FORMATS))
     spec = model_spec(model, workload, inputs)
     built = build_fake(spec, workload)
     with built.mode:

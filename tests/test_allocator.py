@@ -29,7 +29,7 @@ def timeline(*sizes: int) -> tuple[Timeline, list[int]]:
 def test_round_size(nbytes: int, rounded: int) -> None:
     assert round_size(nbytes) == rounded
     t, (a,) = timeline(nbytes)
-    assert replay(t, "cuda").sizes[a] == rounded
+    assert replay(t, "cuda-caching").sizes[a] == rounded
 
 
 @pytest.mark.parametrize(
@@ -43,7 +43,7 @@ def test_segment_size(size: int, segment: int) -> None:
 
 def test_small_requests_share_a_2mib_segment() -> None:
     t, (a, b) = timeline(600 * KiB, 600 * KiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.segments, r.peak_reserved, r.peak_allocated) == (1, 2 * MiB, 1200 * KiB)
     assert r.sizes == {a: 600 * KiB, b: 600 * KiB}
 
@@ -52,19 +52,19 @@ def test_reuse_after_free_needs_no_new_segment() -> None:
     t, (a,) = timeline(5 * MiB)
     t.free(a)
     alloc(t, 5 * MiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.segments, r.reserved[-1], r.allocated) == (1, 20 * MiB, [5 * MiB, 0, 5 * MiB])
 
 
 def test_5mib_request_reserves_a_20mib_segment() -> None:
     t, _ = timeline(5 * MiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.allocated, r.reserved, r.segments) == ([5 * MiB], [20 * MiB], 1)
 
 
 def test_25mib_request_reserves_26mib() -> None:
     t, _ = timeline(25 * MiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     # the 1 MiB remainder is not > 1 MiB, so it is not split off: all 26 MiB are allocated
     assert (r.allocated, r.reserved) == ([26 * MiB], [26 * MiB])
 
@@ -74,7 +74,7 @@ def test_split_blocks_merge_back_when_freed() -> None:
     t.free(a)
     t.free(b)
     alloc(t, 18 * MiB)  # fits only if the three free pieces merged back into 20 MiB
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert r.segments == 1
     assert r.allocated == [5 * MiB, 10 * MiB, 5 * MiB, 0, 18 * MiB]
 
@@ -84,7 +84,7 @@ def test_free_block_between_live_ones_is_reused() -> None:
     t.free(b)
     alloc(t, 200 * KiB)  # best fit: the 300 KiB hole, not the 1148 KiB tail
     alloc(t, 1000 * KiB)  # so the tail still has room for this
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.segments, r.reserved[-1]) == (1, 2 * MiB)
 
 
@@ -93,7 +93,7 @@ def test_unsplit_remainder_counts_as_allocated() -> None:
     t, (a,) = timeline(11 * MiB + 512 * KiB)
     t.free(a)
     alloc(t, 11 * MiB)  # reuses the whole 12 MiB block: 1 MiB remainder is not > 1 MiB
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert r.sizes[a] == 12 * MiB
     assert r.allocated == [12 * MiB, 0, 12 * MiB]
     assert r.reserved == [12 * MiB] * 3
@@ -105,7 +105,7 @@ def test_best_fit_picks_the_smallest_free_block() -> None:
     t.free(b)
     small = alloc(t, 23 * MiB)
     big = alloc(t, 29 * MiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.segments, r.sizes[small], r.sizes[big]) == (2, 24 * MiB, 30 * MiB)
 
 
@@ -113,14 +113,14 @@ def test_small_and_large_pools_are_separate() -> None:
     t, (a,) = timeline(12 * MiB)
     t.free(a)
     alloc(t, 4 * KiB)  # a small request never takes a large-pool block
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.segments, r.reserved[-1]) == (2, 14 * MiB)
 
 
 def test_zero_byte_blocks_take_no_memory() -> None:
     t, (a, b) = timeline(0, 1)
     t.free(a)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert r.sizes == {a: 0, b: 512}
     assert r.allocated == [0, 512, 512]
     assert r.segments == 1
@@ -129,7 +129,7 @@ def test_zero_byte_blocks_take_no_memory() -> None:
 def test_cpu_is_exact() -> None:
     t, (a, b) = timeline(1, 25 * MiB + 3)
     t.free(a)
-    r = replay(t, "cpu")
+    r = replay(t, "exact")
     assert r.allocated == r.reserved == [1, 25 * MiB + 4, 25 * MiB + 3] == t.curve()
     assert (r.sizes, r.peak_allocated, r.peak_index, r.segments) == (
         {a: 1, b: 25 * MiB + 3}, 25 * MiB + 4, 1, 0
@@ -140,23 +140,23 @@ def test_peak_index_is_the_first_peak() -> None:
     t, (a,) = timeline(4 * KiB)
     t.free(a)
     alloc(t, 4 * KiB)
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert (r.peak_allocated, r.peak_index, r.peak_reserved) == (4 * KiB, 0, 2 * MiB)
 
 
 def test_empty_timeline() -> None:
-    r = replay(Timeline(), "cuda")
+    r = replay(Timeline(), "cuda-caching")
     assert (r.allocated, r.peak_allocated, r.peak_index, r.segments) == ([], 0, -1, 0)
 
 
-def test_bad_device_and_bad_free_are_refused() -> None:
+def test_unknown_allocator_model_and_bad_free_are_refused() -> None:
     t, (a,) = timeline(8)
-    with pytest.raises(ConfigError, match="cpu, cuda"):
-        replay(t, "tpu")
+    with pytest.raises(ConfigError, match="exact, cuda-caching"):
+        replay(t, "cuda")
     t.free(a)
     t.free(a)
     with pytest.raises(ValueError, match="block 0"):
-        replay(t, "cuda")
+        replay(t, "cuda-caching")
 
 
 def test_a_mixed_sequence_worked_out_by_hand() -> None:
@@ -211,7 +211,7 @@ def test_replay_keeps_its_identities_on_random_traffic() -> None:
             t.free(live.pop(rng.randrange(len(live))))
         else:
             live.append(alloc(t, rng.choice([rng.randint(1, MiB), rng.randint(1, 64 * MiB)])))
-    r = replay(t, "cuda")
+    r = replay(t, "cuda-caching")
     assert all(a <= res for a, res in zip(r.allocated, r.reserved, strict=True))
     running = 0
     for (block_id, sign), allocated in zip(t.events, r.allocated, strict=True):

@@ -7,9 +7,13 @@ import sys
 
 import pytest
 
+import memlens
 from memlens._errors import UnknownDeviceError, UnsupportedDeviceError
+from memlens.categories import Category
 from memlens.devices import get_device
 from memlens.targets import resolve_target
+
+from conftest import tiny_mlp
 
 MiB, GiB = 2**20, 2**30
 
@@ -93,3 +97,49 @@ def test_unknown_names_still_suggest() -> None:
 def test_targets_never_import_torch() -> None:
     code = "import sys, memlens.targets; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- targets driving the engine --------------------------------------------------------------
+
+
+def _workspace_blocks(est: memlens.Estimate) -> list[int]:
+    """Framework-overhead blocks: the workspace, carried over from the warm-up step."""
+    overhead = Category.FRAMEWORK_OVERHEAD
+    return [b.nbytes for b in est.timeline.blocks if b.category is overhead]
+
+
+def test_the_cuda_rule_set_allocates_the_cublas_workspace_once() -> None:
+    kwargs = {"batch": 5, "input_shape": (4,), "grad_accum": 2}  # many matmuls, two steps
+    h100 = memlens.estimate(tiny_mlp, device="h100", **kwargs)
+    assert _workspace_blocks(h100) == [32 * MiB]
+    assert h100.breakdown["framework_overhead"] == 32 * MiB
+    assert _workspace_blocks(memlens.estimate(tiny_mlp, device="a100", **kwargs)) == [8_519_680]
+    cpu = memlens.estimate(tiny_mlp, device="cpu", **kwargs)
+    assert _workspace_blocks(cpu) == [] and "framework_overhead" not in cpu.breakdown
+
+
+def test_rocm_is_estimated_with_its_own_overheads_and_its_assumptions_in_unknowns() -> None:
+    kwargs = {"batch": 5, "input_shape": (4,)}
+    mi300x = memlens.estimate(tiny_mlp, device="mi300x", **kwargs)
+    h100 = memlens.estimate(tiny_mlp, device="h100", **kwargs)
+    # the same CUDA caching-allocator replay; only hipBLAS's larger workspace differs
+    assert mi300x.peak_bytes - h100.peak_bytes == (128 - 32) * MiB
+    assert mi300x.context_bytes == resolve_target("mi300x").context_bytes
+    assert set(resolve_target("mi300x").assumptions) <= set(mi300x.unknowns)
+    assert not any("ROCm" in u for u in h100.unknowns)
+
+
+@pytest.mark.parametrize("device", ["tpu-v5e", "m2-max"])
+def test_estimate_refuses_tpu_and_mps(device: str) -> None:
+    with pytest.raises(UnsupportedDeviceError):
+        memlens.estimate(tiny_mlp, device=device, batch=2, input_shape=(4,))
+
+
+def test_bf16_on_a_gpu_without_it_is_an_unknown() -> None:
+    kwargs = {"batch": 2, "input_shape": (4,), "precision": "bf16"}
+    assert any(
+        "bfloat16" in u for u in memlens.estimate(tiny_mlp, device="v100", **kwargs).unknowns
+    )
+    assert not any(
+        "bfloat16" in u for u in memlens.estimate(tiny_mlp, device="a100", **kwargs).unknowns
+    )

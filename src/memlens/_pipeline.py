@@ -1,4 +1,10 @@
-"""From a model spec, a workload and a target to an :class:`Estimate`: trace, replay, sum up."""
+"""From a model spec, a workload and a target to an :class:`Estimate`: trace, replay, sum up.
+
+The workload's strategies are built here for the target
+(:class:`~memlens.strategies.apply.WorkloadStrategies`) and handed to the engine; the
+timeline is replayed under the target's allocator model, and the target's context and its
+assumptions (``Target.assumptions``) go into the estimate.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +17,34 @@ import torch
 from memlens._results import Estimate
 from memlens.allocator import replay
 from memlens.categories import Category, Phase
-from memlens.devices import Device, custom_device
 from memlens.engine.trace import Trace, trace
 from memlens.sources.base import ModelSpec
+from memlens.strategies.apply import WorkloadStrategies
 from memlens.strategies.data import host_memory
+from memlens.targets import Target
 from memlens.workload import Workload
 
 
 def estimate_spec(
     spec: ModelSpec,
     workload: Workload,
-    target: Device | None,
+    target: Target,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> Estimate:
-    """Trace ``spec`` for ``workload`` and summarise it for ``target``."""
+    """Trace ``spec`` for ``workload`` on ``target`` and summarise it."""
     t0 = time.perf_counter()
-    result = trace(
-        spec, workload, loss=loss, cuda_workspace_bytes=_overheads(workload.device, target)[1]
-    )
+    result = trace_spec(spec, workload, target, loss)
     return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+
+
+def trace_spec(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Target,
+    loss: Callable[..., torch.Tensor] | None = None,
+) -> Trace:
+    """The engine's trace of ``spec`` for ``workload`` on ``target``, with its strategies."""
+    return trace(spec, workload, target, WorkloadStrategies(workload, target), loss=loss)
 
 
 def from_trace(
@@ -37,12 +52,12 @@ def from_trace(
     spec_name: str,
     source: str,
     workload: Workload,
-    device: Device | None,
+    target: Target,
     seconds: float,
 ) -> Estimate:
-    """Replay a trace under the target allocator and summarise its peak."""
+    """Replay a trace under the target's allocator model and summarise its peak."""
     timeline = result.timeline
-    alloc = replay(timeline, workload.device)
+    alloc = replay(timeline, target.allocator)
     index = alloc.peak_index
     breakdown = (
         {c.value: n for c, n in timeline.breakdown_at(index, alloc.sizes).items()}
@@ -52,7 +67,7 @@ def from_trace(
     block = timeline.blocks[timeline.events[index][0]] if index >= 0 else None
     first_peak = None
     if result.first_step is not None:
-        first_peak = replay(result.first_step, workload.device).peak_allocated
+        first_peak = replay(result.first_step, target.allocator).peak_allocated
     unknowns = (
         [
             f"{len(result.value_reads)} data-dependent value read(s) answered with a neutral value"
@@ -61,13 +76,14 @@ def from_trace(
         if result.value_reads
         else []
     )
-    unknowns += strategy_unknowns(workload, result)
+    unknowns += strategy_unknowns(workload, target, result)
+    unknowns += target.assumptions
     input_bytes = sum(b.nbytes for b in timeline.blocks if b.category is Category.INPUTS)
     return Estimate(
         model=spec_name,
         source=source,
         workload=workload,
-        device=device,
+        device=target.device,
         num_params=result.num_params,
         trainable_params=result.trainable_params,
         peak_bytes=alloc.peak_allocated,
@@ -76,7 +92,7 @@ def from_trace(
         peak_phase=block.phase.value if block is not None else "setup",  # its allocation
         peak_module=block.module if block is not None else "",
         peak_op=block.op if block is not None else "",
-        context_bytes=_overheads(workload.device, device)[0],
+        context_bytes=target.context_bytes,
         timeline=timeline,
         allocator=alloc,
         first_step_peak_bytes=first_peak,
@@ -122,17 +138,22 @@ def _blocks_by_activations(result: Trace) -> list[str]:
     return sorted(kept, key=lambda n: -kept[n])
 
 
-def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
-    """What the trace of these strategies cannot know, said explicitly."""
+def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list[str]:
+    """What the trace of these strategies on ``target`` cannot know, said explicitly."""
     notes = []
-    if workload.device == "cpu" and workload.precision != "fp32":
+    if target.kind == "cpu" and workload.precision != "fp32":
         notes.append(
             "half-precision CPU matmuls and convolution backward passes allocate oneDNN "
             "scratchpads (matmuls: tens to hundreds of KiB per thread; convolution weight "
             "gradients: fp32 accumulators about the size of the fp32 weight gradient, plus "
             "per-thread buffers) that are not modelled"
         )
-    if workload.optimizer == "adam-8bit" and workload.device == "cuda":
+    if "bf16" in workload.precision and not target.bf16:
+        notes.append(
+            f"{target.name} has no native bfloat16 arithmetic (compute capability below 8.0): "
+            "PyTorch emulates it there, in kernels whose internal buffers are not modelled"
+        )
+    if workload.optimizer == "adam-8bit" and target.kind == "cuda":
         notes.append(
             "adam-8bit: bitsandbytes fuses dequantisation into its CUDA kernel; the two fp32 "
             "moment temporaries of the largest parameter in the optimizer step are an upper bound"
@@ -143,11 +164,3 @@ def strategy_unknowns(workload: Workload, result: Trace) -> list[str]:
             "traced as a dequantised matmul (same weights and saved tensors, other temporaries)"
         )
     return notes
-
-
-def _overheads(kind: str, target: Device | None) -> tuple[int, int]:
-    """(context bytes, BLAS workspace bytes) of the target; a generic GPU when none is named."""
-    if kind != "cuda":
-        return 0, 0
-    device = target if target is not None else custom_device(1, "cuda")
-    return device.context_bytes, device.workspace_bytes

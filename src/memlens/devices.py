@@ -2,7 +2,8 @@
 
 Figures and their sources live in ``data/devices.json``, not here. Names are matched case- and
 punctuation-insensitively, with or without the vendor's prefix (``"H100"``, ``"h100-80gb"`` and
-``"NVIDIA H100 80GB HBM3"`` are one device); a miss suggests the closest names.
+``"NVIDIA H100 80GB HBM3"`` are one device); a miss suggests the closest names. How the
+engine emulates each kind of device is :mod:`memlens.targets`'s business.
 
 Example usage::
 
@@ -171,23 +172,3 @@ def _host_memory_bytes() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError) as exc:
         raise MemlensError("cannot read this machine's RAM size; give a budget instead") from exc
-
-
-def resolve_device(
-    device: str | Device | None, budget: int | str | None
-) -> tuple[str, Device | None]:
-    """(kind to trace for, catalog device or None) from ``device`` and ``budget``."""
-    if isinstance(device, Device):
-        target: Device | None = device
-    elif device is None or device.lower() in ("cpu", "cuda"):
-        kind = (device or "cuda").lower()
-        target = get_device("cpu") if kind == "cpu" else None
-        if budget is not None:
-            target = custom_device(budget, kind)
-        return kind, target
-    else:
-        target = get_device(device)
-    if budget is not None:
-        target = custom_device(budget, target.kind)
-    kind = "cpu" if target.kind == "cpu" else "cuda"
-    return kind, target

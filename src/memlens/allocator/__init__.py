@@ -1,7 +1,8 @@
 """Allocator models: what a device's allocator reserves for a :class:`~memlens.timeline.Timeline`.
 
-:func:`replay` turns a timeline into allocated and reserved curves: exact on the CPU, and under
-PyTorch's CUDA caching allocator rules (:class:`CachingAllocator`) on a GPU.
+:func:`replay` turns a timeline into allocated and reserved curves under a target's allocator
+model: ``exact`` (the CPU) or ``cuda-caching``, PyTorch's CUDA caching allocator rules
+(:class:`CachingAllocator`; ROCm builds hipify the same allocator).
 """
 
 from memlens.allocator._cuda import CachingAllocator, round_size, segment_size

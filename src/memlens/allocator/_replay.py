@@ -1,4 +1,5 @@
-"""Replay a :class:`~memlens.timeline.Timeline` under a device's allocator rules."""
+"""Replay a :class:`~memlens.timeline.Timeline` under a target's allocator model
+(:attr:`memlens.targets.Target.allocator`)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,38 @@ from memlens._errors import ConfigError
 from memlens.allocator._cuda import CachingAllocator
 from memlens.timeline import ALLOC, Timeline
 
-DEVICES = ("cpu", "cuda")
+#: Allocator models: ``exact`` (every request is its own allocation, as PyTorch's CPU
+#: allocator does) and ``cuda-caching`` (:class:`CachingAllocator`).
+MODELS = ("exact", "cuda-caching")
 
 
 @dataclass
 class AllocatorResult:
     """Allocated and reserved bytes after each event of a timeline, as one allocator sees them."""
 
-    device: str  # "cpu" or "cuda"
+    model: str  # the allocator model: "exact" or "cuda-caching"
     sizes: dict[int, int]  # block id -> bytes as the allocator accounts it
     allocated: list[int]  # allocated bytes after each event
-    reserved: list[int]  # reserved bytes after each event (cpu: == allocated)
+    reserved: list[int]  # reserved bytes after each event (exact: == allocated)
     peak_allocated: int
     peak_index: int  # event index of the first allocated peak; -1 for an empty timeline
     peak_reserved: int
-    segments: int  # segments (cudaMalloc calls) held at the end (cpu: 0)
+    segments: int  # segments (cudaMalloc calls) held at the end (exact: 0)
 
 
-def replay(timeline: Timeline, device: str) -> AllocatorResult:
-    """Replay ``timeline`` on ``"cpu"`` (exact sizes, no caching) or ``"cuda"`` (caching allocator).
+def replay(timeline: Timeline, allocator: str) -> AllocatorResult:
+    """Replay ``timeline`` under ``"exact"`` (sizes as requested, no caching) or
+    ``"cuda-caching"`` (PyTorch's CUDA caching allocator).
 
     CUDA sizes are whole blocks: a request rounded up to 512 bytes, or the entire cached block
     when its remainder is too small to split off, which is what ``memory_allocated`` counts.
     """
-    if device == "cpu":
+    if allocator == "exact":
         sizes = {b.id: b.nbytes for b in timeline.blocks}
         allocated = timeline.curve()
-        return _result(device, sizes, allocated, list(allocated), 0)
-    if device != "cuda":
-        raise ConfigError(f"cannot replay on device {device!r}: use one of {', '.join(DEVICES)}")
+        return _result(allocator, sizes, allocated, list(allocated), 0)
+    if allocator != "cuda-caching":
+        raise ConfigError(f"no allocator model {allocator!r}: use one of {', '.join(MODELS)}")
 
     alloc = CachingAllocator()
     live: dict[int, tuple[int, int, int] | None] = {}  # block id -> handle (None: zero bytes)
@@ -62,15 +66,15 @@ def replay(timeline: Timeline, device: str) -> AllocatorResult:
         allocated.append(alloc.allocated)
         reserved.append(alloc.reserved)
     assert alloc.reserved == sum(alloc.segment_sizes)
-    return _result(device, sizes, allocated, reserved, len(alloc.segment_sizes))
+    return _result(allocator, sizes, allocated, reserved, len(alloc.segment_sizes))
 
 
 def _result(
-    device: str, sizes: dict[int, int], allocated: list[int], reserved: list[int], segments: int
+    allocator: str, sizes: dict[int, int], allocated: list[int], reserved: list[int], segments: int
 ) -> AllocatorResult:
     peak = max(allocated, default=0)
     return AllocatorResult(
-        device=device,
+        model=allocator,
         sizes=sizes,
         allocated=allocated,
         reserved=reserved,

@@ -2,11 +2,13 @@
 
 Like ``torch.utils.module_tracker.ModuleTracker``, but it keeps dotted paths from the root
 model and an ordered stack, so the innermost module is known. The user's modules are never
-edited; every hook is removed on exit.
+edited; every hook is removed on exit. Forward calls that activation checkpointing re-runs in
+backward (the recorder knows when) register no backward hooks.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -17,25 +19,18 @@ from torch.nn.modules.module import (
     register_module_forward_pre_hook,
 )
 
-from memlens.strategies.checkpointing import is_recomputing
-
 
 def _grad_tensors(obj: Any) -> list[torch.Tensor]:
     leaves = torch.utils._pytree.tree_leaves(obj)
     return [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
 
 
-def _records_backward() -> bool:
-    """Whether this forward call will be backpropagated through. Activation checkpointing's
-    recomputation builds a graph that backward never runs: a gradient hook on it would
-    never fire, and would keep its tensors alive in a reference cycle."""
-    return torch.is_grad_enabled() and not is_recomputing()
-
-
 class ModuleStack:
-    """Context manager tracking the stack of running modules of one root model."""
+    """Context manager tracking the stack of running modules of one root model;
+    ``recomputing`` tells whether checkpointing is re-running a forward pass."""
 
-    def __init__(self, root: nn.Module) -> None:
+    def __init__(self, root: nn.Module, recomputing: Callable[[], bool]) -> None:
+        self._recomputing = recomputing
         self._names = {id(m): name for name, m in root.named_modules(remove_duplicate=False)}
         self._stack: list[str] = []
         self._handles: list[Any] = []
@@ -57,12 +52,18 @@ class ModuleStack:
                 del self._stack[i]
                 return
 
+    def _records_backward(self) -> bool:
+        """Whether this forward call will be backpropagated through. Activation
+        checkpointing's recomputation builds a graph that backward never runs: a gradient hook
+        on it would never fire, and would keep its tensors alive in a reference cycle."""
+        return torch.is_grad_enabled() and not self._recomputing()
+
     def _pre(self, module: nn.Module, args: Any) -> None:
         name = self._names.get(id(module))
         if name is None:
             return
         self._push(name)
-        if _records_backward():
+        if self._records_backward():
             tensors = _grad_tensors(args)
             if tensors:  # backward leaves the module once grads of its inputs exist
                 register_multi_grad_hook(tensors, lambda *_: self._pop(name))
@@ -72,7 +73,7 @@ class ModuleStack:
         if name is None:
             return
         self._pop(name)
-        if _records_backward():
+        if self._records_backward():
             tensors = _grad_tensors(output)
             if tensors:  # backward enters the module once grads of its outputs exist
                 register_multi_grad_hook(tensors, lambda *_: self._push(name))

@@ -5,7 +5,10 @@ seen as the ops they decompose into, and backward ops are seen too). For each ou
 tensor it looks at the *storage*: a storage seen for the first time is an allocation; views
 and in-place results share a storage and are not counted again. A ``weakref.finalize`` on
 the storage records the free when the last tensor using it dies (including tensors that
-autograd saved for backward). :class:`Recorder` owns the state and the :class:`Timeline`.
+autograd saved for backward). :class:`Recorder` owns the state and the :class:`Timeline`:
+the live storages, the module stack, the phase, and whether activation checkpointing is
+recomputing a forward pass. The target's kernel rules (:mod:`memlens.engine.rules`) add what
+ops allocate inside themselves.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from memlens._errors import TraceError
 from memlens.categories import Category, Phase
 from memlens.engine.flops import count_flops
 from memlens.engine.modules import ModuleStack
-from memlens.engine.rules import OpCall, Rules
+from memlens.engine.rules import OpCall, Persistent, Rules
 from memlens.engine.shadow import Shadows
-from memlens.strategies.checkpointing import is_recomputing
+from memlens.targets import Target
 from memlens.timeline import Timeline
 
 aten = torch.ops.aten
@@ -51,29 +54,15 @@ _UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
-# Ops served by cuBLAS on CUDA: the first one makes the handle pool allocate its workspace
-# through the caching allocator (aten/src/ATen/cuda/CublasHandlePool.cpp, getNewWorkspace).
-_CUBLAS_OPS = {
-    aten.mm.default,
-    aten.addmm.default,
-    aten.bmm.default,
-    aten.baddbmm.default,
-    aten.addbmm.default,
-    aten._scaled_mm.default,
-}
-
-
 class Recorder:
     """Owns the timeline of the step being traced and the identity of live storages."""
 
-    def __init__(
-        self, modules: ModuleStack, rules: Rules, device: str, cuda_workspace_bytes: int = 0
-    ) -> None:
-        self.modules = modules
+    def __init__(self, model: torch.nn.Module, rules: Rules, target: Target) -> None:
+        self.modules = ModuleStack(model, self.is_recomputing)
         self.rules = rules
-        self.device = device
-        self._workspace_pending = device == "cuda" and cuda_workspace_bytes > 0
-        self._workspace_bytes = cuda_workspace_bytes
+        self.target = target
+        self._persistent: set[str] = set()  # names of the library buffers allocated so far
+        self._recompute_depth = 0  # > 0 while checkpointing recomputes a forward pass
         self.timeline = Timeline()
         self.phase = Phase.SETUP
         self.value_reads: list[str] = []  # data-dependent reads answered with a neutral value
@@ -187,15 +176,26 @@ class Recorder:
                 block.category = category
                 self._meta[key] = (self._meta[key][0], category)
 
+    # -- activation checkpointing ------------------------------------------------------
+    def is_recomputing(self) -> bool:
+        """True while a checkpointed segment re-runs its forward inside the backward pass."""
+        return self._recompute_depth > 0
+
+    @contextlib.contextmanager
+    def recomputation(self) -> Iterator[None]:
+        """Entered by activation checkpointing around each recomputed forward pass."""
+        self._recompute_depth += 1
+        try:
+            yield
+        finally:
+            self._recompute_depth -= 1
+
     # -- ops ----------------------------------------------------------------------------
     def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
         if func in _SKIP:
             return func(*args, **kwargs)
         if func is aten._local_scalar_dense.default:
             return self._neutral_value(args[0])
-        if self._workspace_pending and func in _CUBLAS_OPS:
-            self._workspace_pending = False
-            self.persistent(self._workspace_bytes, Category.FRAMEWORK_OVERHEAD, "cublas workspace")
         bound = _UPPER_BOUND_SHAPES.get(func)
         try:
             out = bound(args[0]) if bound is not None else func(*args, **kwargs)
@@ -213,8 +213,11 @@ class Recorder:
             self._count_flops(func, args, kwargs, out)
         rule = self.rules.get(func)
         if rule is not None:
-            for nbytes in rule(OpCall(func, args, kwargs, out, self.device)):
-                self.transient(nbytes, name)
+            for buffer in rule(OpCall(func, args, kwargs, out, self.target.kind, self.target)):
+                if isinstance(buffer, Persistent):
+                    self._library_buffer(buffer)
+                else:
+                    self.transient(buffer, name)
         for t in torch.utils._pytree.tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.track(t, Category.TEMPORARIES, name)
@@ -223,15 +226,20 @@ class Recorder:
     def _count_flops(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         n = count_flops(func, args, kwargs, out)
         self.flops += n
-        if is_recomputing():
+        if self.is_recomputing():
             self.recompute_flops += n
 
-    def persistent(self, nbytes: int, category: Category, op: str) -> None:
-        """A buffer that lives on once allocated (library workspaces), not tied to a tensor."""
+    def _library_buffer(self, buffer: Persistent) -> None:
+        """A library's buffer that lives on once allocated (the cuBLAS workspace), not tied
+        to a tensor; allocated at its first use only."""
+        if buffer.name in self._persistent:
+            return
+        self._persistent.add(buffer.name)
         key = next(self._ids)
-        self._meta[key] = (nbytes, category)
+        category = Category.FRAMEWORK_OVERHEAD
+        self._meta[key] = (buffer.nbytes, category)
         self._block_of[key] = self.timeline.alloc(
-            nbytes, category, self.phase, self.modules.current, op
+            buffer.nbytes, category, self.phase, self.modules.current, buffer.name
         )
 
     def _neutral_value(self, t: torch.Tensor) -> Any:

@@ -1,8 +1,10 @@
 """One step of training or inference, shared by the engine (fake tensors) and the measurer
-(real tensors), so that both run exactly the same code."""
+(real tensors), so that both run exactly the same code; the workload's strategies come in as
+a :class:`~memlens.engine.protocol.StepStrategies` object."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -13,9 +15,8 @@ from torch import nn
 
 from memlens._errors import ConfigError
 from memlens.categories import Phase
+from memlens.engine.protocol import Recomputation, StepStrategies
 from memlens.sources.base import Inputs
-from memlens.strategies.checkpointing import checkpointed
-from memlens.strategies.precision import autocast
 from memlens.workload import Workload
 
 PhaseHook = Callable[[Phase | None], None]
@@ -109,8 +110,10 @@ def run_step(
     optimizer: torch.optim.Optimizer | None,
     on_phase: PhaseHook = lambda phase: None,
     *,
+    strategies: StepStrategies,
     scaler: torch.amp.GradScaler | None = None,
     checkpoint: list[list[str]] | None = None,
+    recomputation: Recomputation = contextlib.nullcontext,
 ) -> None:
     """Forward (and for training: loss, backward, optimizer step, ``zero_grad(None)``).
 
@@ -118,10 +121,11 @@ def run_step(
     ``workload.grad_accum`` micro-batches of ``inputs``, each with its forward, loss (divided
     by the count) and backward, gradients accumulating in ``.grad``; the optimizer steps
     after the last (through ``scaler`` for fp16 AMP). ``checkpoint`` names the module groups
-    run under activation checkpointing. A micro-batch's output and loss are locals: they
+    run under activation checkpointing, whose recomputations run inside ``recomputation()``
+    (the engine's recorder tells them apart). A micro-batch's output and loss are locals: they
     are freed when it ends, as in a loop whose step function does not return them.
     """
-    amp = autocast(workload, _device_type(model, inputs))
+    amp = strategies.autocast(_device_type(model, inputs))
     if not workload.training:
         on_phase(Phase.FORWARD)
         with torch.no_grad(), amp:
@@ -130,7 +134,7 @@ def run_step(
         del output
         return
     assert optimizer is not None
-    with checkpointed(model, checkpoint or []):
+    with strategies.checkpointed(model, checkpoint or [], recomputation):
         for micro in range(workload.grad_accum):
             on_phase(Phase.FORWARD)
             with amp:

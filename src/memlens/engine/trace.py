@@ -2,15 +2,14 @@
 
 Training is traced at steady state: a warm-up step runs first (it creates the optimizer
 state), then the next step is traced; the warm-up step's timeline is kept as
-``first_step``. The trace follows the target device's behaviour where the two differ (see
-:mod:`memlens.engine.rules` and :func:`memlens.strategies.optimizers.make_optimizer`).
-The workload's strategies (:mod:`memlens.strategies`) are applied to the fake model exactly
-as the measurer applies them to the real one.
+``first_step``. The trace follows the target's behaviour where it differs from the CPU's
+(its kernel rules, attention kernels and autocast lists: :mod:`memlens.engine.targets`).
+The workload's strategies come in as a :class:`~memlens.engine.protocol.StepStrategies`
+object, applied to the fake model exactly as the measurer applies them to the real one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,20 +17,14 @@ from dataclasses import dataclass, field
 import torch
 
 from memlens.categories import Category, Phase
-from memlens.engine import cpu_conv, cpu_reduce  # noqa: F401  (register the CPU kernel rules)
 from memlens.engine.build import build_fake
-from memlens.engine.cuda_attention import CudaAttention
-from memlens.engine.modules import ModuleStack
+from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
-from memlens.engine.rules import Rules, rules
+from memlens.engine.rules import Rules
 from memlens.engine.step import default_loss, run_step, user_loss
+from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
-from memlens.strategies.apply import Applied, prepare_model
-from memlens.strategies.checkpointing import find_blocks
-from memlens.strategies.cuda_autocast import cuda_autocast_policy
-from memlens.strategies.optimizers import is_fused, make_step_optimizer
-from memlens.strategies.precision import make_scaler, scaler_state
-from memlens.strategies.quantize import logical_param_count
+from memlens.targets import Target
 from memlens.timeline import Timeline
 from memlens.workload import Workload
 
@@ -46,7 +39,7 @@ class Trace:
     trainable_params: int
     value_reads: list[str] = field(default_factory=list)
     applied: Applied = field(default_factory=Applied)
-    flops: int = 0  # FLOPs of the traced step (torch.utils.flop_counter's formulas)
+    flops: int = 0  # FLOPs of the traced step (memlens.engine.flops)
     recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
     blocks: list[str] = field(default_factory=list)  # the model's repeated blocks
     host_peak_bytes: int = 0  # host memory of an offloaded optimizer, at its peak
@@ -55,22 +48,24 @@ class Trace:
 def trace(
     spec: ModelSpec,
     workload: Workload,
+    target: Target,
+    strategies: StepStrategies,
     *,
     loss: Callable[..., torch.Tensor] | None = None,
     extra_rules: Rules | None = None,
-    cuda_workspace_bytes: int = 0,
 ) -> Trace:
-    """Run ``spec``'s model for one step of ``workload`` on fake tensors and record it."""
+    """Run ``spec``'s model for one step of ``workload`` on fake tensors, as ``target`` runs
+    it, with the workload's ``strategies``, and record it."""
     built = build_fake(spec, workload)
     model, inputs, mode = built.model, built.inputs, built.mode
     with mode:
-        applied = prepare_model(model, inputs, workload)
+        applied = strategies.prepare(model, inputs)
     params = list(model.parameters())  # tied parameters once: parameters() dedupes
     trainable = [p for p in params if p.requires_grad]
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
 
-    modules = ModuleStack(model)
-    recorder = Recorder(modules, rules(extra_rules), workload.device, cuda_workspace_bytes)
+    recorder = Recorder(model, kernel_rules(target, extra_rules), target)
+    modules = recorder.modules
     for p in params:
         recorder.track(p, Category.PARAMETERS, "parameter")
     for b in model.buffers():
@@ -81,8 +76,8 @@ def trace(
     optimizer = scaler = None
     if workload.training:
         with mode:
-            optimizer = make_step_optimizer(workload, trainable, workload.device, recorder.host)
-            scaler = make_scaler(workload, "cpu")
+            optimizer = strategies.optimizer(trainable, recorder.host)
+            scaler = strategies.scaler("cpu")  # the fake tensors are CPU tensors
 
     def label_gradients() -> None:
         for p in trainable:
@@ -97,7 +92,7 @@ def trace(
             label_gradients()  # with gradient accumulation they live across micro-batches
         elif phase is None:
             if workload.training:
-                _label_optimizer_state(recorder, optimizer, scaler, workload.device)
+                _label_optimizer_state(recorder, optimizer, scaler, strategies, target)
             else:
                 recorder.label_survivors(Phase.FORWARD, Category.ACTIVATIONS)
         if phase is not None:
@@ -111,18 +106,17 @@ def trace(
             loss_fn,
             optimizer,
             on_phase,
+            strategies=strategies,
             scaler=scaler,
             checkpoint=applied.checkpoint,
+            recomputation=recorder.recomputation,
         )
 
     first_step = None
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when references drop, not when the collector runs
     try:
-        cuda = workload.device == "cuda"
-        attention = CudaAttention() if cuda else contextlib.nullcontext()
-        policy = cuda_autocast_policy() if cuda and workload.amp else contextlib.nullcontext()
-        with mode, RecordingMode(recorder), attention, policy:
+        with mode, RecordingMode(recorder), emulated(target, amp=workload.amp):
             if workload.training:
                 # The warm-up step is kept only for its peak bytes: no module attribution or
                 # FLOP counting, which cost about a tenth of a step's trace.
@@ -141,13 +135,13 @@ def trace(
     return Trace(
         timeline=timeline,
         first_step=first_step,
-        num_params=logical_param_count(model),
+        num_params=strategies.param_count(model),
         trainable_params=sum(p.numel() for p in trainable),
         value_reads=recorder.value_reads,
         applied=applied,
         flops=recorder.flops,
         recompute_flops=recorder.recompute_flops,
-        blocks=find_blocks(model) if workload.training else [],
+        blocks=strategies.blocks(model) if workload.training else [],
         host_peak_bytes=recorder.host_peak,
     )
 
@@ -156,11 +150,12 @@ def _label_optimizer_state(
     recorder: Recorder,
     optimizer: torch.optim.Optimizer | None,
     scaler: torch.amp.GradScaler | None,
-    device: str,
+    strategies: StepStrategies,
+    target: Target,
 ) -> None:
     if optimizer is None:
         return
-    host_steps = device == "cuda" and not is_fused(optimizer)
+    host_steps = target.kind == "cuda" and not strategies.is_fused(optimizer)
     for state in optimizer.state.values():
         for key, value in state.items():
             if not isinstance(value, torch.Tensor):
@@ -170,7 +165,7 @@ def _label_optimizer_state(
                 recorder.set_host(value)
             else:
                 recorder.set_category(value, Category.OPTIMIZER_STATE)
-    for value in scaler_state(scaler):
+    for value in strategies.scaler_state(scaler):
         recorder.set_category(value, Category.OPTIMIZER_STATE)
 
 

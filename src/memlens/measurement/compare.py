@@ -11,6 +11,7 @@ from memlens._results import Estimate
 from memlens.measurement import measure_spec
 from memlens.measurement.result import Measurement
 from memlens.sources.registry import resolve
+from memlens.targets import resolve_target
 
 
 def compare_with_run(
@@ -21,7 +22,9 @@ def compare_with_run(
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> Measurement:
     """Measure the same model and workload as ``est`` on the real device."""
-    return measure_spec(resolve(model, inputs=inputs), est.workload, loss=loss)
+    # An estimate without a catalog device was made for a generic GPU: a "cuda" device.
+    target = resolve_target(est.device if est.device is not None else "cuda")
+    return measure_spec(resolve(model, inputs=inputs), est.workload, target, loss=loss)
 
 
 def error(estimated: int, measured: int) -> float:

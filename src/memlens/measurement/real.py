@@ -1,7 +1,9 @@
-"""Build a spec's model and inputs for real, on a real device, ready for :func:`run_step`."""
+"""Build a spec's model and inputs for real, on a real device, ready for :func:`run_step`,
+with the workload's strategies applied as the engine applies them to its fake model."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,11 +12,9 @@ import torch
 from torch import nn
 
 from memlens.engine.build import skip_init
+from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.step import LossFn, default_loss, run_step, user_loss
 from memlens.sources.base import Inputs, ModelSpec
-from memlens.strategies.apply import Applied, prepare_model
-from memlens.strategies.optimizers import make_step_optimizer
-from memlens.strategies.precision import make_scaler, scaler_state
 from memlens.workload import Workload
 
 
@@ -27,6 +27,7 @@ class RealStep:
     loss_fn: LossFn
     optimizer: torch.optim.Optimizer | None
     device: torch.device
+    strategies: StepStrategies
     scaler: torch.amp.GradScaler | None = None
     applied: Applied = field(default_factory=Applied)
 
@@ -38,6 +39,7 @@ class RealStep:
             workload,
             self.loss_fn,
             self.optimizer,
+            strategies=self.strategies,
             scaler=self.scaler,
             checkpoint=self.applied.checkpoint,
         )
@@ -46,6 +48,7 @@ class RealStep:
 def build_real(
     spec: ModelSpec,
     workload: Workload,
+    strategies: StepStrategies,
     device: str,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> RealStep:
@@ -59,14 +62,14 @@ def build_real(
     model.to(dev)
     with dev:
         inputs = spec.make_inputs(model, workload)
-        applied = prepare_model(model, inputs, workload)
+        applied = strategies.prepare(model, inputs)
     optimizer = scaler = None
     if workload.training:
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = make_step_optimizer(workload, params, dev.type)
-        scaler = make_scaler(workload, dev.type)
+        optimizer = strategies.optimizer(params, contextlib.nullcontext)
+        scaler = strategies.scaler(dev.type)
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
-    return RealStep(model, inputs, loss_fn, optimizer, dev, scaler, applied)
+    return RealStep(model, inputs, loss_fn, optimizer, dev, strategies, scaler, applied)
 
 
 def live_bytes(step: RealStep) -> int:
@@ -77,7 +80,7 @@ def live_bytes(step: RealStep) -> int:
     if step.optimizer is not None:
         for state in step.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
-    tensors += scaler_state(step.scaler)
+    tensors += step.strategies.scaler_state(step.scaler)
     seen: dict[int, int] = {}
     for t in tensors:
         if t.device.type == step.device.type:

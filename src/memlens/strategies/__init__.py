@@ -1,5 +1,6 @@
 """What-if strategies applied to a step, identically in the engine's trace (fake tensors)
-and in the real measurement, since both build through :func:`apply.prepare_model` and run
+and in the real measurement: both are handed the same :class:`apply.WorkloadStrategies`
+object (the engine's :class:`~memlens.engine.protocol.StepStrategies`) and run
 :func:`memlens.engine.step.run_step`:
 
 - :mod:`.precision`: pure half precision, or autocast with fp32 master weights and a

@@ -1,31 +1,28 @@
-"""Apply a workload's strategies to a freshly built model, the same way for the engine's
-fake model and the measurer's real one."""
+"""A workload's strategies as the object the engine and the measurer call
+(:class:`~memlens.engine.protocol.StepStrategies`), so that the fake model of a trace and the
+real model of a measurement are prepared and stepped the same way."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import contextlib
+from typing import Any
 
 import torch
 from torch import nn
 
 from memlens._errors import WorkloadError
+from memlens.engine.protocol import Applied, HostRegion, Recomputation
 from memlens.sources.base import Inputs
-from memlens.strategies.checkpointing import segments
+from memlens.strategies import checkpointing, precision
+from memlens.strategies.checkpointing import find_blocks, segments
 from memlens.strategies.freezing import freeze, head_modules
 from memlens.strategies.lora import apply_lora
+from memlens.strategies.offload import OffloadedOptimizer
+from memlens.strategies.optimizers import is_fused, make_optimizer
 from memlens.strategies.precision import cast_floats, cast_module, compute_dtype, storage_dtype
-from memlens.strategies.quantize import quantize
+from memlens.strategies.quantize import logical_param_count, quantize
+from memlens.targets import Target
 from memlens.workload import Workload
-
-
-@dataclass
-class Applied:
-    """What the strategies did to the model."""
-
-    checkpoint: list[list[str]] = field(default_factory=list)  # module groups checkpointed
-    frozen_params: int = 0  # elements frozen by ``freeze`` patterns
-    lora_params: int = 0  # elements of the LoRA adapters
-    quantized: list[str] = field(default_factory=list)  # names of the quantised layers
 
 
 def prepare_model(model: nn.Module, inputs: Inputs, workload: Workload) -> Applied:
@@ -55,3 +52,54 @@ def prepare_model(model: nn.Module, inputs: Inputs, workload: Workload) -> Appli
             raise WorkloadError("freeze", ",".join(workload.freeze), "leaves nothing to train")
         applied.checkpoint = segments(model, workload.checkpoint)
     return applied
+
+
+class WorkloadStrategies:
+    """The strategies of ``workload`` on ``target`` (see
+    :class:`~memlens.engine.protocol.StepStrategies`)."""
+
+    def __init__(self, workload: Workload, target: Target) -> None:
+        self.workload = workload
+        self.target = target
+
+    def prepare(self, model: nn.Module, inputs: Inputs) -> Applied:
+        return prepare_model(model, inputs, self.workload)
+
+    def optimizer(
+        self, params: list[nn.Parameter], host_region: HostRegion = contextlib.nullcontext
+    ) -> torch.optim.Optimizer | OffloadedOptimizer:
+        """The workload's optimizer; ``auto`` is the target's default implementation. An
+        offloaded optimizer runs its per-tensor loop on the host, as on any CPU."""
+        name, impl = self.workload.optimizer, self.workload.optimizer_impl
+        if self.workload.offload_optimizer:
+            return OffloadedOptimizer(
+                params,
+                lambda masters: make_optimizer(name, masters, impl="for-loop"),
+                host_region=host_region,
+            )
+        if impl == "auto":
+            impl = self.target.optimizer_impl
+        return make_optimizer(name, params, impl=impl)
+
+    def is_fused(self, optimizer: Any) -> bool:
+        return is_fused(optimizer)
+
+    def scaler(self, device_type: str) -> torch.amp.GradScaler | None:
+        return precision.make_scaler(self.workload, device_type)
+
+    def scaler_state(self, scaler: torch.amp.GradScaler | None) -> list[torch.Tensor]:
+        return precision.scaler_state(scaler)
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        return precision.autocast(self.workload, device_type)
+
+    def checkpointed(
+        self, model: nn.Module, groups: list[list[str]], recomputation: Recomputation
+    ) -> contextlib.AbstractContextManager[Any]:
+        return checkpointing.checkpointed(model, groups, recomputation)
+
+    def param_count(self, model: nn.Module) -> int:
+        return logical_param_count(model)
+
+    def blocks(self, model: nn.Module) -> list[str]:
+        return find_blocks(model)

@@ -14,13 +14,15 @@ such a container of that type. A policy (:func:`segments`) picks which are check
 
 :func:`checkpointed` patches ``forward`` on those module instances (undone on exit) so that
 they run under ``torch.utils.checkpoint.checkpoint(..., use_reentrant=False)``: the step
-then really drops the blocks' activations and recomputes them in backward, in both the
-trace and the real run. A segment's first block runs the whole segment; the others hand
-back its output. This assumes, as every ``nn.Sequential`` and transformer layer loop does,
-that each block of a segment takes the previous one's output as its first argument with
-the same other arguments. Key/value caches are dropped from a checkpointed block's arguments
-(as transformers does), and the recomputation runs under the torch-function modes of the
-forward call, which autograd does not carry into backward (the engine's CUDA attention).
+then really drops the blocks' activations and recomputes them in backward, in both the trace
+and the real run. Each recomputation runs inside the caller's ``recomputation()`` context
+(the engine's recorder counts recomputed FLOPs and skips backward hooks there). A segment's
+first block runs the whole segment; the others hand back its output. This assumes, as every
+``nn.Sequential`` and transformer layer loop does, that each block of a segment takes the
+previous one's output as its first argument with the same other arguments. Key/value caches
+are dropped from a checkpointed block's arguments (as transformers does), and the
+recomputation runs under the torch-function modes of the forward call, which autograd does
+not carry into backward (the engine's CUDA attention).
 
 Known limitations: each checkpoint keeps the CPU RNG state (``torch.get_rng_state()``, about
 5 KiB) until its recomputation; it is made outside the dispatcher, so a CPU-target trace
@@ -32,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -44,12 +46,8 @@ from torch.utils.checkpoint import _StopRecomputationError, checkpoint
 from memlens._errors import WorkloadError
 
 _CONTAINERS = (nn.ModuleList, nn.Sequential)
-_recompute_depth = 0
-
-
-def is_recomputing() -> bool:
-    """True while a checkpointed segment re-runs its forward inside the backward pass."""
-    return _recompute_depth > 0
+#: Entered around each recomputed forward pass.
+Recomputation = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 def find_blocks(model: nn.Module) -> list[str]:
@@ -135,21 +133,21 @@ def _first(output: Any) -> Any:
 class _Segment:
     """Consecutive blocks checkpointed as one function."""
 
-    def __init__(self, modules: list[nn.Module]) -> None:
+    def __init__(self, modules: list[nn.Module], recomputation: Recomputation) -> None:
         self.modules = modules
+        self.recomputation = recomputation
         self.originals = [m.forward for m in modules]
         self.running = False
         self.output: Any = None
         self.modes: list[Any] = []  # torch-function modes active at the forward call
 
     def run(self, *args: Any, **kwargs: Any) -> Any:
-        global _recompute_depth
         recompute = torch._C._current_graph_task_id() != -1  # called by the backward pass
-        _recompute_depth += recompute
         self.running = True
         try:
             with contextlib.ExitStack() as modes:
                 if recompute:  # autograd runs backward without the forward's function modes
+                    modes.enter_context(self.recomputation())
                     for mode in self.modes:
                         modes.enter_context(mode)
                 return self._chain(*args, **kwargs)
@@ -159,7 +157,6 @@ class _Segment:
             raise stop.with_traceback(None) from None
         finally:
             self.running = False
-            _recompute_depth -= recompute
 
     def _chain(self, *args: Any, **kwargs: Any) -> Any:
         out = self.modules[0](*args, **kwargs)
@@ -188,13 +185,17 @@ class _Segment:
 
 
 @contextmanager
-def checkpointed(model: nn.Module, groups: list[list[str]]) -> Iterator[None]:
+def checkpointed(
+    model: nn.Module,
+    groups: list[list[str]],
+    recomputation: Recomputation = contextlib.nullcontext,
+) -> Iterator[None]:
     """Run the modules of each group under non-reentrant checkpointing (patches undone on
-    exit)."""
+    exit); each recomputation in backward runs inside ``recomputation()``."""
     saved: list[tuple[nn.Module, Any]] = []
     try:
         for names in groups:
-            segment = _Segment([model.get_submodule(n) for n in names])
+            segment = _Segment([model.get_submodule(n) for n in names], recomputation)
             for i, module in enumerate(segment.modules):
                 saved.append((module, module.__dict__.get("forward")))
                 module.forward = segment.forward_of(i)  # type: ignore[method-assign]

@@ -10,8 +10,8 @@
 
 Autocast's op lists differ between devices (CUDA runs ``softmax``, ``layer_norm`` and the
 losses in fp32; CPU keeps them in half precision). The engine runs on CPU fake tensors
-under CPU autocast; for a CUDA target it switches CPU autocast to CUDA's op lists
-(:mod:`memlens.strategies.cuda_autocast`).
+under CPU autocast; for a target with CUDA's lists it switches CPU autocast to them
+(:mod:`memlens.engine.targets.cuda_autocast`).
 """
 
 from __future__ import annotations

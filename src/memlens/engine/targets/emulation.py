@@ -1,0 +1,47 @@
+"""What the engine applies to emulate a target on CPU fake tensors.
+
+Tracing always runs on fake CPU tensors (the autograd engine cannot run backward on fake CUDA
+tensors without a driver); where the target's kernels behave differently, the trace follows
+the target's traits (:class:`memlens.targets.Target`):
+
+- ``kernel_rules`` picks a rule set (:data:`RULE_SETS`): CPU rules model oneDNN's
+  convolution buffers and half-precision ``mean``'s fp32 copies; CUDA rules allocate the
+  cuBLAS workspace. CUDA kernel rules also route ``scaled_dot_product_attention`` to CUDA's
+  fused kernels (:mod:`.cuda_attention`), a choice no dispatch mode sees.
+- ``autocast`` picks the autocast op lists applied under AMP: CUDA's are registered at the
+  ``AutocastCPU`` key while tracing (:mod:`.cuda_autocast`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from memlens.engine import cpu_conv, cpu_reduce
+from memlens.engine.rules import Rules, rules_of
+from memlens.engine.targets import cuda_blas
+from memlens.engine.targets.cuda_attention import CudaAttention
+from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
+from memlens.targets import Target
+
+#: Kernel-rule sets by :attr:`Target.kernel_rules`.
+RULE_SETS: dict[str, Rules] = {
+    "cpu": rules_of(cpu_conv, cpu_reduce),
+    "cuda": rules_of(cuda_blas),
+}
+
+
+def kernel_rules(target: Target, extra: Rules | None = None) -> Rules:
+    """The target's rule set, with ``extra`` rules merged on top for one trace."""
+    return {**RULE_SETS[target.kernel_rules], **(extra or {})}
+
+
+@contextlib.contextmanager
+def emulated(target: Target, *, amp: bool) -> Iterator[None]:
+    """While active, attention and (under AMP) autocast follow the target's kernels."""
+    with contextlib.ExitStack() as stack:
+        if target.kernel_rules == "cuda":
+            stack.enter_context(CudaAttention())
+        if amp and target.autocast == "cuda":
+            stack.enter_context(cuda_autocast_policy())
+        yield

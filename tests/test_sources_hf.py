@@ -12,7 +12,7 @@ huggingface_hub = pytest.importorskip("huggingface_hub")
 from memlens._errors import ConfigError, UnknownModelError  # noqa: E402
 from memlens.engine.build import build_fake  # noqa: E402
 from memlens.sources import huggingface, registry  # noqa: E402
-from memlens.workload import Workload  # noqa: E402
+from memlens.workload import TASKS, Workload  # noqa: E402
 
 TINY_LLAMA = {
     "architectures": ["LlamaForCausalLM"],
@@ -222,3 +222,38 @@ def test_timm_ids_and_plain_typos_stay_unknown_names(offline_hub):
         registry.resolve("timm/not_a_timm_model")
     with pytest.raises(UnknownModelError):
         registry.resolve("not-a-model-at-all")
+
+
+# -- which inputs each kind of model gets --------------------------------------------------
+
+
+def _inputs(name: str, task: str | None, mode: str) -> dict[str, tuple[int, ...]]:
+    spec = registry.resolve(name, task=task)
+    built = build_fake(spec, Workload(mode=mode, batch=2, seq_len=16))
+    return {k: tuple(v.shape) for k, v in built.inputs.kwargs.items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "task", "mode", "expected"),
+    [
+        ("gpt2", None, "train", {"input_ids": (2, 16), "labels": (2, 16)}),
+        ("gpt2", "seq-cls", "train", {"input_ids": (2, 16), "labels": (2,)}),
+        ("bert-base-uncased", "masked-lm", "inference", {"input_ids": (2, 16)}),
+        ("t5-small", None, "inference", {"input_ids": (2, 16), "decoder_input_ids": (2, 16)}),
+        ("t5-small", None, "train", {"input_ids": (2, 16), "labels": (2, 16)}),
+        ("t5-small", "base", "train", {"input_ids": (2, 16), "decoder_input_ids": (2, 16)}),
+        ("vit-base-patch16-224", None, "train", {"pixel_values": (2, 3, 224, 224), "labels": (2,)}),
+        (
+            "whisper-small",
+            None,
+            "inference",
+            {"input_features": (2, 80, 3000), "decoder_input_ids": (2, 16)},
+        ),
+    ],
+)
+def test_inputs_follow_the_modality_and_the_task(name, task, mode, expected):
+    assert _inputs(name, task, mode) == expected
+
+
+def test_every_task_of_the_workload_has_a_row():
+    assert tuple(huggingface.TASKS_TABLE) == TASKS

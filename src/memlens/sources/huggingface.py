@@ -9,7 +9,7 @@ step holds no KV cache, which is the ``kv_cache`` category's business, not the a
 On fake tensors transformers' weight initialisation is skipped. A config whose model code
 lives in its repository (``auto_map``) is refused unless ``trust_remote_code`` is given.
 
-Which head is built (``task``):
+Which head is built (``task``, a row of :data:`TASKS_TABLE`):
 
 - default: the class named by the config's ``architectures`` (``LlamaForCausalLM``), whose
   suffix also gives the task; a bundled config may name a different default (BERT: ``base``,
@@ -17,20 +17,27 @@ Which head is built (``task``):
 - ``causal-lm``, ``masked-lm``, ``seq2seq``, ``seq-cls``, ``image-cls``, ``base``: the
   matching ``AutoModelFor...`` class (``base``: ``AutoModel``).
 
-Example inputs (``make_inputs``), ``batch`` from the workload:
+Example inputs (``make_inputs``), ``batch`` from the workload, come from the model's modality
+(a row of :data:`MODALITIES`: what it reads, found from its config) and its task:
 
 - text: ``input_ids`` of ``workload.seq_len`` tokens, by default 512 or the model's maximum
   if shorter (the common fine-tuning length, and CLIP's 77); no ``attention_mask``, as in
   an unpadded (packed) batch, since a mask makes transformers inspect its values;
-- images: ``pixel_values`` at the config's ``num_channels`` x ``image_size``;
+- images: ``pixel_values`` at the config's ``num_channels`` x ``image_size``; a dual encoder
+  such as CLIP (its ``base`` model) reads both;
 - audio (Whisper): ``input_features`` of ``num_mel_bins`` x 3000 frames (30 s) and decoder
   tokens of ``seq_len``, by default ``max_target_positions`` (448);
-- encoder-decoder text (T5): decoder tokens as long as the encoder's;
+- encoder-decoder models (T5, Whisper) built as ``seq2seq`` or ``base``: decoder tokens as
+  long as the encoder's text (``decoder_input_ids``; in training, ``labels``, which the model
+  shifts into decoder inputs);
 - ``workload.input_shape`` (one sample, no batch dimension) replaces the image or audio shape.
 
-Training passes ``labels`` and reads ``output.loss`` (loss kind ``"model"``): the loss is the
-model's own, with its shift and its float32 upcast of the logits. Causal LMs use the inputs
-as labels; ``base`` models have no loss of their own and use ``"mean"``.
+Training passes ``labels`` of the task's kind and reads ``output.loss`` (loss kind
+``"model"``): the loss is the model's own, with its shift and its float32 upcast of the
+logits. Causal LMs use the inputs as labels; ``base`` models have no loss of their own and use
+``"mean"``.
+
+torch is imported by the functions that build models and inputs, not by this module.
 """
 
 from __future__ import annotations
@@ -41,29 +48,18 @@ import os
 import re
 import socket
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
-
-import torch
-from torch import nn
-from torch._guards import detect_fake_mode
 
 from memlens._errors import ConfigError, MissingExtraError
 from memlens.sources.base import Inputs, ModelSpec
-from memlens.workload import Workload
+from memlens.workload import TASKS, Workload
 
-TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
-
-#: The ``transformers`` auto classes tried, in order, for each task.
-_AUTO_CLASSES = {
-    "causal-lm": ("AutoModelForCausalLM",),
-    "masked-lm": ("AutoModelForMaskedLM",),
-    "seq2seq": ("AutoModelForSeq2SeqLM", "AutoModelForSpeechSeq2Seq"),
-    "seq-cls": ("AutoModelForSequenceClassification",),
-    "image-cls": ("AutoModelForImageClassification",),
-    "base": ("AutoModel",),
-}
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 #: Default tokens per sample: a common fine-tuning length, cut to the model's maximum.
 DEFAULT_SEQ_LEN = 512
@@ -141,39 +137,175 @@ def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+# --- tasks and modalities -------------------------------------------------------------------
+
+
+def _tokens(config: Any, batch: int, seq_len: int) -> torch.Tensor:
+    import torch
+
+    return torch.randint(0, config.get_text_config().vocab_size, (batch, seq_len))
+
+
+def _noise(batch: int, shape: tuple[int, ...]) -> torch.Tensor:
+    import torch
+
+    return torch.randn(batch, *shape)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A head: the auto classes that build it, the ``architectures`` suffixes that name it,
+    its :class:`ModelSpec` family on text, and its training labels (``None``: no loss of its
+    own) from the config, the inputs made so far, the batch and the step's sizes."""
+
+    auto_classes: tuple[str, ...]  # tried in order
+    suffixes: tuple[str, ...]
+    family: str
+    labels: Callable[[Any, dict[str, Any], int, dict[str, Any]], torch.Tensor] | None
+    decoder_inputs: bool = False  # an encoder-decoder model gets decoder tokens
+    encoder_decoder: bool | None = None  # the configs its suffixes name it for (None: any)
+
+
+def _class_labels(
+    config: Any, inputs: dict[str, Any], batch: int, sizes: dict[str, Any]
+) -> torch.Tensor:
+    import torch
+
+    return torch.randint(0, config.num_labels, (batch,))
+
+
+_LM_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
+
+#: Every task, as ``--task`` names it (:data:`memlens.workload.TASKS`).
+TASKS_TABLE: dict[str, Task] = {
+    "causal-lm": Task(
+        ("AutoModelForCausalLM",),
+        _LM_SUFFIXES,
+        "causal-lm",
+        lambda config, inputs, batch, sizes: inputs["input_ids"],  # the model shifts them
+        encoder_decoder=False,
+    ),
+    "masked-lm": Task(
+        ("AutoModelForMaskedLM",),
+        ("ForMaskedLM",),
+        "masked-lm",
+        lambda config, inputs, batch, sizes: _tokens(config, *inputs["input_ids"].shape),
+    ),
+    "seq2seq": Task(
+        ("AutoModelForSeq2SeqLM", "AutoModelForSpeechSeq2Seq"),
+        _LM_SUFFIXES,  # of an encoder-decoder config
+        "seq2seq",
+        # decoder tokens, which the model shifts into its decoder inputs
+        lambda config, inputs, batch, sizes: _tokens(config, batch, sizes["seq_len"]),
+        decoder_inputs=True,
+        encoder_decoder=True,
+    ),
+    "seq-cls": Task(
+        ("AutoModelForSequenceClassification",),
+        ("ForSequenceClassification",),
+        "encoder",
+        _class_labels,
+    ),
+    "image-cls": Task(
+        ("AutoModelForImageClassification",),
+        ("ForImageClassification",),
+        "vision",
+        _class_labels,
+    ),
+    "base": Task(("AutoModel",), (), "encoder", None, decoder_inputs=True),
+}
+
+
 def default_task(cfg: Mapping[str, Any]) -> str:
-    """The task of the config's ``architectures`` class, from its name (``base`` if unknown)."""
+    """The task of the config's ``architectures`` class, from its name (``base`` if unknown);
+    a language-model head of an encoder-decoder config is ``seq2seq``."""
     arch = (cfg.get("architectures") or [""])[0] or ""
-    if arch.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")):
-        return "seq2seq" if cfg.get("is_encoder_decoder") else "causal-lm"
-    suffixes = {
-        "ForMaskedLM": "masked-lm",
-        "ForSequenceClassification": "seq-cls",
-        "ForImageClassification": "image-cls",
-    }
-    return next((task for s, task in suffixes.items() if arch.endswith(s)), "base")
+    encoder_decoder = bool(cfg.get("is_encoder_decoder"))
+    for name, task in TASKS_TABLE.items():
+        if arch.endswith(task.suffixes) and task.encoder_decoder in (None, encoder_decoder):
+            return name
+    return "base"
+
+
+@dataclass(frozen=True)
+class Modality:
+    """What a model reads: whether a config is of it, the inputs it is fed (in order), the
+    default per-sample shape of its non-token input and its default tokens per sample (None:
+    it has none), and its :class:`ModelSpec` family whatever the head (None: the task's)."""
+
+    detect: Callable[[Mapping[str, Any], str], bool]  # (config dict, task)
+    inputs: tuple[str, ...]
+    sample_shape: Callable[[Any], tuple[int, ...]] | None
+    seq_len: Callable[[Any], int] | None
+    family: str | None
+
+
+def _audio_shape(config: Any) -> tuple[int, ...]:
+    return config.num_mel_bins, _AUDIO_FRAMES_PER_POSITION * config.max_source_positions
+
+
+def _image_shape(vision: Any) -> tuple[int, ...]:
+    size = vision.image_size
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    return getattr(vision, "num_channels", 3), h, w
+
+
+def _dual_encoder(cfg: Mapping[str, Any], task: str) -> bool:
+    both = isinstance(cfg.get("text_config"), dict) and isinstance(cfg.get("vision_config"), dict)
+    return both and task == "base"
+
+
+def _text_len(config: Any) -> int:
+    return default_seq_len(config.get_text_config())
+
+
+#: Every modality, in the order a config is tested against them (text is the rest).
+MODALITIES: dict[str, Modality] = {
+    "audio": Modality(
+        lambda cfg, task: "num_mel_bins" in cfg,
+        ("input_features",),
+        _audio_shape,
+        lambda config: config.max_target_positions,
+        "audio",
+    ),
+    "image": Modality(
+        lambda cfg, task: "image_size" in cfg and "vocab_size" not in cfg,
+        ("pixel_values",),
+        _image_shape,
+        None,
+        "vision",
+    ),
+    "text+image": Modality(
+        _dual_encoder,
+        ("pixel_values", "input_ids"),
+        lambda config: _image_shape(config.vision_config),
+        _text_len,
+        None,
+    ),
+    "text": Modality(lambda cfg, task: True, ("input_ids",), None, _text_len, None),
+}
+
+#: How each input is made from the config, the batch and the step's sizes.
+_INPUTS: dict[str, Callable[[Any, int, dict[str, Any]], torch.Tensor]] = {
+    "input_ids": lambda config, b, sizes: _tokens(config, b, sizes["seq_len"]),
+    "pixel_values": lambda config, b, sizes: _noise(b, sizes["input_shape"]),
+    "input_features": lambda config, b, sizes: _noise(b, sizes["input_shape"]),
+}
 
 
 def modality(cfg: Mapping[str, Any], task: str) -> str:
-    """What the model reads: ``audio``, ``image``, ``text``, or ``text+image`` for the base
-    model of a dual encoder such as CLIP."""
-    if "num_mel_bins" in cfg:
-        return "audio"
-    if "image_size" in cfg and "vocab_size" not in cfg:
-        return "image"
-    both = isinstance(cfg.get("text_config"), dict) and isinstance(cfg.get("vision_config"), dict)
-    return "text+image" if both and task == "base" else "text"
+    """What the model reads (a key of :data:`MODALITIES`)."""
+    return next(name for name, m in MODALITIES.items() if m.detect(cfg, task))
 
 
 def family(task: str, kind: str, encoder_decoder: bool = False) -> str:
     """The :class:`ModelSpec` family of a head on inputs of ``kind``."""
-    if kind == "audio":
-        return "audio"
-    if kind == "image" or task == "image-cls":
-        return "vision"
+    reads = MODALITIES[kind].family
+    if reads is not None:
+        return reads
     if encoder_decoder:
         return "seq2seq"
-    return task if task in ("causal-lm", "masked-lm") else "encoder"
+    return TASKS_TABLE[task].family
 
 
 # --- building -------------------------------------------------------------------------------
@@ -207,6 +339,8 @@ def _make_config(cfg: dict[str, Any], where: str, source: str | None, trust_remo
 
 def _head(config: Any, arch: str | None, task: str, trust_remote_code: bool, where: str):
     """A function that builds the model from a config (its class is looked up now)."""
+    import torch
+
     tf = _transformers()
     dtype = {"dtype": torch.float32}
     try:
@@ -216,7 +350,7 @@ def _head(config: Any, arch: str | None, task: str, trust_remote_code: bool, whe
     if isinstance(arch_cls, type) and issubclass(arch_cls, tf.PreTrainedModel):
         return lambda c: arch_cls._from_config(c, **dtype)
     remote = getattr(config, "auto_map", None) or {}
-    for name in _AUTO_CLASSES[task]:
+    for name in TASKS_TABLE[task].auto_classes:
         auto = getattr(tf, name)
         if type(config) in auto._model_mapping or (trust_remote_code and name in remote):
             return lambda c, auto=auto: auto.from_config(
@@ -255,6 +389,8 @@ def spec_from_config(
     instantiate = _head(config, arch, chosen, trust_remote_code, where)
 
     def build() -> nn.Module:
+        from torch._guards import detect_fake_mode
+
         c = copy.deepcopy(config)
         if hasattr(c, "use_cache"):
             c.use_cache = False
@@ -300,57 +436,32 @@ def default_seq_len(config: Any) -> int:
 def _sizes(
     config: Any, kind: str, seq_len: int | None = None, input_shape: tuple[int, ...] | None = None
 ) -> dict[str, Any]:
-    """The step's ``seq_len`` and per-sample ``input_shape``: the workload's, else defaults."""
+    """The step's per-sample ``input_shape`` and ``seq_len`` for what the modality reads: the
+    workload's, else the modality's defaults."""
+    reads = MODALITIES[kind]
     out: dict[str, Any] = {}
-    if kind == "audio":
-        frames = _AUDIO_FRAMES_PER_POSITION * config.max_source_positions
-        out["input_shape"] = tuple(input_shape or (config.num_mel_bins, frames))
-        out["seq_len"] = seq_len or config.max_target_positions
-        return out
-    if kind in ("image", "text+image"):
-        vision = config.vision_config if kind == "text+image" else config
-        size = vision.image_size
-        h, w = (size, size) if isinstance(size, int) else tuple(size)
-        out["input_shape"] = tuple(input_shape or (getattr(vision, "num_channels", 3), h, w))
-    if kind in ("text", "text+image"):
-        out["seq_len"] = seq_len or default_seq_len(config.get_text_config())
+    if reads.sample_shape is not None:
+        out["input_shape"] = tuple(input_shape or reads.sample_shape(config))
+    if reads.seq_len is not None:
+        out["seq_len"] = seq_len or reads.seq_len(config)
     return out
 
 
-def _tokens(config: Any, batch: int, seq_len: int) -> torch.Tensor:
-    return torch.randint(0, config.get_text_config().vocab_size, (batch, seq_len))
-
-
-def _inputs(task: str, kind: str) -> Callable[[nn.Module, Workload], Inputs]:
+def _inputs(task_name: str, kind: str) -> Callable[[nn.Module, Workload], Inputs]:
     """``make_inputs`` for a head on inputs of ``kind`` (see the module docstring)."""
+    task, reads = TASKS_TABLE[task_name], MODALITIES[kind]
 
     def make(model: nn.Module, workload: Workload) -> Inputs:
         config, b = model.config, workload.batch
         sizes = _sizes(config, kind, workload.seq_len, workload.input_shape)
-        train = workload.training and task != "base"
-        kwargs: dict[str, Any] = {}
-        if kind == "audio":
-            kwargs["input_features"] = torch.randn(b, *sizes["input_shape"])
-        elif kind in ("image", "text+image"):
-            kwargs["pixel_values"] = torch.randn(b, *sizes["input_shape"])
-        if kind in ("text", "text+image"):
-            kwargs["input_ids"] = _tokens(config, b, sizes["seq_len"])
-        if task in ("seq2seq", "base") and getattr(config, "is_encoder_decoder", False):
-            decoder = _tokens(config, b, sizes["seq_len"])
-            kwargs["labels" if train else "decoder_input_ids"] = decoder  # labels are shifted
-        elif train:
-            kwargs["labels"] = _labels(config, task, kwargs, b)
+        kwargs: dict[str, Any] = {name: _INPUTS[name](config, b, sizes) for name in reads.inputs}
+        if workload.training and task.labels is not None:
+            kwargs["labels"] = task.labels(config, kwargs, b, sizes)
+        elif task.decoder_inputs and getattr(config, "is_encoder_decoder", False):
+            kwargs["decoder_input_ids"] = _tokens(config, b, sizes["seq_len"])
         return Inputs(kwargs=kwargs)
 
     return make
-
-
-def _labels(config: Any, task: str, kwargs: dict[str, Any], batch: int) -> torch.Tensor:
-    if task == "causal-lm":
-        return kwargs["input_ids"]  # the model shifts them by one itself
-    if task == "masked-lm":
-        return _tokens(config, *kwargs["input_ids"].shape)
-    return torch.randint(0, config.num_labels, (batch,))  # seq-cls, image-cls
 
 
 # --- sources: a path, a Hub id --------------------------------------------------------------

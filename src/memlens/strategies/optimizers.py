@@ -6,11 +6,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import math
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -20,47 +18,25 @@ from memlens.optimizer_table import (
     BNB_BLOCK,
     BNB_MIN_8BIT_SIZE,
     BNB_QMAP_SIZE,
+    IMPLS,
     OPTIMIZERS,
     OptimizerRow,
 )
 from memlens.strategies.offload import OffloadedOptimizer
-from memlens.workload import Workload
-
-
-def resolve_impl(impl: str, device: str) -> str:
-    """``auto`` becomes what PyTorch picks for ``device`` parameters."""
-    if impl != "auto":
-        return impl
-    return "foreach" if device == "cuda" else "for-loop"
-
-
-def make_step_optimizer(
-    workload: Workload,
-    params: list[nn.Parameter],
-    device: str,
-    host_region: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-) -> torch.optim.Optimizer | OffloadedOptimizer:
-    """The workload's optimizer over ``params`` on ``device``, offloaded to the host (its
-    per-tensor loop, as on any CPU) when the workload says so."""
-    if workload.offload_optimizer:
-        return OffloadedOptimizer(
-            params,
-            lambda masters: make_optimizer(workload.optimizer, masters, device="cpu"),
-            host_region=host_region,
-        )
-    return make_optimizer(workload.optimizer, params, impl=workload.optimizer_impl, device=device)
 
 
 def make_optimizer(
-    name: str, params: list[nn.Parameter], *, impl: str = "auto", device: str = "cpu"
+    name: str, params: list[nn.Parameter], *, impl: str = "for-loop"
 ) -> torch.optim.Optimizer:
-    """The optimizer ``name`` over ``params`` with implementation ``impl`` for ``device``, or
-    its loop if it has no such implementation (the workload refuses one asked for explicitly,
-    so only a device's default can be missing: ``lion`` on CUDA runs its loop)."""
+    """The optimizer ``name`` over ``params`` with implementation ``impl`` (``auto`` resolved
+    by the caller: the target's default), or its loop if it has no such implementation (the
+    workload refuses one asked for explicitly, so only a target's default can be missing:
+    ``lion`` on CUDA runs its loop)."""
     row = OPTIMIZERS.get(name)
     if row is None:
         raise ConfigError(f"unknown optimizer {name!r}")
-    impl = resolve_impl(impl, device)
+    if impl not in IMPLS:
+        raise ConfigError(f"unknown optimizer implementation {impl!r}: use {', '.join(IMPLS)}")
     if impl not in row.impls:
         impl = "for-loop"
     return _class(row)(params, **dict(row.options), **_impl_flags(row, impl))

@@ -56,7 +56,10 @@ def test_help_of_every_command_imports_no_torch(tmp_path: Path) -> None:
     assert got == {"codes": [0] * len(argvs), "heavy": []}
 
 
-@pytest.mark.parametrize("argv", [["devices"], ["size", "70B"], ["size", "7B", "--json"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["devices"], ["size", "70B"], ["size", "7B", "--json"], ["models", "--source", "bundled"]],
+)
 def test_commands_without_a_model_import_no_torch(tmp_path: Path, argv: list[str]) -> None:
     assert _run(tmp_path, argv) == {"codes": [0], "heavy": []}
 
@@ -102,3 +105,15 @@ def test_timm_is_asked_only_about_its_own_names(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(timm_models, "_timm", refuse)
     assert registry.resolve("ResNet-18").name == "resnet18"
+
+
+def test_listing_one_source_asks_no_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    from memlens.sources import catalog, timm_models
+
+    def refuse() -> None:
+        raise AssertionError("timm was imported to list torchvision's models")
+
+    monkeypatch.setattr(timm_models, "_timm", refuse)
+    rows = catalog.list_models(source="torchvision")
+    assert {r["source"] for r in rows} == {"torchvision"}
+    assert {"resnet50", "vit_b_16"} <= {r["name"] for r in rows}

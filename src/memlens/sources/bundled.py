@@ -26,6 +26,8 @@ from memlens.sources import huggingface
 from memlens.sources.base import ModelSpec
 
 _META_KEY = "_memlens"
+#: The ``source`` of these models' metadata and specs.
+SOURCE = "bundled"
 
 
 @functools.cache
@@ -49,7 +51,7 @@ def names() -> dict[str, dict[str, Any]]:
         kind = huggingface.modality(doc, task)
         out[name] = {
             "family": huggingface.family(task, kind, bool(doc.get("is_encoder_decoder"))),
-            "source": "bundled",
+            "source": SOURCE,
             "params": meta["params"],
             "hub_id": meta["hub_id"],
             "model_type": doc["model_type"],
@@ -75,7 +77,7 @@ def resolve(name: str, *, task: str | None = None) -> ModelSpec | None:
     return huggingface.spec_from_config(
         config(name),
         name=name,
-        source="bundled",
+        source=SOURCE,
         where=f"bundled config {name}",
         task=task or default,
         metadata=extra,

@@ -10,6 +10,8 @@ from memlens.sources.base import ModelSpec
 from memlens.sources.vision import image_inputs
 
 PREFIX = "timm/"
+#: The ``source`` of these models' metadata and specs.
+SOURCE = "timm"
 
 
 def _timm() -> Any:
@@ -27,7 +29,7 @@ def names() -> dict[str, dict[str, Any]]:
         timm = _timm()
     except MissingExtraError:
         return {}
-    return {PREFIX + n: {"family": "vision", "source": "timm"} for n in timm.list_models()}
+    return {PREFIX + n: {"family": "vision", "source": SOURCE} for n in timm.list_models()}
 
 
 def resolve(name: str) -> ModelSpec | None:
@@ -49,7 +51,7 @@ def resolve(name: str) -> ModelSpec | None:
         build=build,
         make_inputs=image_inputs(shape, num_classes),
         family="vision",
-        source="timm",
+        source=SOURCE,
         loss_kind="classification",
         metadata={"input_shape": list(shape), "num_classes": num_classes},
     )

@@ -9,6 +9,9 @@ from memlens._errors import MissingExtraError
 from memlens.sources.base import ModelSpec
 from memlens.sources.vision import image_inputs
 
+#: The ``source`` of these models' metadata and specs.
+SOURCE = "torchvision"
+
 
 def _tv() -> Any:
     try:
@@ -27,7 +30,7 @@ def names() -> dict[str, dict[str, Any]]:
         return {}
     out = {}
     for name in tv.models.list_models(module=tv.models):
-        out[name] = {"family": "vision", "source": "torchvision"}
+        out[name] = {"family": "vision", "source": SOURCE}
     return out
 
 
@@ -60,7 +63,7 @@ def resolve(name: str) -> ModelSpec | None:
         build=build,
         make_inputs=image_inputs(shape, num_classes),
         family="vision",
-        source="torchvision",
+        source=SOURCE,
         loss_kind="classification",
         metadata={"input_shape": list(shape), "num_classes": num_classes},
     )

@@ -14,14 +14,15 @@ from torch import nn
 from typer.testing import CliRunner
 
 import memlens
-from memlens._errors import ConfigError, MissingExtraError
+from memlens._errors import ConfigError, MissingExtraError, WorkloadError
 from memlens._layers._formulas import evaluate, formula, formula_for
 from memlens._layers._report import LayerReport, layers
+from memlens._pipeline import trace_spec
 from memlens.categories import Category, Phase
 from memlens.cli import app
-from memlens.engine.trace import trace
 from memlens.report.layers import render_layers
 from memlens.sources.registry import resolve
+from memlens.targets import resolve_target
 from memlens.units import fmt_decimal
 from memlens.workload import Workload
 
@@ -226,7 +227,7 @@ def test_depth_sort_and_top_keep_whole_model_totals() -> None:
     top = layers("resnet18", sort="macs", top=5)
     assert len(top.rows) == 5 and top.totals == full.totals
     assert [r.macs for r in top.rows] == sorted((r.macs for r in full.rows), reverse=True)[:5]
-    with pytest.raises(ConfigError):
+    with pytest.raises(WorkloadError, match="sort"):
         layers("resnet18", sort="size")
 
 
@@ -246,8 +247,8 @@ def test_parameters_and_macs_match_torchvision(name: str) -> None:
 
 
 def test_vit_attention_macs_are_counted_in_both_modes() -> None:
-    """nn.MultiheadAttention's inference fast path is one fused op FlopCounterMode has no
-    formula for; without ours ViT-B/16 loses its attention: 11.27 instead of 17.56 GMACs."""
+    """nn.MultiheadAttention's inference fast path is one fused op PyTorch's FLOP registry has
+    no formula for; without memlens's ViT-B/16 loses its attention: 11.27, not 17.56 GMACs."""
     inference = layers("vit_b_16", mode="inference").totals.macs
     train = layers("vit_b_16", mode="train").totals.macs
     assert inference == train
@@ -262,7 +263,8 @@ def resnet50() -> LayerReport:
 def test_saved_bytes_add_up_to_the_engine_activations(resnet50: LayerReport) -> None:
     """Saved tensors attributed per layer sum to the engine's training activations: the
     storages alive when backward starts, less the model's output (alive, but not saved)."""
-    timeline = trace(resolve("resnet50"), Workload(mode="train", device="cpu", batch=1)).timeline
+    work = Workload(mode="train", device="cpu", batch=1)
+    timeline = trace_spec(resolve("resnet50"), work, resolve_target("cpu")).timeline
     before_backward = timeline.phase_starts[Phase.BACKWARD] - 1
     engine = sum(
         b.nbytes

@@ -49,6 +49,8 @@ _ALL = frozenset(USES)
 _STEPS = frozenset({"estimate", "measure", "fit", "sweep"})
 #: Those that build the model with the strategies applied.
 _BUILDS = _STEPS | {"layers"}
+#: Those whose step has a data pipeline to size (host memory; ``measure`` runs no DataLoader).
+_DATA = frozenset({"estimate", "measure"})
 #: A fixed batch: ``fit`` searches it (its ``batch`` is the target of the options table) and
 #: ``sweep`` takes several.
 _ONE_BATCH = _ALL - {"fit", "sweep"}
@@ -405,14 +407,14 @@ class Workload:
         help="Samples of the data set held in host memory.",
         group="data",
         parse=_integer(1, optional=True),
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
     )
     sample_shape: tuple[int, ...] | None = option(
         None,
         help="Shape of one float32 sample in the data set, e.g. 3x224x224.",
         group="data",
         parse=_shape,
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
         metavar="SHAPE",
     )
     dataset_bytes: int | None = option(
@@ -420,7 +422,7 @@ class Workload:
         help="Size of the in-memory data set, e.g. 20GiB (instead of --dataset-size).",
         group="data",
         parse=_size,
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
         metavar="SIZE",
     )
     num_workers: int = option(
@@ -428,21 +430,21 @@ class Workload:
         help="DataLoader worker processes.",
         group="data",
         parse=_integer(0),
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
     )
     prefetch_factor: int | None = option(
         None,
         help="Batches each worker prefetches (DataLoader's default: 2).",
         group="data",
         parse=_integer(1, optional=True),
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
     )
     pin_memory: bool = option(
         False,
         help="DataLoader copies batches into pinned memory.",
         group="data",
         parse=_flag,
-        uses=frozenset({"estimate", "measure"}),
+        uses=_DATA,
     )
     # the model's source
     task: str | None = option(

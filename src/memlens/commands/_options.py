@@ -36,6 +36,9 @@ Model = Annotated[
     ),
 ]
 
+_JSON_HELP = "Print JSON instead of tables."
+Json = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
+
 #: Options of the target device, by parameter name.
 _TARGET = {
     "gpu": (
@@ -116,7 +119,6 @@ def reword(error: WorkloadError, flags: dict[str, str]) -> str:
     return f"invalid {where}{error.value!r}: {allowed}"
 
 
-_JSON_HELP = "Print JSON instead of tables."
 _PANELS = {
     "step": "Step",
     "precision": "Precision",
@@ -130,7 +132,7 @@ _PANELS = {
 def _field_parameter(f: Field[Any], m: OptionMeta, kind: Any) -> inspect.Parameter:
     """A typer option for a workload field: a flag for a bool (or a ``--on/--off`` switch),
     else a string that the field's parser reads."""
-    names = (m.flag or "--" + f.name.replace("_", "-"), *((m.short,) if m.short else ()))
+    names = (flag(f.name), *((m.short,) if m.short else ()))
     is_flag = kind is bool or m.switch is not None
     help = m.help
     if m.choices and m.switch is None:
@@ -204,9 +206,6 @@ def print_json(result: Any, *, detail: bool = False, **attached: Any) -> None:
 
         data = to_json(result, detail=detail, **attached)
     typer.echo(json.dumps(data, indent=2))
-
-
-Json = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
 
 
 @contextmanager

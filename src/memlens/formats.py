@@ -93,11 +93,6 @@ class WeightFormat:
     nested_block: int | None = None  # blocks per block of the nested quantisation
     layer: str | None = None  # the bitsandbytes layer :mod:`~memlens.strategies.quantize` mimics
 
-    @property
-    def grouped(self) -> bool:
-        """Whether its constants depend on the caller's group size."""
-        return any(c.per == "group" for c in self.constants)
-
     def payload(self, shape: tuple[int, ...]) -> Stored:
         """The stored weights: ``shape`` itself, or packed into a column of bytes."""
         n = math.prod(shape)

@@ -24,7 +24,6 @@ from memlens.workload import USES, LoraConfig, flag, options, parse_batches, par
         ({"mode": "serve"}, "mode", "inference, train"),
         ({"optimizer": "adamx"}, "optimizer", "sgd, sgd-momentum, adam, adamw"),
         ({"precision": "fp8"}, "precision", "fp32"),
-        ({"device": "tpu"}, "device", "cpu, cuda"),
         ({"input_shape": (3, 0, 224)}, "input_shape", "positive integers"),
         ({"task": "chat"}, "task", "causal-lm"),
         ({"quantize": "int3"}, "quantize", "int8, int4, nf4"),
@@ -41,8 +40,13 @@ def test_bad_values_name_the_field(kwargs, field, hint):
 
 
 def test_values_are_normalised():
-    w = Workload(mode="TRAIN", optimizer="AdamW", device="CPU", input_shape=[3, 32, 32])
-    assert (w.mode, w.optimizer, w.device, w.input_shape) == ("train", "adamw", "cpu", (3, 32, 32))
+    w = Workload(mode="TRAIN", optimizer="AdamW", precision="BF16", input_shape=[3, 32, 32])
+    assert (w.mode, w.optimizer, w.precision, w.input_shape) == (
+        "train",
+        "adamw",
+        "bf16",
+        (3, 32, 32),
+    )
 
 
 def test_strings_from_the_command_line_are_parsed_by_the_schema():

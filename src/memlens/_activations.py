@@ -61,6 +61,7 @@ class ActivationReport:
     curve: list[int] = field(repr=False, default_factory=list)
     tensor_curve: list[int] = field(repr=False, default_factory=list)
     peak_event: int = 0  # index of the peak in the curves
+    device: str = ""  # the target traced for: its kernels' internal buffers differ
 
     @property
     def peak_activation_bytes(self) -> int:
@@ -104,6 +105,7 @@ def activations(
     table = layers(spec, work)
     largest = max(table.rows, key=lambda r: r.io_bytes, default=None)
     report = from_timeline(trace_spec(spec, work, target).timeline, spec.name, work)
+    report.device = target.name
     report.total_output_bytes = table.totals.output_bytes
     if largest is not None:
         report.max_layer = largest.path or "<root>"

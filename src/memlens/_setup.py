@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from memlens._errors import WorkloadError
 from memlens.devices import Device
 from memlens.sources.base import ModelSpec
 from memlens.sources.checkpoint import refuse_weights_file
@@ -26,7 +27,14 @@ def prepare(
     target ``device``, and that target (:func:`memlens.targets.resolve_target`)."""
     target = resolve_target(device, budget)
     changed = Workload.from_fields(fields, base=workload, use=use)
-    return changed.with_(device=target.kind), target
+    check_target(changed, target)
+    return changed, target
+
+
+def check_target(workload: Workload, target: Target) -> None:
+    """Refuse a workload the target cannot run (optimizer offload needs a CUDA device)."""
+    if workload.offload_optimizer and target.kind != "cuda":
+        raise WorkloadError("offload_optimizer", True, "moves state from a CUDA device to the host")
 
 
 def model_spec(model: Any, workload: Workload, inputs: Any = None) -> ModelSpec:

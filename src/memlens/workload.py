@@ -34,7 +34,6 @@ from memlens.units import parse_size
 
 MODES = ("inference", "train")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-amp", "fp16-amp")
-DEVICES = ("cpu", "cuda")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
 CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,...")
 #: Hugging Face heads (see :mod:`memlens.sources.huggingface`).
@@ -342,15 +341,6 @@ class Workload:
         uses=_STEPS,
         choices=OPTIMIZER_IMPLS,
     )
-    # the target (set by the API from its ``device`` argument; not a command-line option)
-    device: str = option(
-        "cuda",
-        help="Kind of device traced for.",
-        group="target",
-        parse=_choice(DEVICES),
-        uses=frozenset(),
-        choices=DEVICES,
-    )
     # strategies
     checkpoint: str = option(
         "none",
@@ -476,10 +466,6 @@ class Workload:
             for f in fields(self):
                 if meta(f).training_only and getattr(self, f.name) != f.default:
                     raise WorkloadError(f.name, getattr(self, f.name), "applies to training only")
-        if self.offload_optimizer and self.device != "cuda":
-            raise WorkloadError(
-                "offload_optimizer", True, "moves state from a CUDA device to the host"
-            )
         if self.prefetch_factor is not None and self.num_workers == 0:
             # torch.utils.data.DataLoader refuses it too: there is no worker to prefetch.
             raise WorkloadError("prefetch_factor", self.prefetch_factor, "needs num_workers > 0")
@@ -500,7 +486,7 @@ class Workload:
                 close = difflib.get_close_matches(name, known, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise WorkloadError(name, value, "no such option" + hint)
-            if use is not None and use not in meta(f).uses and name != "device":
+            if use is not None and use not in meta(f).uses:
                 raise WorkloadError(name, value, f"does not apply to {use}")
         return replace(base, **values) if base is not None else cls(**values)
 

@@ -161,7 +161,7 @@ def layers(
         report = memlens.layers("resnet50", batch=32, sort="macs", top=10)
         print(report.totals.params, report.totals.macs, report.rows[0].formula)
     """
-    from memlens._setup import model_spec, prepare
+    from memlens._setup import model_spec
     from memlens.engine.build import build_fake
     from memlens.strategies.apply import prepare_model
 
@@ -170,7 +170,7 @@ def layers(
     for name, value in (("depth", depth), ("top", top)):
         if value is not None and (isinstance(value, bool) or value < 0):
             raise WorkloadError(name, value, "must be a non-negative integer")
-    workload, _ = prepare(workload, fields, "layers", device="cpu")
+    workload = Workload.from_fields(fields, base=workload, use="layers")
     weight_format = dtype or _WEIGHT_FORMAT[workload.precision]
     if weight_format not in FORMATS:
         raise WorkloadError("dtype", weight_format, "allowed: " + ", ".join(FORMATS))

@@ -14,7 +14,7 @@ import torch
 
 from memlens._errors import ConfigError, WorkloadError
 from memlens._results import Estimate
-from memlens._setup import model_spec, prepare
+from memlens._setup import check_target, model_spec, prepare
 from memlens.devices import Device
 from memlens.plan._checkpoint import estimate_step
 from memlens.targets import Target
@@ -54,6 +54,7 @@ class Tracer:
         key = (batch, *sorted(changes.items()))
         if key not in self._cache:
             workload = self.workload.with_(batch=batch, **changes)
+            check_target(workload, self.target)
             self._cache[key] = estimate_step(self.spec, workload, self.target, self.loss)
             self.count += 1
         return self._cache[key]
@@ -63,9 +64,9 @@ class Tracer:
 
     def accepts(self, **changes: Any) -> bool:
         """Whether the workload takes these field values (no tracing): the names must be
-        :class:`Workload` fields and the changed workload valid."""
+        :class:`Workload` fields, the changed workload valid and runnable on the target."""
         try:
-            self.workload.with_(**changes)
+            check_target(self.workload.with_(**changes), self.target)
         except UNSUPPORTED:
             return False
         return True

@@ -46,7 +46,7 @@ def budget_table(est: Estimate) -> Table:
 def header(est: Estimate) -> Text:
     w = est.workload
     head = [f"{est.model} ({est.source})", f"{fmt_count(est.num_params)} parameters"]
-    target = est.device.name if est.device is not None else f"generic {w.device}"
+    target = est.device.name if est.device is not None else "a generic GPU"
     return header_line([*head, step(w), f"batch {w.batch}"], w, [f"on {target}"])
 
 

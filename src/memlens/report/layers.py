@@ -222,7 +222,7 @@ def activation_summary(report: ActivationReport) -> RenderableType:
     """The inference activation peak, where it happens, and what is alive there."""
     w = report.workload
     figures = titled_table(
-        f"Inference activations, batch {w.batch}, {w.precision}, {w.device}",
+        f"Inference activations, batch {w.batch}, {w.precision}, {report.device}",
         *("figure", "size>", "where"),
     )
     peak_at = f"{report.peak_module or '<root>'} ({report.peak_op})"

@@ -53,12 +53,15 @@ def test_precision_matches_cpu_allocator(model, kwargs):
 
 
 def test_cpu_half_convolution_scratchpads_are_declared():
-    # oneDNN's half-precision convolution backward keeps fp32 weight-gradient accumulators
-    # and per-thread buffers in a scratchpad that no dispatch mode sees: the estimate says so.
     est = memlens.estimate(_cnn, device="cpu", precision="bf16-amp", optimizer="sgd", **CNN)
     real = memlens.measure(_cnn, device="cpu", precision="bf16-amp", optimizer="sgd", **CNN)
-    assert any("scratchpad" in u for u in est.unknowns)
-    assert 0.85 * real.peak_bytes < est.peak_bytes <= real.peak_bytes
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        # oneDNN's half-precision convolution backward keeps fp32 weight-gradient accumulators
+        # and per-thread buffers in a scratchpad no dispatch mode sees: the estimate says so.
+        assert any("scratchpad" in u for u in est.unknowns)
+        assert 0.85 * real.peak_bytes < est.peak_bytes <= real.peak_bytes
+    else:  # no native bf16 (AVX2): PyTorch's im2col convolution, whose buffers are modelled
+        assert est.peak_bytes == pytest.approx(real.peak_bytes, rel=0.01)
 
 
 def test_amp_keeps_fp32_masters_and_half_activations():

@@ -1,47 +1,44 @@
-"""CPU convolutions: the buffers oneDNN (mkldnn) allocates inside ``aten.convolution``.
+"""CPU convolutions: the buffers PyTorch's CPU backends allocate inside ``aten.convolution``.
 
-PyTorch runs fp32/bf16 CPU convolutions through oneDNN when ``_convolution``'s
-``use_mkldnn`` test passes (aten/src/ATen/native/ConvUtils.h). With plain NCHW tensors, the
-primitive works on *blocked* layouts (``nChw16c`` on AVX-512, ``nChw8c`` on AVX2): it reorders
-the source and the weights into new buffers (channels padded to the block), computes into
-a blocked destination, then reorders that into the plain output PyTorch returns. Backward
-does the same for each gradient, after making the incoming gradient contiguous. None of
-these buffers is an op output, so no dispatch mode sees them; measured with the profiler's
-allocation records they are exactly these sizes. The first layer of a network (few input
-channels) keeps its source plain.
+``_select_conv_backend`` (aten/src/ATen/native/Convolution.cpp) sends a 4-D, non-transposed
+CPU convolution to oneDNN when ``ConvParams::use_mkldnn`` passes, otherwise (not dilated,
+NNPACK not applicable) to PyTorch's own ``Slow2d`` (im2col and gemm). The two allocate
+different hidden buffers: :mod:`memlens.engine.cpu_onednn_conv` and
+:mod:`memlens.engine.cpu_slow_conv`. Which one runs depends on the machine, and a CPU target
+is the machine tracing it: ``use_mkldnn`` takes bfloat16 and float16 only where oneDNN
+computes them natively (``mkldnn_bf16_device_check``/``mkldnn_fp16_device_check`` in
+aten/src/ATen/native/mkldnn/Utils.h: AVX-512 (bw, vl, dq) or AVX-NE-CONVERT for bf16), so on
+an AVX2 CPU half-precision convolutions run ``Slow2d``; fp32 ones go to oneDNN unless the
+problem is small (batch 1, kernel up to 3x3, at most 20,480 input elements).
+
+Dilated (``slow_conv_dilated2d``), NNPACK, 1-D, 3-D, transposed and channels-last
+convolutions are not modelled; neither are oneDNN's small scratchpads (tens to a hundred
+KiB), nor oneDNN's fallbacks for forward or input-gradient problems whose filter overhangs
+a tiny input on every side.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from memlens.engine import cpu_onednn_conv, cpu_slow_conv
 from memlens.engine.rules import OpCall, register_rule
 
 aten = torch.ops.aten
 
 
-def _block() -> int:
-    """oneDNN's channel block for this host's vector ISA (16 on AVX-512, else 8)."""
-    return 16 if "AVX512" in torch.backends.cpu.get_cpu_capability() else 8
-
-
 def _uses_mkldnn(
-    x: torch.Tensor,
-    w: torch.Tensor,
-    stride: list[int],
-    dilation: list[int],
-    groups: int,
-    transposed: bool,
+    x: torch.Tensor, w: torch.Tensor, stride: list[int], dilation: list[int], groups: int
 ) -> bool:
-    """Mirror of ``ConvParams::use_mkldnn`` for float32 CPU inputs (ConvUtils.h)."""
+    """Mirror of ``ConvParams::use_mkldnn`` for CPU tensors (Convolution.cpp)."""
     if not torch.backends.mkldnn.is_available() or not torch.backends.mkldnn.enabled:
         return False
-    if x.dtype not in (torch.float32, torch.bfloat16) or x.dim() != 4 or transposed:
-        return False
     if x.dtype == torch.bfloat16:
-        return True
+        return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    if x.dtype == torch.float16:
+        return torch.ops.mkldnn._is_mkldnn_fp16_supported()
+    if x.dtype != torch.float32:
+        return False
     strided = any(s != 1 for s in stride)
     dilated = any(d != 1 for d in dilation)
     one_by_one = w.shape[-1] == 1 and w.shape[-2] == 1
@@ -50,65 +47,59 @@ def _uses_mkldnn(
     return fast and big
 
 
-def _blocked(t_shape: torch.Size, elem: int, block: int) -> int:
-    """Bytes of an NCHW activation in nChw{block}c layout (channels padded)."""
-    n, c, *spatial = t_shape
-    return n * math.ceil(c / block) * block * math.prod(spatial) * elem
+def _uses_nnpack(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Mirror of ``ConvParams::use_nnpack`` for 4-D, non-dilated CPU tensors."""
+    return (
+        torch._nnpack_available()
+        and x.dtype == torch.float32
+        and w.shape[-2] < 17
+        and w.shape[-1] < 17
+        and x.shape[0] >= 16
+    )
 
 
-def _weights(w: torch.Tensor, groups: int, block: int, first_layer: bool) -> int:
-    o, i, *k = w.shape
-    o_pad = math.ceil(o / groups / block) * block * groups if groups == 1 or o // groups > 1 else o
-    i_pad = i if first_layer or groups > 1 else math.ceil(i / block) * block
-    return o_pad * i_pad * math.prod(k) * w.element_size()
-
-
-def _first_layer(c_in: int, groups: int) -> bool:
-    return groups == 1 and c_in < 4  # oneDNN keeps an RGB-like source plain
-
-
-def _is_plain(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and x.is_contiguous()  # channels-last inputs skip the NCHW reorders
+def _backend(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: list[int],
+    dilation: list[int],
+    transposed: bool,
+    groups: int,
+) -> str | None:
+    """``_select_conv_backend``'s choice where it is modelled: "mkldnn", "slow2d" or None.
+    Plain (contiguous NCHW) inputs only: channels-last ones take other paths."""
+    if transposed or x.dim() != 4 or not x.is_contiguous():
+        return None
+    if _uses_mkldnn(x, w, stride, dilation, groups):
+        return "mkldnn"
+    if any(d != 1 for d in dilation) or _uses_nnpack(x, w):
+        return None
+    return "slow2d"
 
 
 @register_rule(aten.convolution.default)
 def conv_forward(call: OpCall) -> list[int]:
     x, w = call.args[0], call.args[1]
-    stride, _, dilation, transposed, _, groups = call.args[3:9]
-    if call.device != "cpu" or not _is_plain(x):
+    stride, padding, dilation, transposed, _, groups = call.args[3:9]
+    if call.device != "cpu":
         return []
-    if not _uses_mkldnn(x, w, stride, dilation, groups, transposed):
-        return []
-    block, elem, out = _block(), x.element_size(), call.out
-    first = _first_layer(x.shape[1], groups)
-    src = 0 if first else _blocked(x.shape, elem, block)
-    dst = _blocked(out.shape, elem, block)
-    wts = _weights(w, groups, block, first)
-    return [max(src + wts + dst, dst + out.untyped_storage().nbytes())]
+    match _backend(x, w, stride, dilation, transposed, groups):
+        case "mkldnn":
+            return cpu_onednn_conv.forward(x, w, call.out, groups)
+        case "slow2d":
+            return cpu_slow_conv.forward(x, w, call.out, stride, padding, groups)
+    return []
 
 
 @register_rule(aten.convolution_backward.default)
 def conv_backward(call: OpCall) -> list[int]:
-    grad_out, x, w = call.args[0], call.args[1], call.args[2]
-    stride, _, dilation, transposed, _, groups, mask = call.args[4:11]
-    if call.device != "cpu" or not _is_plain(x):
+    grad_out, x, w, bias_sizes = call.args[0:4]
+    stride, padding, dilation, transposed, _, groups, mask = call.args[4:11]
+    if call.device != "cpu":
         return []
-    if not _uses_mkldnn(x, w, stride, dilation, groups, transposed):
-        return []
-    block, elem = _block(), x.element_size()
-    first = _first_layer(x.shape[1], groups)
-    go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
-    go_b = _blocked(grad_out.shape, elem, block)
-    src_b = 0 if first else _blocked(x.shape, elem, block)
-    wts = _weights(w, groups, block, first)
-    gi = x.numel() * elem
-    high = 0
-    held = 0  # outputs already produced inside the op
-    if mask[0]:  # grad_input: reorder grad_out and weights, blocked result, reorder back
-        gi_b = _blocked(x.shape, elem, block) if not first else gi
-        high = max(high, go_b + wts + gi_b, gi_b + gi)
-        held += gi
-    if mask[1]:  # grad_weight: reorder grad_out and source, blocked result, reorder back
-        gw = w.numel() * elem
-        high = max(high, held + go_b + src_b + wts, held + wts + gw)
-    return [go_copy + high]
+    match _backend(x, w, stride, dilation, transposed, groups):
+        case "mkldnn":
+            return cpu_onednn_conv.backward(grad_out, x, w, stride, padding, dilation, groups, mask)
+        case "slow2d":
+            return cpu_slow_conv.backward(grad_out, x, w, bias_sizes, stride, padding, groups, mask)
+    return []

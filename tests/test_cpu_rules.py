@@ -1,0 +1,86 @@
+"""CPU kernel rules, op by op: one real call's allocator peak (profiler records) against the
+op's outputs plus what its rule says it allocates inside, on this machine's ISA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from memlens.engine.rules import OpCall
+from memlens.engine.targets.emulation import kernel_rules
+from memlens.targets import resolve_target
+
+aten = torch.ops.aten
+CPU = resolve_target("cpu")
+RULES = kernel_rules(CPU)
+HALF_ON_ONEDNN = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def _real_peak(fn) -> int:
+    """Largest rise of the CPU allocator's running total during ``fn()``."""
+    fn()  # warm up: oneDNN primitive creation, lazy initialisation
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == torch._C._profiler._EventType.Allocation:
+            f = node.extra_fields
+            records.append(
+                (node.start_time_ns, f.total_allocated - f.alloc_size, f.total_allocated)
+            )
+        stack.extend(node.children)
+    records.sort()
+    return max((total for _, _, total in records), default=0) - (records[0][1] if records else 0)
+
+
+def _predicted_peak(func, args: tuple, out) -> int:
+    outs = out if isinstance(out, tuple) else (out,)
+    out_bytes = sum(t.untyped_storage().nbytes() for t in outs if isinstance(t, torch.Tensor))
+    inside = list(RULES[func](OpCall(func, args, {}, out, "cpu", CPU)))
+    return max([out_bytes, *inside])
+
+
+# (batch, channels, size, out channels, kernel, stride, padding, groups, dtype, bias)
+CONVS = [
+    (2, 64, 16, 64, 3, 1, 1, 1, torch.float32, False),  # oneDNN, blocked layouts
+    (2, 3, 32, 16, 7, 2, 3, 1, torch.float32, False),  # oneDNN, plain first-layer source
+    (2, 64, 2, 64, 3, 1, 1, 1, torch.float32, False),  # filter taller than the input
+    (1, 64, 1, 64, 3, 1, 1, 1, torch.float32, True),  # batch 1 on 1x1 maps
+    (1, 16, 8, 32, 3, 1, 1, 1, torch.float32, True),  # small problem: Slow2d
+    (4, 32, 8, 64, 3, 1, 1, 1, torch.bfloat16, True),
+    (4, 32, 8, 64, 1, 1, 0, 1, torch.bfloat16, True),
+    (4, 32, 8, 64, 3, 1, 1, 4, torch.bfloat16, True),
+    (4, 32, 8, 32, 3, 2, 1, 32, torch.float16, False),
+]
+
+
+@pytest.mark.parametrize(("n", "c", "hw", "o", "k", "s", "p", "g", "dtype", "bias"), CONVS)
+def test_convolution_rules_match_the_allocator(n, c, hw, o, k, s, p, g, dtype, bias) -> None:
+    if dtype != torch.float32 and HALF_ON_ONEDNN:
+        pytest.skip("oneDNN computes half precision here: its scratchpads are not modelled")
+    x = torch.randn(n, c, hw, hw, dtype=dtype)
+    w = torch.randn(o, c // g, k, k, dtype=dtype)
+    b = torch.randn(o, dtype=dtype) if bias else None
+    fwd = (x, w, b, [s, s], [p, p], [1, 1], False, [0, 0], g)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == _real_peak(
+        lambda: aten.convolution.default(*fwd)
+    )
+    bwd = (torch.randn_like(y), x, w, [o] if bias else None, *fwd[3:], [c != 3, True, bias])
+    grads = aten.convolution_backward.default(*bwd)
+    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == _real_peak(
+        lambda: aten.convolution_backward.default(*bwd)
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims"),
+    [((4, 64, 8, 8), [0, 2, 3]), ((4, 64, 8, 8), [0, 2]), ((4, 64, 8, 8), [2, 3]), ((8, 16), [0])],
+)
+def test_half_sum_rule_matches_the_allocator(shape, dims) -> None:
+    x = torch.randn(*shape, dtype=torch.bfloat16)
+    out = aten.sum.dim_IntList(x, dims)
+    predicted = _predicted_peak(aten.sum.dim_IntList, (x, dims), out)
+    assert predicted == _real_peak(lambda: aten.sum.dim_IntList(x, dims))

@@ -141,6 +141,8 @@ def test_field_errors_name_the_flag(capsys):
     assert "invalid --prefetch-factor 2: needs --num-workers > 0" in capsys.readouterr().err
     assert _run(*args, "--lora", "r=0") == 2
     assert "invalid --lora r=0" in capsys.readouterr().err
+    assert _run(*args, "--offload-optimizer") == 2
+    assert "invalid --offload-optimizer: moves state from a CUDA" in capsys.readouterr().err
     assert _run("sweep", MLP, "--batch", "1,x", "--device", "cpu") == 2
     assert "invalid --batch '1,x'" in capsys.readouterr().err
     assert _run("layers", MLP, "--input-shape", "4", "--sort", "size") == 2

@@ -111,12 +111,13 @@ def reword(error: WorkloadError, flags: dict[str, str]) -> str:
     """The error with flags for field names: ``invalid --optimizer-impl 'fused': ...``."""
     name, _, key = error.field.partition(".")
     where = flags.get(name, name) + (f" {key}=" if key else " ")
+    value = "" if isinstance(error.value, bool) else repr(error.value)  # a flag: no value
     allowed = re.sub(
         r"\b(" + "|".join(sorted(flags, key=len, reverse=True)) + r")\b",
         lambda m: flags[m.group(1)] if "_" in m.group(1) else m.group(1),
         error.allowed,
     )
-    return f"invalid {where}{error.value!r}: {allowed}"
+    return f"invalid {where}{value}".rstrip() + f": {allowed}"
 
 
 _PANELS = {

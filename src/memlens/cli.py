@@ -1,7 +1,9 @@
 """The ``memlens`` command line: parses, calls the library, renders. Nothing else.
 
-Each command lives in ``memlens.commands.<name>`` and registers itself on :data:`app`.
-Errors are caught once, here, and printed as one line.
+Each command lives in ``memlens.commands.<name>`` and registers itself on :data:`app`; the
+options that describe a workload and its target are generated from the
+:class:`~memlens.workload.Workload` schema (:mod:`memlens.commands._options`). Errors are
+caught once, here, and printed as one line.
 """
 
 from __future__ import annotations

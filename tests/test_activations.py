@@ -11,6 +11,7 @@ from memlens import activations
 from memlens._activations import ActivationReport
 from memlens.measurement import Measurement, measure_spec
 from memlens.sources.registry import resolve
+from memlens.targets import resolve_target
 
 BATCH = 8
 TOLERANCE = 0.05
@@ -59,7 +60,7 @@ def unet_spec():  # type: ignore[no-untyped-def]
 def traced_and_measured(request: pytest.FixtureRequest) -> tuple[ActivationReport, Measurement]:
     spec = unet_spec() if request.param == "unet" else resolve("resnet50")
     report = activations(spec, batch=BATCH)
-    return report, measure_spec(spec, report.workload)
+    return report, measure_spec(spec, report.workload, resolve_target("cpu"))
 
 
 def test_peak_agrees_with_the_cpu_measurement(

@@ -263,7 +263,7 @@ def resnet50() -> LayerReport:
 def test_saved_bytes_add_up_to_the_engine_activations(resnet50: LayerReport) -> None:
     """Saved tensors attributed per layer sum to the engine's training activations: the
     storages alive when backward starts, less the model's output (alive, but not saved)."""
-    work = Workload(mode="train", device="cpu", batch=1)
+    work = Workload(mode="train", batch=1)
     timeline = trace_spec(resolve("resnet50"), work, resolve_target("cpu")).timeline
     before_backward = timeline.phase_starts[Phase.BACKWARD] - 1
     engine = sum(

@@ -29,7 +29,6 @@ def _rows(host) -> dict[str, int]:
 def test_data_pipeline_formulas():
     w = Workload(
         batch=32,
-        device="cpu",
         dataset_size=1000,
         sample_shape=(3, 32, 32),
         num_workers=4,
@@ -42,7 +41,7 @@ def test_data_pipeline_formulas():
     assert rows["batches prefetched by workers"] == 4 * 3 * batch
     assert rows["batch in use by the step"] == batch
     assert rows["batch being pinned"] == batch
-    assert host_memory(Workload(device="cpu"), input_bytes=10) is None  # nothing asked
+    assert host_memory(Workload(), input_bytes=10) is None  # nothing asked
 
 
 def test_host_table_from_the_traced_batch():
@@ -88,7 +87,7 @@ def test_offload_moves_state_to_the_host():
 )
 def test_bad_data_values_name_the_field(kwargs, field):
     with pytest.raises(memlens.WorkloadError) as info:
-        Workload(**{"device": "cuda", **kwargs})
+        memlens.estimate(_mlp, **{"device": "cuda", **kwargs})  # refused before any trace
     assert info.value.field == field
 
 

@@ -274,7 +274,7 @@ def _model_tensors(model: Any) -> tuple[list[ParamTensor], int, str, str]:
 
     spec = resolve(model)
     no_inputs = dataclasses.replace(spec, make_inputs=_no_inputs)  # shapes need no inputs
-    built = build_fake(no_inputs, Workload(mode="inference", device="cpu"))
+    built = build_fake(no_inputs, Workload(mode="inference"))
     buffers = {id(b): b.numel() * b.element_size() for b in built.model.buffers()}
     return parameter_tensors(built.model), sum(buffers.values()), spec.name, spec.source
 

@@ -64,6 +64,14 @@ def test_commands_without_a_model_import_no_torch(tmp_path: Path, argv: list[str
     assert _run(tmp_path, argv) == {"codes": [0], "heavy": []}
 
 
+def test_inspecting_a_checkpoint_imports_no_torch(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    path = tmp_path / "w.safetensors"
+    safetensors_torch.save_file({"w": torch.zeros(4, 2)}, str(path))
+    assert _run(tmp_path, ["inspect", str(path), "--json"]) == {"codes": [0], "heavy": []}
+
+
 def test_package_root_and_registry_import_no_torch() -> None:
     code = (
         "import sys, memlens, memlens.report.json\n"

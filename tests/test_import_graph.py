@@ -122,11 +122,6 @@ def test_module_level_imports_have_no_cycle() -> None:
     assert cycle is None, " -> ".join(cycle or [])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sources.checkpoint imports its header readers inside functions and each reader "
-    "imports sources.checkpoint back; remove this mark once they share a module instead",
-)
 def test_imports_inside_functions_add_no_cycle() -> None:
     cycle = _cycle(top_level_only=False)
     assert cycle is None, " -> ".join(cycle or [])

@@ -28,8 +28,8 @@ from memlens.plan import (
     SweepResult,
 )
 from memlens.report.json import RULES, SCHEMA_VERSION, to_json
-from memlens.sources.checkpoint import DtypeTotals, TensorInfo, WeightsSummary
 from memlens.sources.onnx_graph import OnnxSummary
+from memlens.sources.weights import DtypeTotals, TensorInfo, WeightsSummary
 
 SRC = Path(memlens.__file__).parent
 

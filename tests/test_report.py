@@ -18,7 +18,7 @@ from torch import nn
 
 import memlens
 from memlens.measurement.result import Measurement
-from memlens.sources.checkpoint import TensorInfo, WeightsSummary
+from memlens.sources.weights import TensorInfo, WeightsSummary
 
 from conftest import small_cnn
 

@@ -8,8 +8,8 @@ from rich.table import Table
 from rich.text import Text
 
 from memlens.report._style import titled_table
-from memlens.sources.checkpoint import WeightsSummary
 from memlens.sources.onnx_graph import OnnxSummary
+from memlens.sources.weights import WeightsSummary
 from memlens.units import fmt_bytes, fmt_count, fmt_decimal
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from memlens._errors import HeaderError
-from memlens.sources.checkpoint import TensorInfo, WeightsSummary
+from memlens.sources.weights import TensorInfo, WeightsSummary
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from memlens._errors import ConfigError, HeaderError, MissingExtraError, WorkloadError
-from memlens.sources.checkpoint import DtypeTotals, TensorInfo
+from memlens.sources.weights import DtypeTotals, TensorInfo
 
 #: Ops whose output is a view of their first input in onnxruntime (kernels declared with
 #: ``.Alias(0, 0)``) and in PyTorch; they allocate nothing.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from memlens._errors import HeaderError
-from memlens.sources.checkpoint import PICKLE_REFUSAL, TensorInfo, WeightsSummary, merge_tensors
+from memlens.sources.weights import PICKLE_REFUSAL, TensorInfo, WeightsSummary, merge_tensors
 
 #: Largest header accepted, the ``safetensors`` library's own ``MAX_HEADER_SIZE``
 #: (https://github.com/huggingface/safetensors/blob/main/safetensors/src/tensor.rs).

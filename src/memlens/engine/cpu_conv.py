@@ -8,13 +8,16 @@ different hidden buffers: :mod:`memlens.engine.cpu_onednn_conv` and
 is the machine tracing it: ``use_mkldnn`` takes bfloat16 and float16 only where oneDNN
 computes them natively (``mkldnn_bf16_device_check``/``mkldnn_fp16_device_check`` in
 aten/src/ATen/native/mkldnn/Utils.h: AVX-512 (bw, vl, dq) or AVX-NE-CONVERT for bf16), so on
-an AVX2 CPU half-precision convolutions run ``Slow2d``; fp32 ones go to oneDNN unless the
-problem is small (batch 1, kernel up to 3x3, at most 20,480 input elements).
+an AVX2 CPU half-precision convolutions run ``Slow2d``. fp32 ones go to oneDNN except
+small problems (batch 1, one group, a kernel of at most 3 in some dimension, at most 20,480
+input elements) and, on one thread, unstrided 1x1 convolutions of batches below 16.
 
 Dilated (``slow_conv_dilated2d``), NNPACK, 1-D, 3-D, transposed and channels-last
 convolutions are not modelled; neither are oneDNN's small scratchpads (tens to a hundred
-KiB), nor oneDNN's fallbacks for forward or input-gradient problems whose filter overhangs
-a tiny input on every side.
+KiB), nor, on AVX2, its gemm fallbacks for the forward pass and the input gradient (filters
+overhanging a tiny input; grouped convolutions with a number of channels per group that is
+not a multiple of 8): they use plain layouts and im2col columns, not the blocked buffers
+modelled.
 """
 
 from __future__ import annotations

@@ -149,6 +149,29 @@ def test_cuda_target_keeps_no_score_matrix():
     assert not big_cuda, "CUDA's memory-efficient kernel keeps only a log-sum-exp"
 
 
+class _MultiheadAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = nn.MultiheadAttention(64, 4, dropout=0.1, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attention(x, x, x, need_weights=False)[0]
+
+
+def test_cuda_target_routes_multihead_attention_to_fused_kernels():
+    # nn.MultiheadAttention calls SDPA from inside F.multi_head_attention_forward.
+    kwargs = {"batch": 2, "input_shape": (512, 64), "optimizer": "sgd"}
+    scores = 2 * 4 * 512 * 512 * 4
+    cuda = memlens.estimate(_MultiheadAttention, device="cuda", **kwargs)
+    ops = {b.op for b in cuda.timeline.blocks}
+    assert "aten._scaled_dot_product_efficient_attention" in ops
+    assert not [
+        b
+        for b in cuda.timeline.blocks
+        if b.nbytes >= scores and b.category is not Category.FRAMEWORK_OVERHEAD
+    ]
+
+
 def test_gradients_relabelled_and_sum_identity():
     est = _estimate("sgd")
     assert sum(est.breakdown.values()) == est.peak_bytes

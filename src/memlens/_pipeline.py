@@ -141,7 +141,7 @@ def _blocks_by_activations(result: Trace) -> list[str]:
 def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list[str]:
     """What the trace of these strategies on ``target`` cannot know, said explicitly."""
     notes = []
-    if target.kind == "cpu" and workload.precision != "fp32":
+    if target.kind == "cpu" and _onednn_half(workload.precision):
         notes.append(
             "half-precision CPU matmuls and convolution backward passes allocate oneDNN "
             "scratchpads (matmuls: tens to hundreds of KiB per thread; convolution weight "
@@ -164,3 +164,13 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
             "traced as a dequantised matmul (same weights and saved tensors, other temporaries)"
         )
     return notes
+
+
+def _onednn_half(precision: str) -> bool:
+    """Whether this machine's oneDNN runs ``precision``'s half type natively (else PyTorch's
+    own kernels run it, whose buffers the CPU rules model: ``engine/cpu_slow_conv.py``)."""
+    if precision.startswith("bf16"):
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    if precision.startswith("fp16"):
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return False

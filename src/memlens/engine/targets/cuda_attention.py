@@ -50,10 +50,24 @@ def _sdpa(
     )[0]
 
 
+#: Python functions of ``torch.nn.functional`` that call ``scaled_dot_product_attention``
+#: themselves (``nn.MultiheadAttention``'s forward without weights): a mode is switched off
+#: while it handles a call, so the nested call would take the CPU's choice.
+_CALLERS = (F.multi_head_attention_forward,)
+
+
 class CudaAttention(TorchFunctionMode):
-    """Route ``F.scaled_dot_product_attention`` to CUDA's fused attention kernels."""
+    """Route ``F.scaled_dot_product_attention`` to CUDA's fused attention kernels, also when
+    ``torch.nn.functional`` calls it from inside one of :data:`_CALLERS`."""
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         if func is F.scaled_dot_product_attention:
             return _sdpa(*args, **(kwargs or {}))
+        if func in _CALLERS:
+            own = F.scaled_dot_product_attention  # the module global the caller looks up
+            F.scaled_dot_product_attention = _sdpa
+            try:
+                return func(*args, **(kwargs or {}))
+            finally:
+                F.scaled_dot_product_attention = own
         return func(*args, **(kwargs or {}))

@@ -4,8 +4,9 @@ Tracing always runs on fake CPU tensors (the autograd engine cannot run backward
 tensors without a driver); where the target's kernels behave differently, the trace follows
 the target's traits (:class:`memlens.targets.Target`):
 
-- ``kernel_rules`` picks a rule set (:data:`RULE_SETS`): CPU rules model oneDNN's
-  convolution buffers and half-precision ``mean``'s fp32 copies; CUDA rules allocate the
+- ``kernel_rules`` picks a rule set (:data:`RULE_SETS`): CPU rules follow PyTorch's
+  convolution backend choice on this machine (oneDNN's blocked layouts and gemm scratchpads,
+  PyTorch's im2col ``Slow2d``) and half-precision reductions' fp32 copies; CUDA rules allocate the
   cuBLAS workspace. CUDA kernel rules also route ``scaled_dot_product_attention`` to CUDA's
   fused kernels (:mod:`.cuda_attention`), a choice no dispatch mode sees.
 - ``autocast`` picks the autocast op lists applied under AMP: CUDA's are registered at the

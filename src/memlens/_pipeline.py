@@ -168,7 +168,7 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
 
 def _onednn_half(precision: str) -> bool:
     """Whether this machine's oneDNN runs ``precision``'s half type natively (else PyTorch's
-    own kernels run it, whose buffers the CPU rules model: ``engine/cpu_slow_conv.py``)."""
+    own kernels run it, whose buffers the CPU rules model: ``engine/targets/cpu_slow_conv.py``)."""
     if precision.startswith("bf16"):
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     if precision.startswith("fp16"):

@@ -18,9 +18,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from memlens.engine import cpu_conv, cpu_reduce
 from memlens.engine.rules import Rules, rules_of
-from memlens.engine.targets import cuda_blas
+from memlens.engine.targets import cpu_conv, cpu_reduce, cuda_blas
 from memlens.engine.targets.cuda_attention import CudaAttention
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
 from memlens.targets import Target

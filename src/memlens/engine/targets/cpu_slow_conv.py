@@ -1,7 +1,7 @@
 """PyTorch's own CPU convolution (``Slow2d``): the im2col ``columns`` it allocates inside itself.
 
 Convolutions that oneDNN does not take (bf16/fp16 on a CPU without native support, small
-fp32 problems, see :mod:`memlens.engine.cpu_conv`) run ``thnn_conv2d``
+fp32 problems, see :mod:`memlens.engine.targets.cpu_conv`) run ``thnn_conv2d``
 (aten/src/ATen/native/ConvolutionMM2d.cpp):
 
 - forward, ``slow_conv2d_forward_out_cpu``: ``compute_columns2d`` unfolds the input into an
@@ -9,7 +9,7 @@ fp32 problems, see :mod:`memlens.engine.cpu_conv`) run ``thnn_conv2d``
   stride 1 and no padding), then the output is allocated while it is alive;
 - backward, ``slow_conv2d_backward_out_cpu``: the grad input is computed through per-thread
   ``std::make_unique`` buffers (not PyTorch's allocator), the grad bias by ``sum_out`` (with
-  fp32 buffers in half precision, :func:`memlens.engine.cpu_reduce.sum_acc_buffer`), then
+  fp32 buffers in half precision, :func:`memlens.engine.targets.cpu_reduce.sum_acc_buffer`), then
   the grad weight allocates ``columns`` again, with the earlier gradients alive;
 - ``grad_output.contiguous()`` copies a non-contiguous incoming gradient in each of them.
 
@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from memlens.engine.cpu_reduce import sum_acc_buffer
+from memlens.engine.targets.cpu_reduce import sum_acc_buffer
 
 
 def _columns(

@@ -3,8 +3,8 @@
 ``_select_conv_backend`` (aten/src/ATen/native/Convolution.cpp) sends a 4-D, non-transposed
 CPU convolution to oneDNN when ``ConvParams::use_mkldnn`` passes, otherwise (not dilated,
 NNPACK not applicable) to PyTorch's own ``Slow2d`` (im2col and gemm). The two allocate
-different hidden buffers: :mod:`memlens.engine.cpu_onednn_conv` and
-:mod:`memlens.engine.cpu_slow_conv`. Which one runs depends on the machine, and a CPU target
+different hidden buffers: :mod:`memlens.engine.targets.cpu_onednn_conv` and
+:mod:`memlens.engine.targets.cpu_slow_conv`. Which one runs depends on the machine, and a CPU target
 is the machine tracing it: ``use_mkldnn`` takes bfloat16 and float16 only where oneDNN
 computes them natively (``mkldnn_bf16_device_check``/``mkldnn_fp16_device_check`` in
 aten/src/ATen/native/mkldnn/Utils.h: AVX-512 (bw, vl, dq) or AVX-NE-CONVERT for bf16), so on
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from memlens.engine import cpu_onednn_conv, cpu_slow_conv
 from memlens.engine.rules import OpCall, register_rule
+from memlens.engine.targets import cpu_onednn_conv, cpu_slow_conv
 
 aten = torch.ops.aten
 

@@ -37,6 +37,9 @@ PRECISIONS = ("fp32", "bf16", "fp16", "bf16-amp", "fp16-amp")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
 CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,...")
 #: Hugging Face heads (see :mod:`memlens.sources.huggingface`).
+#: Attention kernels (see :mod:`memlens.engine.targets.cuda_attention`): ``auto`` is what the
+#: model's code picks on the target.
+ATTENTIONS = ("auto", "eager", "sdpa", "flash", "mem-efficient")
 TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
 
 #: The API functions, each the twin of the command of the same name (``activations`` is the
@@ -315,6 +318,14 @@ class Workload:
         help="Sequence length of language models (default: the model's).",
         group="step",
         parse=_integer(1, optional=True),
+    )
+    attention: str = option(
+        "auto",
+        help="Attention: eager (scores kept), sdpa, flash, mem-efficient, or auto (the model's "
+        "choice on the target; a Hugging Face config's attn_implementation is honoured).",
+        group="step",
+        parse=_choice(ATTENTIONS),
+        choices=ATTENTIONS,
     )
     # precision
     precision: str = option(

@@ -63,7 +63,7 @@ def test_hopper_gets_the_larger_cublas_workspace() -> None:
 
 def test_every_entry_is_complete_and_names_are_unique() -> None:
     devices = list_devices()
-    assert len(devices) == 17
+    assert len(devices) == 18
     keys = [_key(n) for d in devices for n in (d.name, *d.aliases)]
     assert len(keys) == len(set(keys)), "an alias that adds no key, or names two devices"
     for d in devices:

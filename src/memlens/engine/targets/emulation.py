@@ -17,17 +17,42 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
-from memlens.engine.rules import Rules, rules_of
-from memlens.engine.targets import cpu_conv, cpu_reduce, cuda_blas
-from memlens.engine.targets.cuda_attention import CudaAttention
+from memlens.engine.rules import Rule, Rules, rules_of
+from memlens.engine.targets import (
+    cpu_conv,
+    cpu_reduce,
+    cuda_blas,
+    cuda_cublas_layout,
+    cuda_sdpa,
+)
+from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
 from memlens.targets import Target
+
+
+def _chained(*tables: Rules) -> Rules:
+    """One rule set from tables that may rule the same op (the cuBLAS workspace and the
+    operand copies of ``mm``): such an op gets every table's buffers, in order."""
+    out: dict[Any, list[Rule]] = {}
+    for table in tables:
+        for op, fn in table.items():
+            out.setdefault(op, []).append(fn)
+    return {op: fns[0] if len(fns) == 1 else _chain(fns) for op, fns in out.items()}
+
+
+def _chain(fns: list[Rule]) -> Rule:
+    def rule(call: Any) -> list[Any]:
+        return [buffer for fn in fns for buffer in fn(call)]
+
+    return rule
+
 
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
     "cpu": rules_of(cpu_conv, cpu_reduce),
-    "cuda": rules_of(cuda_blas),
+    "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_sdpa)),
 }
 
 
@@ -37,11 +62,12 @@ def kernel_rules(target: Target, extra: Rules | None = None) -> Rules:
 
 
 @contextlib.contextmanager
-def emulated(target: Target, *, amp: bool) -> Iterator[None]:
-    """While active, attention and (under AMP) autocast follow the target's kernels."""
+def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[None]:
+    """While active, attention (the ``attention`` option) and (under AMP) autocast follow
+    the target's kernels."""
     with contextlib.ExitStack() as stack:
-        if target.kernel_rules == "cuda":
-            stack.enter_context(CudaAttention())
+        if rerouted(target, attention):
+            stack.enter_context(Attention(target, attention))
         if amp and target.autocast == "cuda":
             stack.enter_context(cuda_autocast_policy())
         yield

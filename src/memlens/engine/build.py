@@ -21,7 +21,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from memlens._errors import ConfigError, MemlensError, TraceError
-from memlens.sources.base import Inputs, ModelSpec
+from memlens.sources.base import Inputs, ModelSpec, building
 from memlens.workload import Workload
 
 aten = torch.ops.aten
@@ -133,7 +133,7 @@ def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
 def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None = None) -> Built:
     """Build ``spec``'s model and example inputs on fake CPU tensors."""
     mode = mode or new_fake_mode()
-    with mode, skip_init():
+    with mode, skip_init(), building(workload):
         model = _call(f"building {spec.name}", spec.build)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{spec.name} built {type(model).__name__}, not an nn.Module")

@@ -116,7 +116,11 @@ def trace(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # frees happen when references drop, not when the collector runs
     try:
-        with mode, RecordingMode(recorder), emulated(target, amp=workload.amp):
+        with (
+            mode,
+            RecordingMode(recorder),
+            emulated(target, amp=workload.amp, attention=workload.attention),
+        ):
             if workload.training:
                 # The warm-up step is kept only for its peak bytes: no module attribution or
                 # FLOP counting, which cost about a tenth of a step's trace.

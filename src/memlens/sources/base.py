@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -55,3 +57,23 @@ class ModelSpec:
     source: str = "module"  # torchvision, timm, bundled, hf, factory, module
     loss_kind: str = "mean"
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+_BUILDING: ContextVar[Workload | None] = ContextVar("memlens_building", default=None)
+
+
+@contextlib.contextmanager
+def building(workload: Workload) -> Iterator[None]:
+    """While active, :func:`build_workload` is ``workload``: what a source's ``build()`` may
+    read of the step it builds for (Hugging Face models pick their attention code at
+    construction, from the ``attention`` option)."""
+    token = _BUILDING.set(workload)
+    try:
+        yield
+    finally:
+        _BUILDING.reset(token)
+
+
+def build_workload() -> Workload | None:
+    """The workload the model is being built for (None outside :func:`building`)."""
+    return _BUILDING.get()

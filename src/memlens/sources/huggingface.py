@@ -3,9 +3,15 @@
 A model comes from a ``config.json`` file, a folder holding one, a Hub id (``org/name``: only
 its ``config.json``, from the local Hugging Face cache or else downloaded), or a config bundled
 with memlens (:mod:`memlens.sources.bundled`). The module is built with ``from_config`` in
-float32 (the workload's precision decides the step's dtypes), with transformers' default
-attention (SDPA where the model supports it, eager otherwise) and ``use_cache=False``: a
+float32 (the workload's precision decides the step's dtypes) and ``use_cache=False``: a
 step holds no KV cache, which is the ``kv_cache`` category's business, not the activations'.
+Attention code (:func:`attn_implementation`): the workload's ``attention`` option (``eager``
+builds with ``attn_implementation="eager"``, ``sdpa``/``flash``/``mem-efficient`` with
+``"sdpa"``, whose kernel the engine then picks); with ``auto``, the config's own
+``attn_implementation`` if it names one, else transformers' default (SDPA where the model
+supports it, eager otherwise). ``PretrainedConfig.from_dict`` drops the key from the dict
+(``config_dict["attn_implementation"] = kwargs.pop("attn_implementation", None)`` in
+configuration_utils.py), so it is read from the config file and passed to the build.
 On fake tensors transformers' weight initialisation is skipped. A config whose model code
 lives in its repository (``auto_map``) is refused unless ``trust_remote_code`` is given.
 
@@ -54,7 +60,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from memlens._errors import ConfigError, MissingExtraError
-from memlens.sources.base import Inputs, ModelSpec
+from memlens.sources.base import Inputs, ModelSpec, build_workload
 from memlens.workload import TASKS, Workload
 
 if TYPE_CHECKING:
@@ -348,18 +354,37 @@ def _head(config: Any, arch: str | None, task: str, trust_remote_code: bool, whe
     except (AttributeError, ImportError):
         arch_cls = None
     if isinstance(arch_cls, type) and issubclass(arch_cls, tf.PreTrainedModel):
-        return lambda c: arch_cls._from_config(c, **dtype)
+        return lambda c, **kw: arch_cls._from_config(c, **dtype, **kw)
     remote = getattr(config, "auto_map", None) or {}
     for name in TASKS_TABLE[task].auto_classes:
         auto = getattr(tf, name)
         if type(config) in auto._model_mapping or (trust_remote_code and name in remote):
-            return lambda c, auto=auto: auto.from_config(
-                c, trust_remote_code=trust_remote_code, **dtype
+            return lambda c, auto=auto, **kw: auto.from_config(
+                c, trust_remote_code=trust_remote_code, **dtype, **kw
             )
     raise ConfigError(
         f"{where}: transformers has no {task} model for model_type {config.model_type!r}; "
         f"choose another task ({', '.join(TASKS)})"
     )
+
+
+#: ``attention`` option -> ``attn_implementation`` (``auto``: the config's, else transformers').
+_ATTN_IMPLEMENTATIONS = {"eager": "eager", "sdpa": "sdpa", "flash": "sdpa", "mem-efficient": "sdpa"}
+
+
+def attn_implementation(cfg: Mapping[str, Any], attention: str = "auto") -> str | None:
+    """The ``attn_implementation`` to build with (None: transformers' default).
+
+    The config's own choice is honoured under ``auto``; ``flash_attention_2``/``_3`` (the
+    ``flash-attn`` package's kernels, not installed with memlens) are built as ``sdpa``,
+    which the engine routes to PyTorch's flash kernel where CUDA can run it: the same
+    algorithm, whose saved tensors are the output and a log-sum-exp."""
+    if attention != "auto":
+        return _ATTN_IMPLEMENTATIONS[attention]
+    own = cfg.get("attn_implementation") or cfg.get("_attn_implementation")
+    if isinstance(own, str) and own.startswith("flash_attention"):
+        return "sdpa"
+    return own if isinstance(own, str) else None
 
 
 def spec_from_config(
@@ -381,6 +406,7 @@ def spec_from_config(
     if task is not None and task not in TASKS:
         raise ConfigError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     check_config(cfg, where)
+    full_cfg = dict(cfg)  # from_dict sets the dict's attn_implementation to None
     config = _make_config(cfg, where, remote_source, trust_remote_code)
     full = config.to_dict()
     chosen = task or default_task(full)
@@ -392,16 +418,19 @@ def spec_from_config(
         from torch._guards import detect_fake_mode
 
         c = copy.deepcopy(config)
+        workload = build_workload()
+        attn = attn_implementation(full_cfg, workload.attention if workload else "auto")
+        kwargs = {"attn_implementation": attn} if attn is not None else {}
         if hasattr(c, "use_cache"):
             c.use_cache = False
         if chosen == "seq-cls" and getattr(c, "pad_token_id", None) is None:
             c.pad_token_id = 0  # lets a decoder find each row's last token at batch > 1
         if detect_fake_mode() is None:
-            return instantiate(c)  # a real build (measurement) keeps its initialisation
+            return instantiate(c, **kwargs)  # a real build (measurement) keeps its init
         # Fake values never matter: skip transformers' initialisation, 2.5x faster at 405B.
         # It skips weight tying too, redone here.
         with _transformers().modeling_utils.no_init_weights():
-            model = instantiate(c)
+            model = instantiate(c, **kwargs)
         model.tie_weights()
         return model
 

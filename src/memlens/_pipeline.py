@@ -119,6 +119,12 @@ def _strategies(workload: Workload, result: Trace) -> dict[str, Any]:
     }
     if workload.training:
         out["blocks_by_activations"] = _blocks_by_activations(result)
+        # the step: the user's own function, or a loop preset and what it implied
+        if workload.step is not None:
+            out["step"] = str(workload.step)
+        else:
+            out["loop"] = workload.loop
+            out["loop_implied"] = workload.loop_implied
     return out
 
 

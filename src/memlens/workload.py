@@ -41,6 +41,12 @@ CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,..."
 #: model's code picks on the target.
 ATTENTIONS = ("auto", "eager", "sdpa", "flash", "mem-efficient")
 TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
+#: Training loops whose step memlens reproduces (:class:`LoopPreset`).
+LOOPS = ("pytorch", "hf-trainer", "lightning")
+#: What ``zero_grad`` does: ``free`` (``set_to_none=True``, PyTorch >= 2.0) or ``zeros``.
+ZERO_GRADS = ("free", "zeros")
+#: bitsandbytes 4-bit compute dtypes (``bnb_4bit_compute_dtype``).
+BNB_COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
 
 #: The API functions, each the twin of the command of the same name (``activations`` is the
 #: API only: ``memlens layers --peak`` calls it).
@@ -116,6 +122,25 @@ def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise WorkloadError(name, value, "must be true or false")
     return value
+
+
+def _optional_flag(name: str, value: Any) -> bool | None:
+    return None if value is None else _flag(name, value)
+
+
+def _step(name: str, value: Any) -> UserStep | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, UserStep):
+        return value
+    if isinstance(value, str):
+        if ":" not in value:
+            raise WorkloadError(name, value, "use module:function or path/file.py:function")
+        return UserStep(value)
+    if callable(value):
+        name = getattr(value, "__qualname__", type(value).__qualname__)
+        return UserStep(f"{getattr(value, '__module__', '')}:{name}", value)
+    raise WorkloadError(name, value, "a function step(model, batch, optimizer) or module:function")
 
 
 def _optional_text(name: str, value: Any) -> str | None:
@@ -277,6 +302,96 @@ class LoraConfig:
         return cls(r=r, alpha=alpha, dropout=dropout, targets=tuple(targets))
 
 
+class UserStep(str):
+    """The user's own step function ``fn(model, batch, optimizer)``, traced as written.
+
+    Built from a callable, or from ``module:function`` / ``path/file.py:function`` (imported
+    when first called, as a factory spec is). It is the string of its name (so JSON and the
+    tables write it as such) and calls its function.
+    """
+
+    _fn: Callable[..., Any] | None
+
+    def __new__(cls, name: str, fn: Callable[..., Any] | None = None) -> UserStep:
+        self = super().__new__(cls, name)
+        self._fn = fn
+        return self
+
+    @property
+    def fn(self) -> Callable[..., Any]:
+        if self._fn is None:
+            from memlens.sources.factory import load_factory
+
+            self._fn = load_factory(str(self))
+        return self._fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+@dataclass(frozen=True)
+class LoopPreset:
+    """What a training loop does in its step, and the defaults it implies.
+
+    - ``pytorch``: the canonical loop of PyTorch's tutorials (``pred = model(X);
+      loss = loss_fn(pred, y); loss.backward(); optimizer.step(); optimizer.zero_grad()``):
+      the output is a local alive through backward; ``zero_grad`` frees (``set_to_none``
+      default since PyTorch 2.0, ``torch/optim/optimizer.py`` ``Optimizer.zero_grad``).
+    - ``hf-trainer``: transformers' ``Trainer.training_step`` (``transformers/trainer.py``):
+      ``compute_loss`` runs ``outputs = model(**inputs)`` and returns only ``outputs["loss"]``
+      (the logits are released before ``accelerator.backward(loss)``); ``del inputs`` drops
+      only the step's name (the loop's batch variable keeps the tensors alive); gradients are
+      clipped with ``max_grad_norm=1.0`` (``training_args.py``) through
+      ``torch.nn.utils.clip_grad_norm_`` (AMP fp16: unscaled first); then
+      ``optimizer.step()`` and ``model.zero_grad()`` (frees). Its default optimizer is
+      ``adamw_torch_fused`` on torch >= 2.8 (transformers PR #37358), else ``adamw_torch``
+      (the foreach default): Adam and AdamW with HF's ``weight_decay=0`` hold the same memory.
+    - ``lightning``: Lightning's automatic optimization
+      (``lightning/pytorch/loops/optimization/automatic.py``, ``Closure.closure`` and
+      ``_AutomaticOptimization._make_zero_grad_fn``): ``optimizer.step(closure)`` runs the
+      closure, which calls ``training_step`` (returning the loss: the output is a local of
+      ``training_step``, released before backward), then ``optimizer.zero_grad()`` (on the
+      first micro-batch of an accumulation window), then backward. So the previous step's
+      gradients are alive through the forward pass and freed just before backward. No
+      clipping by default (``gradient_clip_val=None``).
+    """
+
+    name: str
+    release_output: bool
+    zero_grad: str
+    clip_grad_norm: float | None = None
+    zero_grad_before_backward: bool = False
+    fused_optimizer: bool = False
+
+
+def _torch_at_least(major: int, minor: int) -> bool:
+    """The installed torch's version, read without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        parts = re.findall(r"\d+", version("torch"))[:2]
+    except PackageNotFoundError:
+        return False
+    return tuple(int(p) for p in parts) >= (major, minor)
+
+
+def loop_preset(name: str) -> LoopPreset:
+    """The :class:`LoopPreset` of ``name`` (see :data:`LOOPS`)."""
+    if name == "hf-trainer":
+        return LoopPreset(
+            name,
+            release_output=True,
+            zero_grad="free",
+            clip_grad_norm=1.0,
+            fused_optimizer=_torch_at_least(2, 8),
+        )
+    if name == "lightning":
+        return LoopPreset(
+            name, release_output=True, zero_grad="free", zero_grad_before_backward=True
+        )
+    return LoopPreset(name, release_output=False, zero_grad="free")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Workload:
     """One step of a model: how it runs, with which optimizer, strategies and data pipeline.
@@ -352,6 +467,44 @@ class Workload:
         uses=_STEPS,
         choices=OPTIMIZER_IMPLS,
     )
+    # the training loop
+    loop: str = option(
+        "pytorch",
+        help="Training loop whose step to reproduce; sets the defaults of --zero-grad, "
+        "--release-output and --optimizer-impl.",
+        group="loop",
+        parse=_choice(LOOPS),
+        uses=_STEPS,
+        choices=LOOPS,
+    )
+    zero_grad: str | None = option(
+        None,
+        help="zero_grad frees the gradients (set_to_none, PyTorch >= 2.0) or zeroes them, "
+        "which keeps them allocated across steps (default: the loop's).",
+        group="loop",
+        parse=_choice(ZERO_GRADS, optional=True),
+        uses=_STEPS,
+        choices=ZERO_GRADS,
+        training_only=True,
+    )
+    release_output: bool | None = option(
+        None,
+        help="The model output is released before backward, as the HF Trainer does; "
+        "--no-release-output keeps it alive (default: the loop's).",
+        group="loop",
+        parse=_optional_flag,
+        uses=_STEPS,
+        training_only=True,
+    )
+    step: UserStep | None = option(
+        None,
+        help="Your own step function fn(model, batch, optimizer), traced as written: "
+        "module:function or path/file.py:function.",
+        group="loop",
+        parse=_step,
+        uses=_STEPS,
+        metavar="SPEC",
+    )
     # strategies
     checkpoint: str = option(
         "none",
@@ -385,6 +538,14 @@ class Workload:
         group="strategies",
         parse=_choice(QUANTIZE, optional=True),
         choices=QUANTIZE,
+    )
+    bnb_compute_dtype: str = option(
+        "fp32",
+        help="Compute dtype of bitsandbytes 4-bit layers (bnb_4bit_compute_dtype; its "
+        "default is fp32).",
+        group="strategies",
+        parse=_choice(BNB_COMPUTE_DTYPES),
+        choices=BNB_COMPUTE_DTYPES,
     )
     grad_accum: int = option(
         1,
@@ -509,6 +670,45 @@ class Workload:
     def amp(self) -> bool:
         """Autocast with fp32 master weights (``bf16-amp``, ``fp16-amp``)."""
         return self.precision.endswith("-amp")
+
+    @property
+    def preset(self) -> LoopPreset:
+        """The loop preset, with the fields the user set explicitly applied over it."""
+        base = loop_preset(self.loop)
+        return replace(
+            base,
+            zero_grad=self.zero_grad if self.zero_grad is not None else base.zero_grad,
+            release_output=(
+                self.release_output if self.release_output is not None else base.release_output
+            ),
+        )
+
+    @property
+    def loop_implied(self) -> dict[str, Any]:
+        """What the loop preset set that the user left unset (for reports)."""
+        base = loop_preset(self.loop)
+        out: dict[str, Any] = {}
+        if self.zero_grad is None:
+            out["zero_grad"] = base.zero_grad
+        if self.release_output is None:
+            out["release_output"] = base.release_output
+        if base.clip_grad_norm is not None:
+            out["clip_grad_norm"] = base.clip_grad_norm
+        if base.zero_grad_before_backward:
+            out["zero_grad_at"] = "before backward"
+        if self.uses_fused_default:
+            out["optimizer_impl"] = "fused"
+        return out
+
+    @property
+    def uses_fused_default(self) -> bool:
+        """Whether the loop's fused default applies: ``auto`` and an optimizer with a fused
+        implementation."""
+        return (
+            self.optimizer_impl == "auto"
+            and loop_preset(self.loop).fused_optimizer
+            and "fused" in implementations(self.optimizer)
+        )
 
     @property
     def effective_batch(self) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -102,6 +102,92 @@ def _device_type(model: nn.Module, inputs: Inputs) -> str:
     return "cpu"
 
 
+def user_batch(inputs: Inputs) -> Any:
+    """The batch a user's step function receives: the inputs as the user gave them (one
+    tensor, a tuple, or a dict of keyword arguments); a source's default inputs with loss
+    targets are ``(*args, targets)``."""
+    args, kwargs = inputs.args, inputs.kwargs
+    if kwargs and not args:
+        return kwargs
+    if args and not kwargs:
+        if inputs.targets is not None:
+            return (*args, inputs.targets)
+        return args[0] if len(args) == 1 else args
+    return inputs
+
+
+@contextlib.contextmanager
+def _phases_of_user_step(optimizer: Any, on_phase: PhaseHook) -> Iterator[None]:
+    """Mark the phases of a step the engine did not write: backward starts when
+    ``torch.autograd.backward`` (``Tensor.backward``) or ``torch.autograd.grad`` is entered
+    and ends when it returns; the optimizer phase starts when the optimizer's ``step`` is
+    entered (``Optimizer.register_step_pre_hook``; a step called through a
+    :class:`torch.amp.GradScaler` enters it too).
+
+    Both autograd entry points are module attributes that ``Tensor.backward`` looks up at
+    call time (``torch/_tensor.py``), so patching them catches every backward of the step.
+    """
+    depth = 0
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            nonlocal depth
+            depth += 1
+            if depth == 1:
+                on_phase(Phase.BACKWARD)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth -= 1
+                if depth == 0:
+                    on_phase(Phase.FORWARD)  # whatever follows is forward work until a step
+
+        return wrapper
+
+    handles = []
+    patched_step = False
+    if optimizer is not None:
+        if hasattr(optimizer, "register_step_pre_hook"):
+            handles.append(optimizer.register_step_pre_hook(lambda *_: on_phase(Phase.OPTIMIZER)))
+        else:  # an offloaded optimizer: not a torch.optim.Optimizer
+            inner_step = optimizer.step
+
+            def step(*args: Any, **kwargs: Any) -> Any:
+                on_phase(Phase.OPTIMIZER)
+                return inner_step(*args, **kwargs)
+
+            optimizer.step = step
+            patched_step = True
+    saved = torch.autograd.backward, torch.autograd.grad
+    torch.autograd.backward, torch.autograd.grad = wrap(saved[0]), wrap(saved[1])
+    try:
+        yield
+    finally:
+        torch.autograd.backward, torch.autograd.grad = saved
+        for h in handles:
+            h.remove()
+        if patched_step:
+            del optimizer.step
+
+
+def _user_step(
+    model: nn.Module,
+    inputs: Inputs,
+    workload: Workload,
+    optimizer: Any,
+    on_phase: PhaseHook,
+) -> None:
+    """The user's step function, called as ``fn(model, batch, optimizer)`` and traced as
+    written (no autocast or loss scaling of memlens's: those are the function's own)."""
+    assert workload.step is not None
+    batch = user_batch(inputs)
+    on_phase(Phase.FORWARD)
+    with _phases_of_user_step(optimizer, on_phase):
+        result = workload.step(model, batch, optimizer if workload.training else None)
+    del result, batch
+    on_phase(None)
+
+
 def run_step(
     model: nn.Module,
     inputs: Inputs,
@@ -115,7 +201,7 @@ def run_step(
     checkpoint: list[list[str]] | None = None,
     recomputation: Recomputation = contextlib.nullcontext,
 ) -> None:
-    """Forward (and for training: loss, backward, optimizer step, ``zero_grad(None)``).
+    """Forward (and for training: loss, backward, optimizer step, ``zero_grad``).
 
     The forward pass and the loss run under the workload's autocast (AMP). Training runs
     ``workload.grad_accum`` micro-batches of ``inputs``, each with its forward, loss (divided
@@ -124,7 +210,17 @@ def run_step(
     run under activation checkpointing, whose recomputations run inside ``recomputation()``
     (the engine's recorder tells them apart). A micro-batch's output and loss are locals: they
     are freed when it ends, as in a loop whose step function does not return them.
+
+    The loop preset (``workload.preset``, see :class:`~memlens.workload.LoopPreset`) says
+    whether the output is released before backward, whether ``zero_grad`` frees or zeroes
+    the gradients and whether it runs after the optimizer step or (Lightning) between the
+    first micro-batch's forward and its backward, and whether gradients are clipped before
+    the step. ``workload.step`` replaces all of this with the user's own function.
     """
+    if workload.step is not None:
+        with strategies.checkpointed(model, checkpoint or [], recomputation):
+            _user_step(model, inputs, workload, optimizer, on_phase)
+        return
     amp = strategies.autocast(_device_type(model, inputs))
     if not workload.training:
         on_phase(Phase.FORWARD)
@@ -134,6 +230,8 @@ def run_step(
         del output
         return
     assert optimizer is not None
+    preset = workload.preset
+    set_to_none = preset.zero_grad == "free"
     with strategies.checkpointed(model, checkpoint or [], recomputation):
         for micro in range(workload.grad_accum):
             on_phase(Phase.FORWARD)
@@ -143,15 +241,25 @@ def run_step(
                 loss = loss_fn(output, inputs)
                 if workload.grad_accum > 1:
                     loss = loss / workload.grad_accum
+            if preset.release_output:
+                output = None  # HF compute_loss returns only the loss; Lightning's is a local
+            if preset.zero_grad_before_backward and micro == 0:
+                optimizer.zero_grad(set_to_none=set_to_none)  # Lightning's closure
             on_phase(Phase.BACKWARD)
             (loss if scaler is None else scaler.scale(loss)).backward()
             if micro == workload.grad_accum - 1:
                 on_phase(Phase.OPTIMIZER)
+                if preset.clip_grad_norm is not None:
+                    if scaler is not None:
+                        scaler.unscale_(optimizer)  # accelerate's clip_grad_norm_ unscales
+                    params = [p for p in model.parameters() if p.grad is not None]
+                    torch.nn.utils.clip_grad_norm_(params, preset.clip_grad_norm)
                 if scaler is None:
                     optimizer.step()
                 else:
                     scaler.step(optimizer)
                     scaler.update()
-                optimizer.zero_grad(set_to_none=True)
+                if not preset.zero_grad_before_backward:
+                    optimizer.zero_grad(set_to_none=set_to_none)
                 on_phase(None)
             del output, loss

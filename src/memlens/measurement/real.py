@@ -74,8 +74,10 @@ def build_real(
 
 def live_bytes(step: RealStep) -> int:
     """Bytes of the distinct storages alive before a step: parameters, buffers, inputs,
-    optimizer and loss-scaler state."""
+    optimizer and loss-scaler state, and gradients that outlive a step (``zero_grad`` that
+    zeroes, or a user's step that zeroes them at its start)."""
     tensors: list[torch.Tensor] = [*step.model.parameters(), *step.model.buffers()]
+    tensors += [p.grad for p in step.model.parameters() if p.grad is not None]
     tensors += step.inputs.tensors()
     if step.optimizer is not None:
         for state in step.optimizer.state.values():

@@ -19,7 +19,12 @@ from memlens.strategies.freezing import freeze, head_modules
 from memlens.strategies.lora import apply_lora
 from memlens.strategies.offload import OffloadedOptimizer
 from memlens.strategies.optimizers import is_fused, make_optimizer
-from memlens.strategies.precision import cast_floats, cast_module, compute_dtype, storage_dtype
+from memlens.strategies.precision import (
+    bnb_compute_dtype,
+    cast_floats,
+    cast_module,
+    storage_dtype,
+)
 from memlens.strategies.quantize import logical_param_count, quantize
 from memlens.targets import Target
 from memlens.workload import Workload
@@ -40,7 +45,7 @@ def prepare_model(model: nn.Module, inputs: Inputs, workload: Workload) -> Appli
             model,
             workload.quantize,
             skip=head_modules(model),
-            compute_dtype=compute_dtype(workload),
+            compute_dtype=bnb_compute_dtype(workload),
         )
     if workload.freeze:
         applied.frozen_params = freeze(model, workload.freeze)
@@ -77,7 +82,9 @@ class WorkloadStrategies:
                 lambda masters: make_optimizer(name, masters, impl="for-loop"),
                 host_region=host_region,
             )
-        if impl == "auto":
+        if self.workload.uses_fused_default:
+            impl = "fused"  # the loop preset's default (hf-trainer: adamw_torch_fused)
+        elif impl == "auto":
             impl = self.target.optimizer_impl
         return make_optimizer(name, params, impl=impl)
 

@@ -37,6 +37,14 @@ def compute_dtype(workload: Workload) -> torch.dtype:
     return _DTYPES.get(workload.precision.removesuffix("-amp"), torch.float32)
 
 
+def bnb_compute_dtype(workload: Workload) -> torch.dtype:
+    """The compute dtype of bitsandbytes 4-bit layers: ``workload.bnb_compute_dtype``, whose
+    default follows transformers' ``BitsAndBytesConfig`` (``bnb_4bit_compute_dtype=None``
+    becomes ``torch.float32``, ``transformers/utils/quantization_config.py``), so a bf16
+    model's 4-bit layers upcast their input to fp32 unless the user sets it."""
+    return _DTYPES.get(workload.bnb_compute_dtype, torch.float32)
+
+
 def cast_module(model: nn.Module, dtype: torch.dtype) -> None:
     """Cast floating-point parameters and buffers to ``dtype`` in place, ties preserved.
 

@@ -1,0 +1,150 @@
+"""The step itself: the loop switches (``zero_grad``, ``release_output``), the loop presets
+(``pytorch``, ``hf-trainer``, ``lightning``) and the user's own step function, each traced
+and checked against the same step run for real on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch.nn.functional as F
+from torch import nn
+
+import memlens
+from memlens import Workload, WorkloadError
+from memlens.categories import Category, Phase
+from memlens.report.json import to_json
+
+KW = {"input_shape": (64,), "batch": 32, "device": "cpu"}
+
+
+def _model() -> nn.Module:
+    # a wide head: its output (the "logits") is large next to everything else
+    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 2000))
+
+
+def _pair(**fields):
+    est = memlens.estimate(_model, **KW, **fields)
+    real = memlens.measure(_model, **KW, **fields)
+    return est, real
+
+
+def _close(est, real, tol=0.01):
+    assert abs(est.peak_bytes - real.peak_bytes) <= tol * real.peak_bytes, (
+        est.peak_bytes,
+        real.peak_bytes,
+    )
+
+
+# -- switches -------------------------------------------------------------------------------
+
+
+def test_release_output_lowers_the_peak_by_the_output_and_matches_a_real_run():
+    held, held_real = _pair()
+    released, released_real = _pair(release_output=True)
+    _close(held, held_real)
+    _close(released, released_real)
+    logits = 32 * 2000 * 4
+    assert held.peak_bytes - released.peak_bytes == logits
+
+
+def test_zero_grad_zeros_keeps_gradients_alive_across_steps():
+    est, real = _pair(zero_grad="zeros")
+    _close(est, real)
+    # the gradients are alive before the step begins
+    grads = sum(p.numel() for p in _model().parameters()) * 4
+    start = est.timeline.live_at(est.timeline.phase_starts[Phase.FORWARD] - 1)
+    assert sum(b.nbytes for b in start if b.category is Category.GRADIENTS) == grads
+
+
+def test_lightning_holds_last_steps_gradients_through_the_forward_pass():
+    est, real = _pair(loop="lightning")
+    _close(est, real)
+    assert est.workload.loop_implied["zero_grad_at"] == "before backward"
+
+
+def test_hf_trainer_preset_releases_output_clips_and_says_what_it_implied():
+    est, real = _pair(loop="hf-trainer")
+    _close(est, real)
+    implied = to_json(est)["strategies"]["loop_implied"]
+    assert implied["release_output"] is True and implied["clip_grad_norm"] == 1.0
+    # an explicit field wins over the preset
+    kept, kept_real = _pair(loop="hf-trainer", release_output=False)
+    _close(kept, kept_real)
+    assert kept.peak_bytes > est.peak_bytes
+    assert "release_output" not in kept.workload.loop_implied
+
+
+def test_bnb_compute_dtype_defaults_to_fp32_like_bitsandbytes():
+    assert Workload().bnb_compute_dtype == "fp32"
+
+    def model():  # the head stays unquantised: the first layer is the 4-bit one
+        return nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 16))
+
+    kw = {**KW, "input_shape": (512,), "precision": "bf16", "quantize": "nf4"}
+    peaks = {}
+    for dtype in ("fp32", "bf16"):
+        est = memlens.estimate(model, bnb_compute_dtype=dtype, **kw)
+        _close(est, memlens.measure(model, bnb_compute_dtype=dtype, **kw))
+        peaks[dtype] = est.peak_bytes
+    # fp32 compute dequantises the 2048x512 weight to fp32 (bf16 then .to(fp32))
+    assert peaks["fp32"] - peaks["bf16"] >= 2048 * 512 * 2
+    with pytest.raises(WorkloadError):
+        Workload(bnb_compute_dtype="int8")
+
+
+# -- the user's own step -------------------------------------------------------------------
+
+
+def release_step(model, batch, optimizer):
+    """Releases the output before backward: only the loss survives the forward pass."""
+    loss = model(batch).float().pow(2).mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def two_forwards_step(model, batch, optimizer):
+    """Two forward passes (as a consistency loss does), one backward, zero_grad first."""
+    optimizer.zero_grad(set_to_none=True)
+    a = model(batch)
+    b = model(batch * 2)
+    loss = F.mse_loss(a, b.detach()) + a.mean()
+    loss.backward()
+    optimizer.step()
+
+
+def manual_accumulation_step(model, batch, optimizer):
+    for half in batch.chunk(2):
+        out = model(half)
+        (out.mean() / 2).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("fn", [release_step, two_forwards_step, manual_accumulation_step])
+def test_user_step_matches_the_real_cpu_run(fn):
+    est, real = _pair(step=fn)
+    _close(est, real)
+    b = est.breakdown
+    params = sum(p.numel() for p in _model().parameters()) * 4
+    assert b["parameters"] == params
+    assert b.get("optimizer_state", 0) >= 2 * params  # adam's moments, labelled as state
+
+
+def test_user_step_that_releases_its_output_equals_the_release_switch():
+    user = memlens.estimate(_model, step=release_step, **KW)
+    assert user.timeline.phase_starts  # phases were inferred
+    assert to_json(user)["strategies"]["step"].endswith("release_step")
+
+
+def test_user_step_phases_are_inferred():
+    est = memlens.estimate(_model, step=two_forwards_step, **KW)
+    phases = {p.value for p in est.timeline.phase_starts}
+    assert {"forward", "backward", "optimizer"} <= phases
+    assert est.breakdown.get("activations", 0) > 0
+
+
+def test_user_step_from_a_module_spec():
+    w = Workload(step="tests.test_step:release_step")
+    assert w.step.fn.__name__ == "release_step"
+    with pytest.raises(WorkloadError):
+        Workload(step="no-colon")

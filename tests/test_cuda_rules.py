@@ -1,0 +1,142 @@
+"""CUDA kernel rules: buffers CUDA kernels allocate inside themselves, against hand
+computations from the kernel sources each rule cites."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import memlens
+from memlens.categories import Phase
+from memlens.engine.rules import OpCall, Persistent
+from memlens.engine.targets.cuda_cublas_layout import batch_copy_bytes, matrix_copy_bytes
+from memlens.engine.targets.cuda_sdpa import flash_backward_scratch
+from memlens.engine.targets.emulation import RULE_SETS
+from memlens.targets import resolve_target
+
+aten = torch.ops.aten
+GPU = "h100-80gb"
+N, D, V = 8, 64, 1000  # tokens, hidden, vocabulary
+
+
+def _workspaces(est, op: str) -> list[int]:
+    return [
+        b.nbytes
+        for b in est.timeline.blocks
+        if b.op == f"{op}:workspace" and b.phase is Phase.BACKWARD
+    ]
+
+
+class _Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(D, D)
+        self.head = nn.Linear(D, V, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def test_stride0_sum_gradient_is_cloned_by_each_backward_mm():
+    """``(x @ W.T).sum().backward()``: the [N, V] gradient is ``expand``ed (strides 0, 0),
+    so grad_input = grad @ W and grad_weight = grad^T @ h each clone N*V fp32 elements,
+    next to their own output (N*D and V*D)."""
+    est = memlens.estimate(
+        _Head(), input_shape=(D,), batch=N, device=GPU, loss=lambda out: out.sum()
+    )
+    clone = N * V * 4
+    assert sorted(_workspaces(est, "aten.mm")) == sorted([clone + N * D * 4, clone + V * D * 4])
+
+
+def test_mean_gradient_is_dense_and_not_copied():
+    est = memlens.estimate(
+        _Head(), input_shape=(D,), batch=N, device=GPU, loss=lambda out: out.mean()
+    )
+    assert _workspaces(est, "aten.mm") == []
+
+
+def test_cpu_target_has_no_cublas_copies():
+    est = memlens.estimate(
+        _Head(), input_shape=(D,), batch=N, device="cpu", loss=lambda out: out.sum()
+    )
+    assert _workspaces(est, "aten.mm") == []
+
+
+def test_operand_layouts():
+    with FakeTensorMode():
+        a = torch.empty(6, 5)
+        assert matrix_copy_bytes(a) == matrix_copy_bytes(a.t()) == 0  # row/column-major
+        assert matrix_copy_bytes(torch.empty(1).expand(6, 5)) == 6 * 5 * 4
+        assert matrix_copy_bytes(torch.empty(6, 10)[:, ::2]) == 6 * 5 * 4  # stride (10, 2)
+        assert matrix_copy_bytes(torch.empty(6, 10)[:, :5]) == 0  # leading dim 10 >= 5
+        b = torch.empty(1, 6, 5)
+        assert batch_copy_bytes(b.expand(3, 6, 5)) == 0  # the batch stride is not checked
+        assert batch_copy_bytes(torch.empty(1).expand(3, 6, 5)) == 3 * 6 * 5 * 4
+        assert batch_copy_bytes(torch.empty(3, 5, 6).transpose(1, 2)) == 0
+
+
+def test_one_op_gets_the_workspace_and_the_copies():
+    target = resolve_target(GPU)
+    with FakeTensorMode():
+        g = torch.empty(1).expand(N, V)
+        w = torch.empty(V, D)
+        out = torch.mm(g, w)
+    buffers = list(
+        RULE_SETS["cuda"][aten.mm.default](OpCall(aten.mm.default, (g, w), {}, out, "cuda", target))
+    )
+    assert any(isinstance(b, Persistent) for b in buffers)
+    assert N * V * 4 + N * D * 4 in buffers
+
+
+class _Attend(nn.Module):
+    def __init__(self, heads: int, dim: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).unbind(2)
+        o = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        return o.transpose(1, 2).reshape(b, s, d)
+
+
+@pytest.mark.parametrize("head_dim", [64, 160])
+def test_flash_backward_scratch(head_dim):
+    """``mha_bwd``: dq, dk, dv (fp16, B*S*H*D each), ``softmax_d`` fp32 B*H*round(S, 128)
+    and ``dq_accum`` fp32 B*round(S, 128)*H*round(D, 32 or 64); the incoming gradient is a
+    [B, S, H, D]-contiguous view, so nothing is made contiguous."""
+    b, s, h = 2, 100, 2
+    est = memlens.estimate(
+        _Attend(h, h * head_dim),
+        input_shape=(s, h * head_dim),
+        batch=b,
+        device=GPU,
+        precision="fp16",
+        attention="flash",
+    )
+    grads = 3 * b * s * h * head_dim * 2
+    softmax_d = b * h * 128 * 4
+    rounded = 64 if head_dim == 64 else 192
+    dq_accum = b * 128 * h * rounded * 4
+    assert flash_backward_scratch(b, h, s, head_dim) == softmax_d + dq_accum
+    op = "aten._scaled_dot_product_flash_attention_backward"
+    assert _workspaces(est, op) == [grads + softmax_d + dq_accum]
+
+
+def test_mem_efficient_backward_delta():
+    """Half precision: the kernel computes ``delta`` into fp32 [B, H, S]."""
+    b, s, h, hd = 2, 100, 2, 64
+    est = memlens.estimate(
+        _Attend(h, h * hd),
+        input_shape=(s, h * hd),
+        batch=b,
+        device=GPU,
+        precision="fp16",
+        attention="mem-efficient",
+    )
+    op = "aten._scaled_dot_product_efficient_attention_backward"
+    assert _workspaces(est, op) == [3 * b * s * h * hd * 2 + b * h * s * 4]

@@ -28,9 +28,9 @@ def test_cuda_traits_come_from_the_catalog() -> None:
     )
     assert h100.optimizer_impl == "foreach"  # PyTorch's default for CUDA tensors
     assert h100.workspace_bytes == 32 * MiB  # sm90's cuBLAS workspace
-    assert h100.context_bytes == 400_000_000
+    assert h100.stack is not None and h100.context_bytes == h100.stack.context_bytes
     assert h100.capacity_bytes == 81_559 * MiB and h100.name == "h100-80gb"
-    assert h100.assumptions == ()
+    assert not any("ROCm" in a for a in h100.assumptions)
 
 
 def test_bf16_needs_ampere_or_later() -> None:
@@ -108,12 +108,22 @@ def _workspace_blocks(est: memlens.Estimate) -> list[int]:
     return [b.nbytes for b in est.timeline.blocks if b.category is overhead]
 
 
-def test_the_cuda_rule_set_allocates_the_cublas_workspace_once() -> None:
+def test_the_cuda_rule_set_allocates_the_cublas_workspaces_once() -> None:
     kwargs = {"batch": 5, "input_shape": (4,), "grad_accum": 2}  # many matmuls, two steps
     h100 = memlens.estimate(tiny_mlp, device="h100", **kwargs)
-    assert _workspace_blocks(h100) == [32 * MiB]
-    assert h100.breakdown["framework_overhead"] == 32 * MiB
-    assert _workspace_blocks(memlens.estimate(tiny_mlp, device="a100", **kwargs)) == [8_519_680]
+    # one per (handle, stream): the forward thread's and autograd's backward thread's
+    assert _workspace_blocks(h100) == [32 * MiB, 32 * MiB]
+    assert h100.breakdown["framework_overhead"] == 2 * 32 * MiB
+    assert h100.workspaces() == {
+        "cuBLAS workspace": 32 * MiB,
+        "cuBLAS workspace (autograd thread)": 32 * MiB,
+    }
+    a100 = memlens.estimate(tiny_mlp, device="a100", **kwargs)
+    assert _workspace_blocks(a100) == [8_519_680] * 2
+    inference = memlens.estimate(
+        tiny_mlp, device="a100", batch=5, input_shape=(4,), mode="inference"
+    )
+    assert _workspace_blocks(inference) == [8_519_680]  # no backward, no autograd thread
     cpu = memlens.estimate(tiny_mlp, device="cpu", **kwargs)
     assert _workspace_blocks(cpu) == [] and "framework_overhead" not in cpu.breakdown
 
@@ -122,8 +132,8 @@ def test_rocm_is_estimated_with_its_own_overheads_and_its_assumptions_in_unknown
     kwargs = {"batch": 5, "input_shape": (4,)}
     mi300x = memlens.estimate(tiny_mlp, device="mi300x", **kwargs)
     h100 = memlens.estimate(tiny_mlp, device="h100", **kwargs)
-    # the same CUDA caching-allocator replay; only hipBLAS's larger workspace differs
-    assert mi300x.peak_bytes - h100.peak_bytes == (128 - 32) * MiB
+    # the same CUDA caching-allocator replay; only hipBLAS's larger workspaces differ
+    assert mi300x.peak_bytes - h100.peak_bytes == 2 * (128 - 32) * MiB
     assert mi300x.context_bytes == resolve_target("mi300x").context_bytes
     assert set(resolve_target("mi300x").assumptions) <= set(mi300x.unknowns)
     assert not any("ROCm" in u for u in h100.unknowns)

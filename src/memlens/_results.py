@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ class Estimate:
     CUDA, the allocator's running total on CPU); ``breakdown`` splits it by category and
     sums to it exactly. ``reserved_peak_bytes`` adds the caching allocator's slack, and
     ``total_bytes`` the per-process overhead outside the allocator (the CUDA context).
+    :meth:`overheads` says what the framework overhead is made of.
     """
 
     model: str
@@ -78,6 +80,33 @@ class Estimate:
         same step without recomputation."""
         base = self.step_flops - self.recompute_flops
         return self.recompute_flops / base if base > 0 else 0.0
+
+    @property
+    def context_label(self) -> str:
+        """What the memory outside the allocator is: ``"CUDA context"``, ``"HIP context"``."""
+        kind = self.device.kind if self.device is not None else "cuda"
+        return {"rocm": "HIP context"}.get(kind, "CUDA context" if kind == "cuda" else "runtime")
+
+    def workspaces(self) -> dict[str, int]:
+        """Library buffers alive at the peak (cuBLAS and cuBLASLt workspaces), through the
+        allocator, by name, in bytes as the allocator accounts them; part of the
+        ``framework_overhead`` category of :attr:`breakdown`."""
+        index = self.allocator.peak_index
+        out: Counter[str] = Counter()
+        if index >= 0:
+            for b in self.timeline.live_at(index):
+                if b.category is Category.FRAMEWORK_OVERHEAD:
+                    out[b.op] += self.allocator.sizes.get(b.id, b.nbytes)
+        return dict(sorted(out.items()))
+
+    def overheads(self) -> list[tuple[str, int]]:
+        """What the ``framework_overhead`` row of :meth:`budget` is made of: the context
+        (outside the allocator), then each library workspace (through it), then anything
+        else of the category; rows of zero bytes left out. (Allocator slack has its own row.)"""
+        workspaces = self.workspaces()
+        other = self.breakdown.get(Category.FRAMEWORK_OVERHEAD.value, 0) - sum(workspaces.values())
+        rows = [(self.context_label, self.context_bytes), *workspaces.items(), ("other", other)]
+        return [(label, n) for label, n in rows if n]
 
     def budget(self) -> list[tuple[Category, int]]:
         """Rows of the budget table, in category order, summing to :attr:`total_bytes`."""

@@ -11,7 +11,7 @@ from memlens.devices import Device
 from memlens.sources.base import ModelSpec
 from memlens.sources.checkpoint import refuse_weights_file
 from memlens.sources.registry import resolve
-from memlens.targets import Target, resolve_target
+from memlens.targets import STACK_OPTIONS, Target, resolve_target
 from memlens.workload import Workload
 
 
@@ -24,9 +24,13 @@ def prepare(
     budget: int | str | None = None,
 ) -> tuple[Workload, Target]:
     """The workload of API function ``use`` (``workload`` with ``fields`` changed) for the
-    target ``device``, and that target (:func:`memlens.targets.resolve_target`)."""
-    target = resolve_target(device, budget)
-    changed = Workload.from_fields(fields, base=workload, use=use)
+    target ``device``, and that target (:func:`memlens.targets.resolve_target`). The target's
+    stack keywords (``cuda_version``, ``eager_module_loading``, ``context``) are taken out of
+    ``fields`` for the target."""
+    stack = {k: fields[k] for k in STACK_OPTIONS if fields.get(k) is not None}
+    target = resolve_target(device, budget, **stack)
+    rest = {k: v for k, v in fields.items() if k not in STACK_OPTIONS}
+    changed = Workload.from_fields(rest, base=workload, use=use)
     check_target(changed, target)
     return changed, target
 

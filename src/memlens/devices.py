@@ -14,8 +14,9 @@ Known limitations:
 
 - Capacities marked nominal (``capacity_reported`` false) are the vendor's figure; the usable
   total is lower (driver reservations, ECC on GDDR cards, the display on desktop cards).
-- Overheads are per kind, not measured per machine: the CUDA context depends on the driver, the
-  CUDA version and which libraries get loaded.
+- Overheads are per kind. The CUDA context is not a catalog figure: it depends on the CUDA
+  version, module loading and the architecture, and :mod:`memlens.cuda_stack` models it per
+  target from published measurements.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ class Device:
     capacity_bytes: int
     capacity_reported: bool  # the usable total (driver- or user-given), not a nominal label
     bandwidth_bytes_per_s: int | None
-    context_bytes: int  # runtime context (CUDA context), outside the allocator's counters
+    # runtime context outside the allocator's counters; None for CUDA, whose context depends
+    # on the software stack (memlens.cuda_stack, resolved per target)
+    context_bytes: int | None
     workspace_bytes: int  # BLAS workspace, allocated through the caching allocator
     note: str
 
@@ -126,20 +129,20 @@ def _catalog() -> tuple[tuple[Device, ...], dict[str, Device]]:
     return tuple(devices), by_key
 
 
-def kind_overheads(kind: str, arch: str = "") -> tuple[int, int]:
+def kind_overheads(kind: str, arch: str = "") -> tuple[int | None, int]:
     """(context bytes, BLAS workspace bytes) of a device of ``kind`` and ``arch`` (``""``:
-    the kind's default workspace)."""
+    the kind's default workspace); the context is None for CUDA (see :mod:`memlens.cuda_stack`)."""
     overheads = _data()["overheads"]
     if kind not in overheads:
         raise ConfigError(f"unknown device kind {kind!r}: use one of {', '.join(overheads)}")
     return _overheads(overheads[kind], arch)
 
 
-def _overheads(kind_overheads: dict[str, Any], arch: str) -> tuple[int, int]:
+def _overheads(kind_overheads: dict[str, Any], arch: str) -> tuple[int | None, int]:
     """Context and workspace bytes of a kind; workspaces are keyed by arch prefix ("sm90")."""
     workspaces = kind_overheads["workspace_bytes"]
     prefix = next((p for p in workspaces if p != "default" and arch.startswith(p)), "default")
-    return kind_overheads["context_bytes"], workspaces[prefix]
+    return kind_overheads.get("context_bytes"), workspaces[prefix]
 
 
 def _key(name: str) -> str:

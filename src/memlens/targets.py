@@ -11,8 +11,10 @@ Kinds and their traits (:func:`resolve_target`):
 - ``cpu``: exact allocator (every request is its own ``malloc``, no cache), CPU kernel rules
   (oneDNN convolution buffers...), CPU autocast lists, the per-tensor optimizer loop.
 - ``cuda``: PyTorch's caching allocator (``c10/cuda/CUDACachingAllocator.cpp``), the CUDA
-  context and cuBLAS workspace from the catalog, CUDA kernel rules (fused attention,
-  cuBLAS workspace), CUDA autocast lists, ``foreach`` optimizers
+  context and library workspaces of the software stack (:mod:`memlens.cuda_stack`: CUDA
+  version, module loading, ``CUBLAS_WORKSPACE_CONFIG``...; overridden by ``cuda_version=``,
+  ``eager_module_loading=`` and ``context=``), CUDA kernel rules (fused attention, cuBLAS
+  and cuBLASLt workspaces), CUDA autocast lists, ``foreach`` optimizers
   (``torch.optim.optimizer._default_to_fused_or_foreach``).
 - ``rocm``: estimated through the CUDA model, since PyTorch's ROCm build hipifies
   ``c10/cuda/*`` (``tools/amd_build/build_amd.py``) and runs HIP tensors as ``cuda`` devices;
@@ -27,6 +29,7 @@ Example usage::
     resolve_target("h100").workspace_bytes  # 32 MiB: sm90's cuBLAS workspace
     resolve_target("cuda", budget="24GiB").capacity_bytes
     resolve_target("mi300x").assumptions  # what a ROCm estimate takes from CUDA
+    resolve_target("v100", cuda_version="11.2").context_bytes  # eager: 1341 MiB, measured
 
 This module never imports torch.
 """
@@ -35,12 +38,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from memlens._errors import UnsupportedDeviceError
+from memlens._errors import UnsupportedDeviceError, WorkloadError
+from memlens.cuda_stack import CudaStack, cuda_stack, given_context
 from memlens.devices import Device, custom_device, get_device, kind_overheads
 from memlens.units import fmt_bytes
 
 #: Device kinds that name a generic device of the kind (``device="cuda"``).
 KINDS = ("cpu", "cuda", "rocm", "tpu", "mps")
+#: Keywords of the target's software stack (API keywords, CLI options ``--cuda-version``...).
+STACK_OPTIONS = ("cuda_version", "eager_module_loading", "context")
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class Target:
     optimizer_impl: str  # default implementation: "for-loop" | "foreach"
     bf16: bool  # computes in bfloat16 natively
     assumptions: tuple[str, ...] = ()  # copied into Estimate.unknowns
+    stack: CudaStack | None = None  # a CUDA target's software stack
 
     @property
     def capacity_bytes(self) -> int | None:
@@ -69,17 +76,34 @@ class Target:
 
 
 def resolve_target(
-    device: str | Device | Target | None = "cuda", budget: int | str | None = None
+    device: str | Device | Target | None = "cuda",
+    budget: int | str | None = None,
+    *,
+    cuda_version: str | None = None,
+    eager_module_loading: bool | None = None,
+    context: int | str | None = None,
 ) -> Target:
     """The target for ``device`` (a kind such as ``"cuda"``, a catalog name, a
     :class:`~memlens.devices.Device` or a :class:`Target`), with ``budget`` (``"24GiB"``)
-    replacing its capacity. Raises UnsupportedDeviceError for TPU and MPS devices."""
+    replacing its capacity. Raises UnsupportedDeviceError for TPU and MPS devices.
+
+    A CUDA target's stack follows the installed torch and the environment unless
+    ``cuda_version`` (``"12.4"``), ``eager_module_loading`` or ``context`` (the CUDA context,
+    bytes or ``"500MiB"``) say otherwise; ``context`` also applies to ROCm. A bad value, or a
+    keyword the device kind has no use for, raises :class:`~memlens.WorkloadError` naming it.
+    """
+    stack = {
+        "cuda_version": cuda_version,
+        "eager_module_loading": eager_module_loading,
+        "context": context,
+    }
     if isinstance(device, Target):
-        if budget is None:
+        if budget is None and all(v is None for v in stack.values()):
             return device
-        return _target(custom_device(budget, device.device_kind), device.device_kind)
-    if isinstance(device, Device):
-        catalog: Device | None = device
+        catalog: Device | None = device.device
+        kind = device.device_kind
+    elif isinstance(device, Device):
+        catalog = device
         kind = device.kind
     else:
         name = "cuda" if device is None else device
@@ -92,16 +116,18 @@ def resolve_target(
     _refuse(kind, catalog)
     if budget is not None:
         catalog = custom_device(budget, kind)
-    return _target(catalog, kind)
+    return _target(catalog, kind, stack)
 
 
-def _target(device: Device | None, kind: str) -> Target:
-    context, workspace = (
-        (device.context_bytes, device.workspace_bytes)
-        if device is not None
-        else kind_overheads(kind)
-    )
+def _target(device: Device | None, kind: str, options: dict[str, object]) -> Target:
+    arch = device.arch if device is not None else ""
+    catalog_context, workspace = kind_overheads(kind, arch)
+    context = catalog_context or 0
+    given = [k for k, v in options.items() if v is not None]
     if kind == "cpu":
+        if given:
+            what = "CUDA and ROCm targets" if given[0] == "context" else "CUDA targets"
+            raise WorkloadError(given[0], options[given[0]], f"applies to {what} only")
         return Target(
             device=device,
             device_kind="cpu",
@@ -114,6 +140,27 @@ def _target(device: Device | None, kind: str) -> Target:
             optimizer_impl="for-loop",
             bf16=True,
         )
+    stack = None
+    if kind == "cuda":
+        stack = cuda_stack(
+            arch,
+            cuda_version=options["cuda_version"],  # type: ignore[arg-type]
+            eager_module_loading=options["eager_module_loading"],  # type: ignore[arg-type]
+            context=options["context"],  # type: ignore[arg-type]
+            default_workspace_bytes=workspace,
+        )
+        context, workspace, assumptions = (
+            stack.context_bytes,
+            stack.cublas_workspace_bytes,
+            stack.assumptions,
+        )
+    else:  # rocm
+        wrong = [k for k in given if k != "context"]
+        if wrong:
+            raise WorkloadError(wrong[0], options[wrong[0]], "applies to CUDA targets only")
+        if options["context"] is not None:
+            context = given_context(options["context"])  # type: ignore[arg-type]
+        assumptions = _rocm_assumptions(context, workspace)
     return Target(
         device=device,
         device_kind=kind,
@@ -125,7 +172,8 @@ def _target(device: Device | None, kind: str) -> Target:
         autocast="cuda",
         optimizer_impl="foreach",
         bf16=_bf16(device),
-        assumptions=_rocm_assumptions(context, workspace) if kind == "rocm" else (),
+        assumptions=assumptions,
+        stack=stack,
     )
 
 
@@ -144,7 +192,8 @@ def _rocm_assumptions(context: int, workspace: int) -> tuple[str, ...]:
         f"ROCm: the HIP context is assumed to take {fmt_bytes(context)}, as CUDA's "
         "lazy-loading context does (no published figure)",
         f"ROCm: the hipBLAS workspace ({fmt_bytes(workspace)}) is assumed to be allocated at "
-        "the first matrix multiply, as cuBLAS's is; hipBLASLt's own workspace is not counted",
+        "the first matrix multiply, as cuBLAS's is (a second one for backward's autograd "
+        "thread); hipBLASLt's own workspace is not counted",
         "ROCm: attention is traced with CUDA's flash / memory-efficient kernels (ROCm's "
         "AOTriton and CK kernels are assumed to keep the same tensors)",
         "ROCm: autocast follows CUDA's op lists and optimizers default to foreach, as for "

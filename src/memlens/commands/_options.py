@@ -2,9 +2,11 @@
 
 :func:`workload_options` gives a command the options of every workload field its API twin
 takes (help, flag, allowed values and default all read from the field's metadata), the target
-options (``--gpu``, ``--device``, ``--budget``) and ``--json``; the command receives the given
-values as ``api``, the keywords of its API function. A :class:`~memlens.WorkloadError` raised
-while the command runs is reworded with flags (``--optimizer-impl``, not ``optimizer_impl``).
+options (``--gpu``, ``--device``, ``--budget``, and the CUDA stack's ``--cuda-version``,
+``--eager-module-loading/--lazy-module-loading``, ``--context``) and ``--json``; the command
+receives the given values as ``api``, the keywords of its API function. A
+:class:`~memlens.WorkloadError` raised while the command runs is reworded with flags
+(``--optimizer-impl``, not ``optimizer_impl``).
 
 Nothing here imports torch or the engine.
 """
@@ -48,8 +50,28 @@ _TARGET = {
     ),
     "device": ("--device", "KIND", "Device kind when no --gpu is given: cuda or cpu."),
     "budget": ("--budget", "SIZE", "Custom device capacity, e.g. 24GiB or 16GB."),
+    "cuda_version": (
+        "--cuda-version",
+        "X.Y",
+        "CUDA runtime of the target, e.g. 12.4 (sets the CUDA context and module loading). "
+        "Default: the installed torch's.",
+    ),
+    "eager_module_loading": (
+        "--eager-module-loading/--lazy-module-loading",
+        None,
+        "CUDA module loading (CUDA_MODULE_LOADING=EAGER or LAZY). Default: "
+        "CUDA_MODULE_LOADING, else lazy from CUDA 11.7.",
+    ),
+    "context": (
+        "--context",
+        "BYTES",
+        "CUDA context size, e.g. 500MiB, replacing the modelled one (measure yours with "
+        "torch.cuda.mem_get_info right after torch.cuda.init()).",
+    ),
 }
-TARGET = ("gpu", "device", "budget")
+TARGET = ("gpu", "device", "budget", "cuda_version", "eager_module_loading", "context")
+#: Target options passed on to the API function under their own names.
+_STACK = ("cuda_version", "eager_module_loading", "context")
 #: Parameters the decorated command receives instead of the generated options.
 _GIVEN = ("api", "as_json")
 
@@ -80,7 +102,11 @@ def workload_options(
         ]
         clash = {p.name for p in own} & {f.name for f, _, _ in fields}
         assert not clash, f"{command.__name__}: own options shadow workload fields {clash}"
-        flags = {f.name: flag(f.name) for f, _, _ in fields} | _own_flags(own)
+        flags = (
+            {f.name: flag(f.name) for f, _, _ in fields}
+            | {name: _TARGET[name][0].split("/")[0] for name in target}
+            | _own_flags(own)
+        )
 
         @functools.wraps(command)
         def run(**values: Any) -> None:
@@ -89,11 +115,12 @@ def workload_options(
                 value = values.pop(f.name)
                 if value is not None:
                     api[f.name] = m.switch[0 if value else 1] if m.switch else value
-            gpu, kind, budget = (values.pop(name, None) for name in TARGET)
+            gpu, kind, budget, *stack = (values.pop(name, None) for name in TARGET)
             if target:
                 api["device"] = gpu or kind or device
             if budget is not None:
                 api["budget"] = budget
+            api.update((k, v) for k, v in zip(_STACK, stack, strict=True) if v is not None)
             as_json = values.pop("as_json")
             try:
                 command(**values, api=api, as_json=as_json)
@@ -166,7 +193,7 @@ def _target_parameter(name: str, device: str) -> inspect.Parameter:
     info = typer.Option(
         flag_, help=help, metavar=metavar, show_default=False, rich_help_panel="Target"
     )
-    return _parameter(name, str | None, None, info)
+    return _parameter(name, (str if metavar else bool) | None, None, info)
 
 
 def _parameter(name: str, kind: Any, value: Any, info: Any) -> inspect.Parameter:

@@ -160,7 +160,10 @@ class Recorder:
         self.host_peak = self.host_live
         for key in sorted(self._block_of):
             nbytes, category = self._meta[key]
-            self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", "carried")
+            # a library buffer keeps its name (reports list the workspaces by it)
+            library = category is Category.FRAMEWORK_OVERHEAD
+            op = finished.blocks[self._block_of[key]].op if library else "carried"
+            self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", op)
         return finished
 
     def set_phase(self, phase: Phase) -> None:

@@ -7,6 +7,7 @@ from rich.table import Table
 from rich.text import Text
 
 from memlens._results import Estimate
+from memlens.categories import Category
 from memlens.measurement.result import Measurement
 from memlens.report._style import header_line, step, titled_table
 from memlens.report.compare import comparison_table
@@ -30,6 +31,11 @@ def budget_table(est: Estimate) -> Table:
         if n == 0:
             continue
         table.add_row(cat.value, f"{n:,}", fmt_bytes(n), _share(n, cap))
+        if cat is Category.FRAMEWORK_OVERHEAD:  # explained: context, library workspaces
+            for label, part in est.overheads():
+                table.add_row(
+                    Text(f"  {label}", style="dim"), f"{part:,}", fmt_bytes(part), _share(part, cap)
+                )
     table.add_section()
     total = est.total_bytes
     table.add_row(

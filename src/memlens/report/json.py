@@ -61,6 +61,12 @@ def _estimate_extra(e: Any) -> dict[str, Any]:
         "total_bytes": e.total_bytes,
         "slack_bytes": e.slack_bytes,
         "budget": {cat.value: n for cat, n in e.budget()},
+        "overhead": {
+            "context_bytes": e.context_bytes,
+            "context": e.context_label,
+            "workspaces": e.workspaces(),
+            "allocator_slack_bytes": e.slack_bytes,
+        },
         "peak": {"phase": e.peak_phase, "module": e.peak_module, "op": e.peak_op},
         "fits": e.fits,
         "free_bytes": e.free_bytes,

@@ -140,3 +140,33 @@ def test_mem_efficient_backward_delta():
     )
     op = "aten._scaled_dot_product_efficient_attention_backward"
     assert _workspaces(est, op) == [3 * b * s * h * hd * 2 + b * h * s * 4]
+
+
+class _SoftmaxUp(nn.Module):
+    """OPT's eager pattern: fp16 scores, softmax into fp32, back to fp16."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(D, D)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.proj(x)
+        return F.softmax(s, dim=-1, dtype=torch.float32).to(torch.float16)
+
+
+@pytest.mark.parametrize("device", [GPU, "cpu"])
+def test_fp16_to_fp32_softmax_is_fused_on_cuda(device):
+    """CUDA: ``_softmax(x, dim, half_to_float=True)``, no fp32 copy of the input and an fp16
+    gradient; the CPU makes both (SoftMax.cpp ``softmax(input, dim, dtype)``)."""
+    est = memlens.estimate(_SoftmaxUp(), input_shape=(D,), batch=N, device=device, precision="fp16")
+    fp32 = N * D * 4
+    copies = [
+        b
+        for b in est.timeline.blocks
+        if b.op == "aten._to_copy" and b.nbytes == fp32 and b.phase is Phase.FORWARD
+    ]
+    grads = [b for b in est.timeline.blocks if b.op == "aten._softmax_backward_data"]
+    if device == GPU:
+        assert copies == [] and [g.nbytes for g in grads] == [N * D * 2]
+    else:
+        assert len(copies) == 1 and [g.nbytes for g in grads] == [fp32]

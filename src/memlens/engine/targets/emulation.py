@@ -29,6 +29,7 @@ from memlens.engine.targets import (
 )
 from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
+from memlens.engine.targets.cuda_softmax import CudaSoftmax
 from memlens.targets import Target
 
 
@@ -68,6 +69,8 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
     with contextlib.ExitStack() as stack:
         if rerouted(target, attention):
             stack.enter_context(Attention(target, attention))
+        if target.kernel_rules == "cuda":
+            stack.enter_context(CudaSoftmax())
         if amp and target.autocast == "cuda":
             stack.enter_context(cuda_autocast_policy())
         yield

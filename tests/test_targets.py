@@ -48,6 +48,12 @@ def test_generic_cuda_has_no_capacity_until_given_a_budget() -> None:
     # a budget keeps the device's kind, and applies to a resolved target too
     assert resolve_target("mi300x", budget="100GiB").assumptions
     assert resolve_target(resolve_target("h100"), budget="1GiB").capacity_bytes == GiB
+    # a budget keeps the architecture: sm90's workspace and context row
+    h100 = resolve_target("h100", budget="40GiB")
+    assert (
+        h100.workspace_bytes == 32 * MiB
+        and h100.context_bytes == resolve_target("h100").context_bytes
+    )
 
 
 def test_cpu_traits() -> None:

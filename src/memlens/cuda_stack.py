@@ -174,7 +174,7 @@ def context_row(loading: str, cuda: tuple[int, int], arch: str) -> ContextRow:
 
 
 def _context_notes(row: ContextRow, loading: str, cuda: tuple[int, int], arch: str) -> list[str]:
-    label = f"{row.arch or 'an unstated GPU'}, CUDA {row.cuda[0]}.{row.cuda[1]}"
+    label = f"{row.arch or 'an unstated GPU'}, CUDA {row.cuda[0]}.{row.cuda[1]}, torch {row.torch}"
     notes = []
     if row.arch != arch or row.cuda != cuda:
         stack = f"{arch or 'a generic GPU'}, CUDA {cuda[0]}.{cuda[1]}"

@@ -36,7 +36,7 @@ This module never imports torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from memlens._errors import UnsupportedDeviceError, WorkloadError
 from memlens.cuda_stack import CudaStack, cuda_stack, given_context
@@ -115,7 +115,14 @@ def resolve_target(
             kind = catalog.kind
     _refuse(kind, catalog)
     if budget is not None:
-        catalog = custom_device(budget, kind)
+        custom = custom_device(budget, kind)
+        # a budget replaces the capacity only: the architecture still sets the stack
+        # (sm90's cuBLAS workspace, the context row)
+        catalog = (
+            custom
+            if catalog is None
+            else replace(custom, arch=catalog.arch, workspace_bytes=catalog.workspace_bytes)
+        )
     return _target(catalog, kind, stack)
 
 

@@ -148,3 +148,38 @@ def test_user_step_from_a_module_spec():
     assert w.step.fn.__name__ == "release_step"
     with pytest.raises(WorkloadError):
         Workload(step="no-colon")
+
+
+def test_switches_that_a_user_step_makes_meaningless_are_refused():
+    for name, value in (("loop", "hf-trainer"), ("zero_grad", "zeros"), ("grad_accum", 2)):
+        with pytest.raises(WorkloadError) as info:
+            Workload(step=release_step, **{name: value})
+        assert info.value.field == name
+
+
+def test_cli_step_from_a_file(tmp_path, capsys):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+
+    models = tmp_path / "mine.py"
+    models.write_text(
+        "import torch\n"
+        "from torch import nn\n\n"
+        "def model():\n"
+        "    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 2000))\n\n"
+        "def step(model, batch, optimizer):\n"
+        "    loss = model(batch).float().pow(2).mean()\n"
+        "    loss.backward()\n"
+        "    optimizer.step()\n"
+        "    optimizer.zero_grad()\n"
+    )
+    args = ["estimate", f"{models}:model", "--input-shape", "64", "-b", "32", "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--step", f"{models}:step", "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["strategies"]["step"] == f"{models}:step"
+    api = memlens.estimate(_model, step=release_step, **KW)
+    assert out["peak_bytes"] == api.peak_bytes  # the same step, from the command line

@@ -164,6 +164,17 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
             "adam-8bit: bitsandbytes fuses dequantisation into its CUDA kernel; the two fp32 "
             "moment temporaries of the largest parameter in the optimizer step are an upper bound"
         )
+    if workload.step is not None and workload.training:
+        notes.append(
+            f"step {workload.step}: traced as written on fake CPU tensors; its phases are "
+            "inferred (backward from torch.autograd.backward/grad, the optimizer phase from "
+            "optimizer.step); autocast and loss scaling are the function's own"
+        )
+    elif workload.uses_fused_default and workload.training:
+        notes.append(
+            f"{workload.loop}: its default optimizer is assumed fused (transformers' "
+            "adamw_torch_fused, its default with torch >= 2.8 since transformers PR #37358)"
+        )
     if workload.quantize == "int8" and result.applied.quantized:
         notes.append(
             "int8: LLM.int8's forward quantises the input and runs an int8 matmul; it is "

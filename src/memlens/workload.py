@@ -638,6 +638,18 @@ class Workload:
             for f in fields(self):
                 if meta(f).training_only and getattr(self, f.name) != f.default:
                     raise WorkloadError(f.name, getattr(self, f.name), "applies to training only")
+        if self.step is not None:
+            # the function is the whole step: the loop's switches have nothing to act on
+            for name, value in (
+                ("loop", self.loop != "pytorch"),
+                ("zero_grad", self.zero_grad is not None),
+                ("release_output", self.release_output is not None),
+                ("grad_accum", self.grad_accum != 1),
+            ):
+                if value:
+                    raise WorkloadError(
+                        name, getattr(self, name), "does not apply to a user's step function"
+                    )
         if self.prefetch_factor is not None and self.num_workers == 0:
             # torch.utils.data.DataLoader refuses it too: there is no worker to prefetch.
             raise WorkloadError("prefetch_factor", self.prefetch_factor, "needs num_workers > 0")

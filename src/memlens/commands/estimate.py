@@ -32,4 +32,18 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(est, measured=measured)
         else:
-            show(render_estimate(est, measured))
+            show(render_estimate(est, measured), *_step_note(est))
+
+
+def _step_note(est: Any) -> list[str]:
+    """A line naming the step when it is not the built-in PyTorch loop's: the user's
+    function, or the loop preset and what it set."""
+    work = est.workload
+    if not work.training:
+        return []
+    if work.step is not None:
+        return [f"step: {work.step} (traced as written; phases inferred)"]
+    if work.loop == "pytorch" and not (work.zero_grad or work.release_output is not None):
+        return []
+    implied = ", ".join(f"{k}={v}" for k, v in work.loop_implied.items())
+    return [f"loop: {work.loop}" + (f" (implied: {implied})" if implied else "")]

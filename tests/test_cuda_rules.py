@@ -170,3 +170,29 @@ def test_fp16_to_fp32_softmax_is_fused_on_cuda(device):
         assert copies == [] and [g.nbytes for g in grads] == [N * D * 2]
     else:
         assert len(copies) == 1 and [g.nbytes for g in grads] == [fp32]
+
+
+class _Lookup(nn.Module):
+    def __init__(self, vocab: int, dim: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.emb(x.long())
+
+
+@pytest.mark.parametrize(("tokens", "sorted_path"), [(3072, False), (4000, True)])
+def test_embedding_backward_sorts_above_3072_indices(tokens, sorted_path):
+    """Embedding.cu: direct accumulation up to 3072 indices; above, sorted and orig indices,
+    segment offsets (N each), 2 x min(N, V) partial counts, N/10 + min(N, V) partial offsets
+    (int64) and as many fp32 partial rows of D, next to the V x D output."""
+    vocab, dim = 500, 16
+    est = memlens.estimate(_Lookup(vocab, dim), input_shape=(tokens,), batch=1, device=GPU)
+    got = _workspaces(est, "aten.embedding_dense_backward")
+    if not sorted_path:
+        assert got == []
+        return
+    segments = min(tokens, vocab)
+    partial = tokens // 10 + segments
+    expected = vocab * dim * 4 + 8 * (3 * tokens + 2 * segments + partial) + partial * dim * 4
+    assert got == [expected + 16]

@@ -25,6 +25,7 @@ from memlens.engine.targets import (
     cpu_reduce,
     cuda_blas,
     cuda_cublas_layout,
+    cuda_embedding,
     cuda_sdpa,
 )
 from memlens.engine.targets.cuda_attention import Attention, rerouted
@@ -53,7 +54,7 @@ def _chain(fns: list[Rule]) -> Rule:
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
     "cpu": rules_of(cpu_conv, cpu_reduce),
-    "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_sdpa)),
+    "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }
 
 

@@ -318,3 +318,50 @@ def test_unknowns_list_the_stack_assumptions() -> None:
     assert any("autograd's device thread" in u for u in est.unknowns)
     cpu = memlens.estimate(tiny_mlp, device="cpu", batch=2, input_shape=(4,))
     assert not any("CUDA context" in u for u in cpu.unknowns)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _main(*args: str) -> int:
+    """Exit code of the console script (errors are formatted by ``main``)."""
+    import sys
+
+    from memlens.cli import main
+
+    argv, sys.argv = sys.argv, ["memlens", *args]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = argv
+    return int(info.value.code or 0)
+
+
+def test_cli_stack_options(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ("estimate", "resnet18", "--gpu", "v100", "--json")
+    assert _main(*args, "--cuda-version", "11.2") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["overhead"]["context_bytes"] == 1341 * MiB  # the measured V100 row
+    assert _main(*args, "--cuda-version", "12.4", "--eager-module-loading") == 0
+    assert json.loads(capsys.readouterr().out)["overhead"]["context_bytes"] == 1341 * MiB
+    assert _main(*args, "--context", "500MiB") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["overhead"]["context_bytes"] == 500 * MiB
+    assert data["total_bytes"] == data["reserved_peak_bytes"] + 500 * MiB
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--gpu", "a100", "--cuda-version", "x"), "invalid --cuda-version 'x': a CUDA version"),
+        (("--gpu", "a100", "--context", "lots"), "invalid --context 'lots'"),
+        (("--device", "cpu", "--context", "1GiB"), "invalid --context '1GiB': applies to CUDA"),
+        (("--device", "cpu", "--lazy-module-loading"), "invalid --eager-module-loading"),
+    ],
+)
+def test_cli_stack_errors_name_the_flag(
+    capsys: pytest.CaptureFixture[str], args: tuple[str, ...], says: str
+) -> None:
+    assert _main("estimate", "resnet18", *args) == 2
+    assert says in capsys.readouterr().err

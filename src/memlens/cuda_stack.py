@@ -116,8 +116,8 @@ def cuda_stack(
     if lt_mode == "shared":
         lt_bytes = min(lt_bytes, workspace)  # getCUDABlasLtWorkspaceSize caps it
     notes.append(
-        "cuBLAS: the backward pass runs on autograd's device thread, whose own cuBLAS handle "
-        f"is assumed to get a second {fmt_bytes(workspace)} workspace (CublasHandlePool.cpp "
+        "cuBLAS: a training step's backward pass runs on autograd's device thread, whose own "
+        f"cuBLAS handle is assumed to get a second {fmt_bytes(workspace)} workspace (CublasHandlePool.cpp "
         "keys workspaces by (handle, stream) and hands handles out per thread; inferred from "
         "the source, not measured)"
     )

@@ -117,9 +117,9 @@ def cuda_stack(
         lt_bytes = min(lt_bytes, workspace)  # getCUDABlasLtWorkspaceSize caps it
     notes.append(
         "cuBLAS: a training step's backward pass runs on autograd's device thread, whose own "
-        f"cuBLAS handle is assumed to get a second {fmt_bytes(workspace)} workspace (CublasHandlePool.cpp "
-        "keys workspaces by (handle, stream) and hands handles out per thread; inferred from "
-        "the source, not measured)"
+        f"cuBLAS handle is assumed to get a second {fmt_bytes(workspace)} workspace "
+        "(CublasHandlePool.cpp keys workspaces by (handle, stream) and hands handles out per "
+        "thread; inferred from the source, not measured)"
     )
     if arch.startswith(("sm10", "sm12")):
         notes.append(

@@ -196,3 +196,11 @@ def test_embedding_backward_sorts_above_3072_indices(tokens, sorted_path):
     partial = tokens // 10 + segments
     expected = vocab * dim * 4 + 8 * (3 * tokens + 2 * segments + partial) + partial * dim * 4
     assert got == [expected + 16]
+
+
+def test_cudnn_workspace_is_an_unknown_of_cuda_convolutions():
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    gpu = memlens.estimate(net, input_shape=(3, 8, 8), batch=1, device=GPU)
+    assert any("cuDNN convolution workspaces" in u for u in gpu.unknowns)
+    cpu = memlens.estimate(net, input_shape=(3, 8, 8), batch=1, device="cpu")
+    assert not any("cuDNN" in u for u in cpu.unknowns)

@@ -17,6 +17,7 @@ import torch
 from memlens._results import Estimate
 from memlens.allocator import replay
 from memlens.categories import Category, Phase
+from memlens.engine.targets.emulation import kernel_unknowns
 from memlens.engine.trace import Trace, trace
 from memlens.sources.base import ModelSpec
 from memlens.strategies.apply import WorkloadStrategies
@@ -78,6 +79,7 @@ def from_trace(
     )
     unknowns += strategy_unknowns(workload, target, result)
     unknowns += target.assumptions
+    unknowns += kernel_unknowns(target, {b.op for b in timeline.blocks})
     input_bytes = sum(b.nbytes for b in timeline.blocks if b.category is Category.INPUTS)
     return Estimate(
         model=spec_name,

@@ -6,11 +6,65 @@ the target's traits (:class:`memlens.targets.Target`):
 
 - ``kernel_rules`` picks a rule set (:data:`RULE_SETS`): CPU rules follow PyTorch's
   convolution backend choice on this machine (oneDNN's blocked layouts and gemm scratchpads,
-  PyTorch's im2col ``Slow2d``) and half-precision reductions' fp32 copies; CUDA rules allocate the
-  cuBLAS workspace. CUDA kernel rules also route ``scaled_dot_product_attention`` to CUDA's
-  fused kernels (:mod:`.cuda_attention`), a choice no dispatch mode sees.
+  PyTorch's im2col ``Slow2d``) and half-precision reductions' fp32 copies; CUDA rules add
+  the buffers CUDA kernels allocate inside themselves (table below). Two tables may rule one
+  op (the cuBLAS workspace and cuBLAS's operand copies both rule ``mm``): the op gets both.
+- ``attention`` (the workload option) and the target route ``scaled_dot_product_attention``
+  to the kernel the target runs (:mod:`.cuda_attention`), a choice no dispatch mode sees;
+  on CUDA, fp16 -> fp32 softmax takes the fused ``half_to_float`` kernel (:mod:`.cuda_softmax`).
 - ``autocast`` picks the autocast op lists applied under AMP: CUDA's are registered at the
   ``AutocastCPU`` key while tracing (:mod:`.cuda_autocast`).
+- What a rule set cannot know about an op the step runs is listed in the estimate's
+  ``unknowns`` (:data:`KERNEL_UNKNOWNS`, :func:`kernel_unknowns`).
+
+Ops of CUDA-target traces (resnet18, gpt2, bert-base-uncased, vit_b_16 on an H100, fp32 and
+fp16-amp, small batches), by what the CUDA trace does with them:
+
+==========================================================  =================================
+ops                                                         on CUDA
+==========================================================  =================================
+``mm``, ``addmm``, ``bmm``, ``baddbmm`` (what ``linear``,   modelled: cuBLAS/cuBLASLt
+``matmul`` and attention's score products decompose into)   workspaces (:mod:`.cuda_blas`),
+                                                            operand copies of non-BLAS
+                                                            layouts such as a stride-0 sum
+                                                            gradient (:mod:`.cuda_cublas_layout`)
+``scaled_dot_product_attention``                            modelled: routed to flash, memory-
+                                                            efficient or math attention
+                                                            (:mod:`.cuda_attention`)
+``_scaled_dot_product_flash_attention`` (+ backward)        forward as its meta kernel (output,
+                                                            fp32 LSE, RNG state); backward
+                                                            scratch modelled (:mod:`.cuda_sdpa`)
+``_scaled_dot_product_efficient_attention`` (+ backward)    forward as its meta kernel (LSE
+                                                            padded to 32); backward ``delta``
+                                                            modelled, its workspace unknown
+``softmax``/``log_softmax`` fp16 -> fp32                    modelled: fused, no fp32 copy
+                                                            (:mod:`.cuda_softmax`); under AMP
+                                                            not (an over-estimate)
+``embedding_dense_backward``                                modelled above 3072 indices
+                                                            (:mod:`.cuda_embedding`); cub's
+                                                            sort storage unknown
+``_to_copy`` under autocast                                 modelled: CUDA's autocast lists
+                                                            (:mod:`.cuda_autocast`)
+``_foreach_*`` (optimizer)                                  same as the trace: the target's
+                                                            default (foreach) is traced
+``convolution``, ``convolution_backward``                   outputs as the trace; cuDNN
+                                                            workspace unknown
+``native_batch_norm`` (+ backward)                          outputs as the trace; cuDNN's
+                                                            reserve space unknown
+``native_layer_norm`` (+ backward), ``_log_softmax``        same as the trace: outputs and
+(+ backward), ``nll_loss_forward``/``backward``,            saved statistics are what the
+``max_pool2d_with_indices`` (+ backward), ``embedding``,    meta kernels give; no global
+``index``, ``cat``, ``clone``, ``constant_pad_nd``,         scratch in these CUDA kernels
+``select_backward``, elementwise (``add``, ``mul``,         (reductions use registers and
+``div``, ``sub``, ``pow``, ``tanh``, ``gelu`` and their     shared memory; half-precision
+backwards, ``threshold_backward``, comparisons,             sums accumulate in fp32 in
+``masked_fill``, ``bitwise_and``, ``logical_not``,          registers, so the CPU's fp32
+``reciprocal``), reductions (``sum``, ``mean``, ``all``,    copies (:mod:`.cpu_reduce`) are not
+``any``), factories (``empty``, ``zeros``, ``ones``,        applied)
+``full``, ``arange``, ``*_like``, ``new_*``, ``lift_fresh``)
+``cumsum``                                                  output as the trace; cub's scan
+                                                            storage (small) unknown
+==========================================================  =================================
 """
 
 from __future__ import annotations
@@ -75,3 +129,34 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
         if amp and target.autocast == "cuda":
             stack.enter_context(cuda_autocast_policy())
         yield
+
+
+#: Per rule set: an op, as the timeline names its blocks, -> what the trace cannot know about
+#: it on that target (copied into the estimate's ``unknowns`` when the step runs it).
+KERNEL_UNKNOWNS: dict[str, dict[str, str]] = {
+    "cuda": {
+        "aten.convolution": (
+            "cuDNN convolution workspaces are not modelled: cuDNN's heuristics (or "
+            "cudnn.benchmark) pick a plan per shape whose workspace is allocated per call "
+            "through the caching allocator (run_conv_plan, aten/src/ATen/native/cudnn/"
+            "Conv_v8.cpp); its size is internal to cuDNN"
+        ),
+        "aten.native_batch_norm": (
+            "cuDNN batch norm's reserve space (cudnnGetBatchNormalizationTrainingExReserve"
+            "SpaceSize) is not modelled"
+        ),
+        "aten._scaled_dot_product_efficient_attention_backward": (
+            "the memory-efficient attention backward workspace is not modelled (sized by the "
+            "dispatched kernel's template constants, kernel_backward.h workspace_size())"
+        ),
+        "aten.embedding_dense_backward": (
+            "cub's radix-sort temporary storage in embedding backward is not modelled"
+        ),
+    },
+}
+
+
+def kernel_unknowns(target: Target, ops: set[str]) -> list[str]:
+    """What :data:`KERNEL_UNKNOWNS` says about the ``ops`` a traced step ran on ``target``."""
+    table = KERNEL_UNKNOWNS.get(target.kernel_rules, {})
+    return [text for op, text in table.items() if op in ops]

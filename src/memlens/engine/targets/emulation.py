@@ -149,6 +149,12 @@ KERNEL_UNKNOWNS: dict[str, dict[str, str]] = {
             "the memory-efficient attention backward workspace is not modelled (sized by the "
             "dispatched kernel's template constants, kernel_backward.h workspace_size())"
         ),
+        "aten._scaled_dot_product_flash_attention": (
+            "attention traced as PyTorch's flash kernel; on sm90/sm100 with a bundled cuDNN "
+            "newer than 9.15 PyTorch prefers cuDNN attention (check_prefer_cudnn_attention, "
+            "aten/src/ATen/native/transformers/cuda/sdp_utils.cpp), which saves the same "
+            "output and fp32 log-sum-exp but whose workspace is not modelled"
+        ),
         "aten.embedding_dense_backward": (
             "cub's radix-sort temporary storage in embedding backward is not modelled"
         ),

@@ -85,7 +85,7 @@ class Estimate:
     def context_label(self) -> str:
         """What the memory outside the allocator is: ``"CUDA context"``, ``"HIP context"``."""
         kind = self.device.kind if self.device is not None else "cuda"
-        return {"rocm": "HIP context"}.get(kind, "CUDA context" if kind == "cuda" else "runtime")
+        return {"rocm": "HIP context", "cuda": "CUDA context"}.get(kind, "runtime context")
 
     def workspaces(self) -> dict[str, int]:
         """Library buffers alive at the peak (cuBLAS and cuBLASLt workspaces), through the

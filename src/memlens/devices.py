@@ -8,7 +8,7 @@ engine emulates each kind of device is :mod:`memlens.targets`'s business.
 Example usage::
 
     get_device("v100").capacity_bytes  # 16160 MiB: the 16 GB card, as nvidia-smi reports it
-    custom_device("24GiB").capacity_bytes  # a budget, with CUDA's fixed overheads
+    custom_device("24GiB").capacity_bytes  # a budget (its CUDA context comes from the stack)
 
 Known limitations:
 

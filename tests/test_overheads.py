@@ -239,7 +239,10 @@ def test_overrides_through_the_api() -> None:
     assert v100.context_bytes == 1341 * MiB and v100.stack is not None
     assert v100.stack.module_loading == "eager"
     assert resolve_target("h100", context=123).context_bytes == 123
-    assert resolve_target("mi300x", context="1GiB").context_bytes == 2**30  # ROCm: context only
+    mi300x = resolve_target("mi300x", context="1GiB")  # ROCm takes the context only
+    assert mi300x.context_bytes == 2**30
+    assert not any("HIP context" in a for a in mi300x.assumptions)
+    assert any("HIP context" in a for a in resolve_target("mi300x").assumptions)
 
 
 @pytest.mark.parametrize(

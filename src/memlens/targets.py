@@ -168,6 +168,8 @@ def _target(device: Device | None, kind: str, options: dict[str, object]) -> Tar
         if options["context"] is not None:
             context = given_context(options["context"])  # type: ignore[arg-type]
         assumptions = _rocm_assumptions(context, workspace)
+        if options["context"] is not None:  # the user's figure: nothing assumed about it
+            assumptions = tuple(a for a in assumptions if "HIP context" not in a)
     return Target(
         device=device,
         device_kind=kind,

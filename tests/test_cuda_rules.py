@@ -204,3 +204,25 @@ def test_cudnn_workspace_is_an_unknown_of_cuda_convolutions():
     assert any("cuDNN convolution workspaces" in u for u in gpu.unknowns)
     cpu = memlens.estimate(net, input_shape=(3, 8, 8), batch=1, device="cpu")
     assert not any("cuDNN" in u for u in cpu.unknowns)
+
+
+class _SoftmaxAmp(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(D, V)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.softmax(self.proj(x), dim=-1)  # fp16 under autocast, fp32 out
+
+
+def test_fp16_softmax_under_autocast_is_fused_on_cuda():
+    """CUDA's autocast passes ``dtype=float32`` (``fp32_set_opt_dtype``), which SoftMax.cpp
+    fuses for fp16 input: no [N, V] fp32 copy, an fp16 gradient."""
+    est = memlens.estimate(
+        _SoftmaxAmp(), input_shape=(D,), batch=N, device=GPU, precision="fp16-amp"
+    )
+    forward = [b for b in est.timeline.blocks if b.phase is Phase.FORWARD]
+    assert not [b for b in forward if b.op == "aten._to_copy" and b.nbytes == N * V * 4]
+    assert [b.nbytes for b in forward if b.op == "aten._softmax"] == [N * V * 4]
+    grads = [b.nbytes for b in est.timeline.blocks if b.op == "aten._softmax_backward_data"]
+    assert grads == [N * V * 2]

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from memlens.engine.targets.cuda_softmax import half_to_float
+
 _LOWER = (
     "_convolution",
     "_convolution.deprecated",
@@ -231,7 +233,8 @@ def _kernel(op: torch._ops.OpOverload, policy: str, name: str) -> Any:
                     args = (*args[:position], torch.float32, *args[position + 1 :])
             elif kwargs.get("dtype") is None:
                 kwargs = {**kwargs, "dtype": torch.float32}
-            return op(*args, **kwargs)
+            fused = half_to_float(name, args, kwargs)  # CUDA's fp16 -> fp32 softmax kernel
+            return fused if fused is not None else op(*args, **kwargs)
 
     return kernel
 

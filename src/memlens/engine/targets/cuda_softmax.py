@@ -17,9 +17,11 @@ give CUDA's tensors. bfloat16 is not fused (the test is ``Half`` only), so it is
 
 Eager attention of fp16 models (OPT's
 ``softmax(attn_weights, dim=-1, dtype=torch.float32)``) is where this matters: the copy is
-``batch x heads x seq x seq`` fp32. Not covered: under autocast, CUDA's ``softmax`` policy
-(``fp32_set_opt_dtype``) passes ``dtype=float32`` below this mode, so the AMP trace still
-shows the copy (an over-estimate).
+``batch x heads x seq x seq`` fp32. Under autocast, CUDA's ``softmax`` policy
+(``fp32_set_opt_dtype``, below this mode) passes ``dtype=float32`` to ``softmax`` and
+``log_softmax``, which CUDA fuses in the same way for fp16 inputs (attention scores, and the
+logits of a cross-entropy): :func:`half_to_float` is called from that policy's kernel
+(:mod:`.cuda_autocast`).
 """
 
 from __future__ import annotations
@@ -72,3 +74,17 @@ class CudaSoftmax(TorchFunctionMode):
                 op = aten._softmax if func in _SOFTMAX else aten._log_softmax
                 return op(fused[0], fused[1], True)
         return func(*args, **kwargs)
+
+
+#: Autocast op names (``fp32_set_opt_dtype``) -> the kernel CUDA fuses them into.
+_AUTOCAST_FUSED = {"softmax.int": aten._softmax, "log_softmax.int": aten._log_softmax}
+
+
+def half_to_float(name: str, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """``softmax.int``/``log_softmax.int`` with fp16 input and ``dtype=float32``, as CUDA runs
+    it (``_softmax(input, dim, half_to_float=True)``); None for any other call."""
+    op = _AUTOCAST_FUSED.get(name)
+    if op is None:
+        return None
+    fused = _fused_args(op, args, kwargs)
+    return op(fused[0], fused[1], True) if fused is not None else None

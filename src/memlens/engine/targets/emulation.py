@@ -37,9 +37,8 @@ ops                                                         on CUDA
 ``_scaled_dot_product_efficient_attention`` (+ backward)    forward as its meta kernel (LSE
                                                             padded to 32); backward ``delta``
                                                             modelled, its workspace unknown
-``softmax``/``log_softmax`` fp16 -> fp32                    modelled: fused, no fp32 copy
-                                                            (:mod:`.cuda_softmax`); under AMP
-                                                            not (an over-estimate)
+``softmax``/``log_softmax`` fp16 -> fp32 (explicit dtype,    modelled: fused, no fp32 copy
+or CUDA's autocast policy)                                  (:mod:`.cuda_softmax`)
 ``embedding_dense_backward``                                modelled above 3072 indices
                                                             (:mod:`.cuda_embedding`); cub's
                                                             sort storage unknown

@@ -37,8 +37,8 @@ ops                                                         on CUDA
 ``_scaled_dot_product_efficient_attention`` (+ backward)    forward as its meta kernel (LSE
                                                             padded to 32); backward ``delta``
                                                             modelled, its workspace unknown
-``softmax``/``log_softmax`` fp16 -> fp32 (explicit dtype,    modelled: fused, no fp32 copy
-or CUDA's autocast policy)                                  (:mod:`.cuda_softmax`)
+``softmax``/``log_softmax`` fp16 -> fp32 (explicit       modelled: fused, no fp32 copy
+dtype, or CUDA's autocast policy)                           (:mod:`.cuda_softmax`)
 ``embedding_dense_backward``                                modelled above 3072 indices
                                                             (:mod:`.cuda_embedding`); cub's
                                                             sort storage unknown
@@ -50,19 +50,20 @@ or CUDA's autocast policy)                                  (:mod:`.cuda_softmax
                                                             workspace unknown
 ``native_batch_norm`` (+ backward)                          outputs as the trace; cuDNN's
                                                             reserve space unknown
+``index`` (advanced indexing)                               output as the trace; its backward's
+                                                            index sort (``index_put_``) unknown
 ``native_layer_norm`` (+ backward), ``_log_softmax``        same as the trace: outputs and
 (+ backward), ``nll_loss_forward``/``backward``,            saved statistics are what the
 ``max_pool2d_with_indices`` (+ backward), ``embedding``,    meta kernels give; no global
-``index``, ``cat``, ``clone``, ``constant_pad_nd``,         scratch in these CUDA kernels
-``select_backward``, elementwise (``add``, ``mul``,         (reductions use registers and
-``div``, ``sub``, ``pow``, ``tanh``, ``gelu`` and their     shared memory; half-precision
-backwards, ``threshold_backward``, comparisons,             sums accumulate in fp32 in
-``masked_fill``, ``bitwise_and``, ``logical_not``,          registers, so the CPU's fp32
-``reciprocal``), reductions (``sum``, ``mean``, ``all``,    copies (:mod:`.cpu_reduce`) are not
-``any``), factories (``empty``, ``zeros``, ``ones``,        applied)
-``full``, ``arange``, ``*_like``, ``new_*``, ``lift_fresh``)
-``cumsum``                                                  output as the trace; cub's scan
-                                                            storage (small) unknown
+``cat``, ``clone``, ``constant_pad_nd``,                    scratch in these CUDA kernels
+``select_backward``, elementwise (``add``, ``mul``,         (half-precision sums accumulate
+``div``, ``sub``, ``pow``, ``tanh``, ``gelu`` and their     in fp32 in registers, so the
+backwards, ``threshold_backward``, comparisons,             CPU's fp32 copies of
+``masked_fill``, ``bitwise_and``, ``logical_not``,          :mod:`.cpu_reduce` are not
+``reciprocal``), reductions (``sum``, ``mean``, ``all``,    applied; the small staging
+``any``, ``cumsum``), factories (``empty``, ``zeros``,      buffers of multi-block
+``ones``, ``full``, ``arange``, ``*_like``, ``new_*``,      reductions, Reduce.cuh, and of
+``lift_fresh``)                                             cub scans are not modelled)
 ==========================================================  =================================
 """
 
@@ -153,6 +154,12 @@ KERNEL_UNKNOWNS: dict[str, dict[str, str]] = {
             "newer than 9.15 PyTorch prefers cuDNN attention (check_prefer_cudnn_attention, "
             "aten/src/ATen/native/transformers/cuda/sdp_utils.cpp), which saves the same "
             "output and fp32 log-sum-exp but whose workspace is not modelled"
+        ),
+        "aten.index": (
+            "the backward of advanced indexing (index_put_ with accumulate=True) sorts its "
+            "indices on CUDA (index_put_with_sort_kernel, aten/src/ATen/native/cuda/"
+            "Indexing.cu): linear, sorted and original int64 indices per indexed element, not "
+            "modelled"
         ),
         "aten.embedding_dense_backward": (
             "cub's radix-sort temporary storage in embedding backward is not modelled"

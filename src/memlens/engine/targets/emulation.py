@@ -37,7 +37,7 @@ ops                                                         on CUDA
 ``_scaled_dot_product_efficient_attention`` (+ backward)    forward as its meta kernel (LSE
                                                             padded to 32); backward ``delta``
                                                             modelled, its workspace unknown
-``softmax``/``log_softmax`` fp16 -> fp32 (explicit       modelled: fused, no fp32 copy
+``softmax``/``log_softmax`` fp16 -> fp32 (explicit          modelled: fused, no fp32 copy
 dtype, or CUDA's autocast policy)                           (:mod:`.cuda_softmax`)
 ``embedding_dense_backward``                                modelled above 3072 indices
                                                             (:mod:`.cuda_embedding`); cub's

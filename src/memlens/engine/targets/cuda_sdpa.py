@@ -47,7 +47,9 @@ def _copy_unless_contiguous(t: torch.Tensor) -> int:
 def flash_backward_scratch(batch: int, heads: int, seq_q: int, head_dim: int) -> int:
     """``mha_bwd`` (flash_api.cpp): ``softmax_d`` fp32 ``[B, H, round(Sq, 128)]`` and
     ``dq_accum`` fp32 ``[B, round(Sq, 128), H, round(D, 32 if D <= 128 else 64)]`` (the
-    non-deterministic path)."""
+    non-deterministic path). ``head_size_rounded`` as in the flash-attention 2 copy PyTorch
+    vendors (``round_multiple(head_size, head_size <= 128 ? 32 : 64)``; earlier copies round
+    to 32 only, which differs for head dims above 128)."""
     seq_rounded = _round_up(seq_q, 128)
     head_rounded = _round_up(head_dim, 32 if head_dim <= 128 else 64)
     softmax_d = batch * heads * seq_rounded * _FP32

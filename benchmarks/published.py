@@ -33,6 +33,7 @@ left out of the summary. No constant is fitted to any row here.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import inspect
 import json
@@ -86,6 +87,7 @@ class Row:
     inputs: tuple[int, int] | None = None  # (batch, seq): OPT's ids and all-ones mask
     probe_bytes: int | None = None  # the probe tensor of a context row (None: no tensor)
     share_of: str | None = None  # a row whose estimate this one reads (``weights``)
+    model_code: str | None = None  # the measured run's model code, where it differs in memory
 
     @property
     def published_bytes(self) -> int:
@@ -275,7 +277,8 @@ ROWS_A: list[Row] = [
 
 _B_ASSUME = (
     "model: OPTForCausalLM of the bundled facebook/opt-350m config (331,196,416 parameters), "
-    "fp16 weights, built by the installed transformers, not the ~4.46 code measured",
+    "fp16 weights, built by the installed transformers (the measured run used ~4.46; "
+    "where their memory differs, the row says so)",
     "inputs: input_ids (batch, seq) and an all-ones attention_mask, no labels; step: "
     "model.zero_grad(); loss = model(**inputs).logits.sum(); loss.backward(); no optimizer",
     "training mode (dropout 0.1 on): from_pretrained returns eval mode and the source does "
@@ -286,9 +289,10 @@ _B_WHY = {
     "step": "the benchmark's step has no optimizer and no labels: loss = logits.sum()",
 }
 _B_EAGER = (
-    "transformers ~4.46's eager OPT attention clamped the fp16 scores with "
-    "torch.max(attn_weights, finfo.min), which keeps its [B,H,S,S] input for backward; "
-    "today's eager_attention_forward has no clamp",
+    "eager attention as transformers 4.46.3 ran it (OPTAttention.forward: bmm, + mask, "
+    "torch.max clamp to finfo.min, fp32 softmax, bmm), swapped in for the installed "
+    "eager_attention_forward: its clamp keeps the masked fp16 scores [B,H,S,S] for backward "
+    "in every layer, which today's code does not",
 )
 _B_SDPA = (
     "SDPA with an all-ones mask: transformers drops the mask and calls is_causal=True, "
@@ -309,6 +313,66 @@ def _logits_sum(output: Any) -> torch.Tensor:
     return output.logits.sum()
 
 
+def opt_eager_attention_tf446(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """The eager attention of OPT as the published run executed it: transformers 4.46.3
+    ``models/opt/modeling_opt.py`` ``OPTAttention.forward`` (eager branch), on the installed
+    code's [B, H, S, D] projections (which 4.46 made contiguous in ``_shape``).
+
+    Its ``torch.max(attn_weights, torch.tensor(finfo.min))`` clamp is ``aten.maximum``, whose
+    backward keeps both inputs: the masked fp16 scores [B, H, S, S] stay saved in every
+    layer. Today's ``eager_attention_forward`` has no clamp. The caller's query is already
+    scaled (``scaling`` is 1.0, as in 4.46, which scaled ``q_proj``'s output).
+    """
+    bsz, heads, tgt_len, head_dim = query.shape
+    q = query.contiguous().view(bsz * heads, tgt_len, head_dim)
+    k = key.contiguous().view(bsz * heads, -1, head_dim)
+    v = value.contiguous().view(bsz * heads, -1, head_dim)
+    src_len = k.size(1)
+    weights = torch.bmm(q, k.transpose(1, 2))
+    if attention_mask is not None:
+        mask = attention_mask[:, :, :, :src_len]
+        weights = weights.view(bsz, heads, tgt_len, src_len) + mask
+        weights = torch.max(
+            weights, torch.tensor(torch.finfo(weights.dtype).min, device=weights.device)
+        )
+        weights = weights.view(bsz * heads, tgt_len, src_len)
+    if weights.dtype == torch.float16:
+        weights = torch.nn.functional.softmax(weights, dim=-1, dtype=torch.float32).to(
+            torch.float16
+        )
+    else:
+        weights = torch.nn.functional.softmax(weights, dim=-1)
+    probs = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    out = torch.bmm(probs, v).view(bsz, heads, tgt_len, head_dim).transpose(1, 2)
+    return out, None
+
+
+@contextlib.contextmanager
+def measured_model_code(row: Row):
+    """Run ``row`` with the model code of the measured run where it differs from the installed
+    transformers in memory (see :func:`opt_eager_attention_tf446`)."""
+    if row.model_code != "opt-eager-tf4.46":
+        yield
+        return
+    from transformers.models.opt import modeling_opt
+
+    saved = modeling_opt.eager_attention_forward
+    modeling_opt.eager_attention_forward = opt_eager_attention_tf446
+    try:
+        yield
+    finally:
+        modeling_opt.eager_attention_forward = saved
+
+
 def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
     return Row(
         id=rid,
@@ -324,6 +388,7 @@ def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
         needs={"attention": attention, "step": logits_sum_step},
         why=dict(_B_WHY),
         inputs=(batch, seq),
+        model_code="opt-eager-tf4.46" if attention == "eager" else None,
         assumptions=_B_ASSUME + (_B_EAGER if attention == "eager" else _B_SDPA),
     )
 
@@ -563,7 +628,8 @@ def run_row(row: Row, available: dict, cache: dict[str, Any]) -> dict[str, Any]:
             call["inputs"] = opt_inputs(*row.inputs)
         if "step" in row.needs and "step" not in call:
             call["loss"] = _logits_sum  # the step's loss, in memlens's own loop
-        est = _estimate(row, call, out)
+        with measured_model_code(row):
+            est = _estimate(row, call, out)
         cache[row.id] = est
         got = est.total_bytes if row.metric == "total" else est.peak_bytes
         out.update(

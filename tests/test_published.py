@@ -115,3 +115,20 @@ def test_opt_350m_config_builds_with_the_published_parameter_count():
 def test_l40s_is_in_the_catalog():
     d = get_device("NVIDIA L40S")
     assert d.capacity_bytes == 46068 * 2**20 and d.arch == "sm89" and d.capacity_reported
+
+
+def test_the_measured_opt_eager_attention_computes_what_todays_does():
+    """The 4.46 eager attention the [B] rows trace: same values as the installed code, plus
+    the clamp (aten.maximum) whose saved input is the memory difference."""
+    torch = pytest.importorskip("torch")
+    modeling_opt = pytest.importorskip("transformers.models.opt.modeling_opt")
+    module = torch.nn.Module().eval()
+    q, k, v = (torch.randn(2, 4, 8, 16) for _ in range(3))
+    mask = torch.triu(torch.full((8, 8), torch.finfo(torch.float32).min), 1)[None, None]
+    ours, _ = published.opt_eager_attention_tf446(module, q, k, v, mask, 1.0)
+    today, _ = modeling_opt.eager_attention_forward(module, q, k, v, mask, 1.0)
+    torch.testing.assert_close(ours, today)
+    row = next(r for r in published.ROWS if r.id == "B7")
+    with published.measured_model_code(row):
+        assert modeling_opt.eager_attention_forward is published.opt_eager_attention_tf446
+    assert modeling_opt.eager_attention_forward is not published.opt_eager_attention_tf446

@@ -5,6 +5,7 @@ and checked against the same step run for real on the CPU."""
 from __future__ import annotations
 
 import pytest
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -183,3 +184,26 @@ def test_cli_step_from_a_file(tmp_path, capsys):
     assert out["strategies"]["step"] == f"{models}:step"
     api = memlens.estimate(_model, step=release_step, **KW)
     assert out["peak_bytes"] == api.peak_bytes  # the same step, from the command line
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"loop": "lightning", "grad_accum": 2},  # zero_grad on the first micro-batch only
+        {"loop": "hf-trainer", "precision": "fp16-amp"},  # unscale before clipping
+        {"loop": "hf-trainer", "zero_grad": "zeros", "optimizer": "sgd"},
+    ],
+)
+def test_presets_with_other_fields_match_real_runs(fields):
+    est, real = _pair(**fields)
+    _close(est, real)
+
+
+def test_user_step_in_inference():
+    def infer(model, batch, optimizer):
+        assert optimizer is None
+        with torch.no_grad():
+            return model(batch).softmax(-1).argmax(-1)
+
+    est, real = _pair(step=infer, mode="inference")
+    _close(est, real)

@@ -125,6 +125,11 @@ _A_ASSUME = (
     "dataset has none; BERT builds an all-ones one)",
     "the compared figure is what the device holds at memlens's peak (reserved peak + CUDA "
     "context); NVML read after trainer.train() also holds every library the step loaded",
+    "the CUDA context of this stack (CUDA 11.2, eager, sm70) comes from memlens's measured "
+    "context table; where that entry is A0's own figure (A0 marked calibration), these rows "
+    "check everything but the context",
+    "the traced PyTorch is the installed one, not 1.10: e.g. its cuBLAS workspaces come "
+    "from the caching allocator (PyTorch >= 2.0), 1.10's cuBLAS kept its own",
 )
 _A_ADAMW = (
     "optimizer: transformers.AdamW (Trainer's optim='adamw_hf' then), a per-parameter loop: "
@@ -283,6 +288,8 @@ _B_ASSUME = (
     "model.zero_grad(); loss = model(**inputs).logits.sum(); loss.backward(); no optimizer",
     "training mode (dropout 0.1 on): from_pretrained returns eval mode and the source does "
     "not say whether the script called model.train()",
+    "the traced PyTorch is the installed one, not 2.4: e.g. the cuBLASLt workspace is one "
+    "persistent buffer (PyTorch >= ~2.8), where 2.4 allocated it per call",
 )
 _B_WHY = {
     "attention": "the row compares attn_implementation='sdpa' with 'eager'",

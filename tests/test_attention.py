@@ -123,3 +123,33 @@ def test_cpu_target_mem_efficient_refused_and_eager_is_math():
         _plain("mem-efficient", "fp32", device="cpu")
     assert _score_blocks(_plain("eager", "fp32", device="cpu"), 4)
     assert _score_blocks(_plain("auto", "fp32", device="cpu"), 4) == []  # CPU's flash kernel
+
+
+TINY_OPT = {
+    "architectures": ["OPTForCausalLM"],
+    "model_type": "opt",
+    "hidden_size": 32,
+    "num_attention_heads": H,
+    "ffn_dim": 64,
+    "num_hidden_layers": 2,
+    "vocab_size": 500,
+    "max_position_embeddings": 64,
+    "word_embed_proj_dim": 32,
+}
+
+
+def test_opt_eager_fp16_softmax_has_no_fp32_copy_of_the_scores_on_cuda(tmp_path):
+    """OPT's eager attention runs ``softmax(scores, dtype=float32)`` on fp16 scores: CUDA fuses
+    it (no fp32 copy of the scores), the CPU trace makes the copy."""
+    path = tmp_path / "tiny-opt" / "config.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(TINY_OPT))
+
+    def fp32_copies(device: str) -> int:
+        est = memlens.estimate(
+            str(path), batch=B, seq_len=S, device=device, precision="fp16", attention="eager"
+        )
+        return sum(b.op == "aten._to_copy" for b in _score_blocks(est, 4))
+
+    assert fp32_copies(GPU) == 0
+    assert fp32_copies("cpu") == TINY_OPT["num_hidden_layers"]

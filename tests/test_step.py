@@ -207,3 +207,50 @@ def test_user_step_in_inference():
 
     est, real = _pair(step=infer, mode="inference")
     _close(est, real)
+
+
+def test_hf_trainer_releases_a_language_models_logits(tmp_path):
+    """A causal LM with a large vocabulary: the Trainer's step drops ``outputs`` (the logits)
+    before backward, the canonical loop keeps them; both match real CPU runs."""
+    pytest.importorskip("transformers")
+    import json
+
+    cfg = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "num_hidden_layers": 2,
+        "vocab_size": 16000,
+        "max_position_embeddings": 256,
+        "tie_word_embeddings": False,
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    kw = {"batch": 2, "seq_len": 64, "device": "cpu", "optimizer_impl": "for-loop"}
+    peaks = {}
+    for loop in ("pytorch", "hf-trainer"):
+        est = memlens.estimate(str(path), loop=loop, **kw)
+        _close(est, memlens.measure(str(path), loop=loop, **kw))
+        peaks[loop] = est.peak_bytes
+    logits = 2 * 64 * 16000 * 4
+    assert peaks["pytorch"] - peaks["hf-trainer"] >= logits // 2
+
+
+def canonical_step(model, batch, optimizer):
+    """The built-in loop's step, written by hand."""
+    output = model(batch)
+    loss = output.mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def test_user_step_written_like_the_built_in_loop_gives_the_same_breakdown():
+    builtin = memlens.estimate(_model, **KW)
+    user = memlens.estimate(_model, step=canonical_step, **KW)
+    assert user.peak_bytes == builtin.peak_bytes
+    assert user.breakdown == builtin.breakdown
+    assert user.peak_phase == builtin.peak_phase

@@ -153,3 +153,13 @@ def test_opt_eager_fp16_softmax_has_no_fp32_copy_of_the_scores_on_cuda(tmp_path)
 
     assert fp32_copies(GPU) == 0
     assert fp32_copies("cpu") == TINY_OPT["num_hidden_layers"]
+
+
+def test_gpus_before_sm80_run_mem_efficient_attention():
+    """Flash attention needs sm80 or newer (sdp_utils.cpp): on a V100, auto takes
+    memory-efficient attention and flash is refused with the architecture named."""
+    ops = {b.op for b in _plain("auto", "fp16", device="v100").timeline.blocks}
+    assert "aten._scaled_dot_product_efficient_attention" in ops
+    assert "aten._scaled_dot_product_flash_attention" not in ops
+    with pytest.raises(WorkloadError, match="sm80 or newer.*sm70"):
+        _plain("flash", "fp16", device="v100")

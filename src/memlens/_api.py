@@ -34,7 +34,9 @@ def measure(
 ) -> Measurement:
     """Run one steady-state step of ``model`` for real and measure it (arguments as
     :func:`memlens.estimate`; ``device`` is ``"cpu"`` or ``"cuda"``; ``checkpoint="auto"``
-    needs a budget: measure the ``modules:...`` an estimate chose instead).
+    needs a budget: measure the ``modules:...`` an estimate chose instead). With
+    ``step=fn`` the user's own step function runs, the same that :func:`memlens.estimate`
+    traces.
 
     Known limitations: the data-loading fields are validated but no DataLoader runs: the
     measured peak is the step's alone (the estimate's ``host`` table has the pipeline's).

@@ -41,12 +41,27 @@ def estimate(
     ``Estimate.host``. An unknown keyword raises :class:`~memlens.WorkloadError` naming the
     closest field.
 
+    The training step is the canonical PyTorch loop unless ``loop`` names another
+    (``"hf-trainer"``: output released before backward, gradient clipping, a fused AdamW;
+    ``"lightning"``: ``zero_grad`` between forward and backward), with ``zero_grad``
+    (``"free"``/``"zeros"``) and ``release_output`` overriding what the loop implies; or it is
+    ``step=fn``, the user's own ``fn(model, batch, optimizer)`` (or ``"module:function"``),
+    traced as written at steady state, ``batch`` being ``inputs`` as given.
+
     Example usage::
 
         est = memlens.estimate("resnet50", batch=32, optimizer="adam", device="v100-16gb")
         print(est.peak_bytes, est.breakdown, est.fits)
         est = memlens.estimate("llama-3-8b", quantize="nf4", lora="r=16", precision="bf16",
                                checkpoint="blocks", device="rtx4090-24gb")
+
+        def my_step(model, batch, optimizer):
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+
+        est = memlens.estimate(model, step=my_step, inputs=batch, device="a100-80gb")
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
     return estimate_step(model_spec(model, work, inputs), work, target, loss)

@@ -254,3 +254,24 @@ def test_user_step_written_like_the_built_in_loop_gives_the_same_breakdown():
     assert user.peak_bytes == builtin.peak_bytes
     assert user.breakdown == builtin.breakdown
     assert user.peak_phase == builtin.peak_phase
+
+
+def _autocast_step(device_type):
+    def step(model, batch, optimizer):
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            out = model(batch)
+        loss = out.float().pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return step
+
+
+def test_a_cuda_autocast_region_of_a_user_step_autocasts_the_trace_for_a_cuda_target():
+    kw = {**KW, "device": "a100-80gb", "precision": "bf16-amp", "batch": 1024}
+    cuda = memlens.estimate(_model, step=_autocast_step("cuda"), **kw)
+    cpu = memlens.estimate(_model, step=_autocast_step("cpu"), **kw)
+    plain = memlens.estimate(_model, step=canonical_step, **kw)
+    assert cuda.peak_bytes == cpu.peak_bytes != plain.peak_bytes
+    assert cuda.breakdown == cpu.breakdown

@@ -59,6 +59,10 @@ class StepStrategies(Protocol):
         """The tensors a scaler keeps across steps."""
         ...
 
+    def target_kind(self) -> str:
+        """The device kind the step stands for: ``"cpu"`` or ``"cuda"``."""
+        ...
+
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         """The autocast region of the forward pass and the loss (a no-op without AMP)."""
         ...

@@ -170,19 +170,50 @@ def _phases_of_user_step(optimizer: Any, on_phase: PhaseHook) -> Iterator[None]:
             del optimizer.step
 
 
+@contextlib.contextmanager
+def _autocast_on(device_type: str, alias: str) -> Iterator[None]:
+    """While active, ``torch.autocast(alias, ...)`` (and ``torch.amp.autocast``) autocasts
+    ``device_type`` instead: a user's step written for CUDA, run on the engine's CPU fake
+    tensors, autocasts them (under the CUDA op lists that the target's emulation installs on
+    CPU autocast, :mod:`memlens.engine.targets.cuda_autocast`) instead of warning that CUDA is
+    unavailable and running in fp32."""
+    original = torch.amp.autocast
+
+    class autocast(original):  # type: ignore[valid-type, misc]
+        def __init__(self, device_type_: str, *args: Any, **kwargs: Any) -> None:
+            if device_type_ == alias:
+                device_type_ = device_type
+            super().__init__(device_type_, *args, **kwargs)
+
+    saved = torch.autocast, torch.amp.autocast
+    torch.autocast = torch.amp.autocast = autocast  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        torch.autocast, torch.amp.autocast = saved  # type: ignore[misc]
+
+
 def _user_step(
     model: nn.Module,
     inputs: Inputs,
     workload: Workload,
     optimizer: Any,
     on_phase: PhaseHook,
+    strategies: StepStrategies,
 ) -> None:
     """The user's step function, called as ``fn(model, batch, optimizer)`` and traced as
-    written (no autocast or loss scaling of memlens's: those are the function's own)."""
+    written (no autocast or loss scaling of memlens's: those are the function's own; a
+    CUDA autocast region of a step traced for a CUDA target on CPU tensors autocasts them)."""
     assert workload.step is not None
     batch = user_batch(inputs)
+    device_type, kind = _device_type(model, inputs), strategies.target_kind()
+    aliased = (
+        _autocast_on(device_type, kind)
+        if device_type != kind and kind == "cuda"
+        else contextlib.nullcontext()
+    )
     on_phase(Phase.FORWARD)
-    with _phases_of_user_step(optimizer, on_phase):
+    with _phases_of_user_step(optimizer, on_phase), aliased:
         result = workload.step(model, batch, optimizer if workload.training else None)
     del result, batch
     on_phase(None)
@@ -219,7 +250,7 @@ def run_step(
     """
     if workload.step is not None:
         with strategies.checkpointed(model, checkpoint or [], recomputation):
-            _user_step(model, inputs, workload, optimizer, on_phase)
+            _user_step(model, inputs, workload, optimizer, on_phase, strategies)
         return
     amp = strategies.autocast(_device_type(model, inputs))
     if not workload.training:

@@ -97,6 +97,9 @@ class WorkloadStrategies:
     def scaler_state(self, scaler: torch.amp.GradScaler | None) -> list[torch.Tensor]:
         return precision.scaler_state(scaler)
 
+    def target_kind(self) -> str:
+        return self.target.kind
+
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         return precision.autocast(self.workload, device_type)
 

@@ -275,3 +275,27 @@ def test_a_cuda_autocast_region_of_a_user_step_autocasts_the_trace_for_a_cuda_ta
     plain = memlens.estimate(_model, step=canonical_step, **kw)
     assert cuda.peak_bytes == cpu.peak_bytes != plain.peak_bytes
     assert cuda.breakdown == cpu.breakdown
+
+
+def test_cli_output_switch(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+
+    models = tmp_path / "net.py"
+    models.write_text(
+        "from torch import nn\n\n"
+        "def model():\n"
+        "    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 2000))\n"
+    )
+    args = ["estimate", f"{models}:model", "--input-shape", "64", "-b", "32", "--device", "cpu"]
+    peaks = {}
+    for switch in ("--release-output", "--keep-output"):
+        result = CliRunner().invoke(app, [*args, "--loop", "hf-trainer", switch, "--json"])
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output)
+        assert out["workload"]["release_output"] is (switch == "--release-output")
+        peaks[switch] = out["peak_bytes"]
+    assert peaks["--keep-output"] - peaks["--release-output"] == 32 * 2000 * 4

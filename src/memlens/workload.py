@@ -489,10 +489,11 @@ class Workload:
     )
     release_output: bool | None = option(
         None,
-        help="The model output is released before backward, as the HF Trainer does; "
-        "--no-release-output keeps it alive (default: the loop's).",
+        help="The model output is released before backward, as the HF Trainer does, or kept "
+        "alive through backward, as out = model(x); loss = f(out) does (default: the loop's).",
         group="loop",
         parse=_optional_flag,
+        flag="--release-output/--keep-output",
         uses=_STEPS,
         training_only=True,
     )

@@ -170,7 +170,9 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
         notes.append(
             f"step {workload.step}: traced as written on fake CPU tensors; its phases are "
             "inferred (backward from torch.autograd.backward/grad, the optimizer phase from "
-            "optimizer.step); autocast and loss scaling are the function's own"
+            "optimizer.step); autocast and loss scaling are the function's own (its "
+            "torch.autocast('cuda') regions autocast the trace; a GradScaler('cuda') is "
+            "disabled on the CPU fake tensors: its few scalars are not counted)"
         )
     elif workload.uses_fused_default and workload.training:
         notes.append(

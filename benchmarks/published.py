@@ -739,7 +739,13 @@ def markdown(results: list[dict[str, Any]], summary: dict[str, Any], header: dic
         "",
         f"Reproduce: `{header['command']}` (memlens {header['memlens']}, torch "
         f"{header['torch']}, transformers {header['transformers']}, {header['machine']}; "
-        f"{header['seconds']:.0f} s). Rows and sources: published-gpu.md "
+        f"{header['seconds']:.0f} s) at commit {header['commit']}"
+        + (
+            f" with uncommitted changes in {len(header['uncommitted_src'])} src files"
+            if header["uncommitted_src"]
+            else ""
+        )
+        + ". Rows and sources: published-gpu.md "
         "(`/work/shared/reference/`). Error = (memlens - published) / published. [A] and [C] "
         "in MiB (2^20 B), [B] in MB (10^6 B) as published.",
         "",
@@ -819,6 +825,26 @@ def _CATEGORY_ORDER(name: str) -> int:  # noqa: N802
     return order.index(name) if name in order else len(order)
 
 
+def _revision() -> dict[str, Any]:
+    """The commit the rows ran at, and the files under src/ that differed from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=HERE.parent, capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return ""
+        return done.stdout.strip()
+
+    changed = git("status", "--porcelain", "--", "src")
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") or "unknown",
+        "uncommitted_src": [line[3:] for line in changed.splitlines()],
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="only these row ids (e.g. A1, B5)")
@@ -870,6 +896,7 @@ def main() -> None:
     only = "".join(f" --only {i}" for i in args.only or ())
     header = {
         "command": COMMAND + only,
+        **_revision(),
         "memlens": memlens.__version__,
         "torch": torch.__version__,
         "transformers": transformers.__version__,

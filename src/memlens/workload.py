@@ -320,7 +320,7 @@ class UserStep(str):
     @property
     def fn(self) -> Callable[..., Any]:
         if self._fn is None:
-            from memlens.sources.factory import load_factory
+            from memlens._loader import load_factory
 
             self._fn = load_factory(str(self))
         return self._fn

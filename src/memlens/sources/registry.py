@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from memlens._errors import ConfigError, UnknownModelError
+from memlens._loader import is_factory_spec, load_factory
 from memlens.sources.base import ModelSpec
 from memlens.sources.timm_models import PREFIX as TIMM_PREFIX
 
@@ -151,8 +152,8 @@ def resolve(
         )
     text = model.strip()
     options: dict[str, Any] = {"task": task} if task else {}
-    if factory.is_factory_spec(text):
-        return factory.module_spec(factory.load_factory(text), text, "factory", inputs)
+    if is_factory_spec(text):
+        return factory.module_spec(load_factory(text), text, "factory", inputs)
     spec = _by_name(text, options)
     # a Hub-style "org/name" id whose last part is known ("meta-llama/Meta-Llama-3-8B"),
     # unless it is a local folder ("models/gpt2" holding its own config.json) or timm's

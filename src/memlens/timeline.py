@@ -27,6 +27,7 @@ class Block:
     op: str  # the op that allocated it ("parameter", "input", "aten.mm", ...)
     alloc_at: int = -1  # event index of its allocation
     free_at: int | None = None  # event index of its free; None if alive at the end
+    tensor: str = ""  # dtype and shape of the first tensor seen on it ("float32[32, 64]")
 
 
 @dataclass
@@ -37,9 +38,12 @@ class Timeline:
     events: list[tuple[int, int]] = field(default_factory=list)
     phase_marks: list[tuple[int, Phase]] = field(default_factory=list)  # (event index, phase)
 
-    def alloc(self, nbytes: int, category: Category, phase: Phase, module: str, op: str) -> int:
+    def alloc(
+        self, nbytes: int, category: Category, phase: Phase, module: str, op: str, tensor: str = ""
+    ) -> int:
         """Record an allocation; returns the new block's id."""
         block = Block(len(self.blocks), int(nbytes), category, phase, module, op, len(self.events))
+        block.tensor = tensor
         self.blocks.append(block)
         self.events.append((block.id, ALLOC))
         return block.id

@@ -54,6 +54,11 @@ _UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
 }
 
 
+def _describe(t: torch.Tensor) -> str:
+    """``float32[32, 64, 112, 112]``: what reports show of a block's tensor."""
+    return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}"
+
+
 class Recorder:
     """Owns the timeline of the step being traced and the identity of live storages."""
 
@@ -99,7 +104,7 @@ class Recorder:
             nbytes = 0  # takes no device memory
         self._meta[key] = (nbytes, category)
         self._block_of[key] = self.timeline.alloc(
-            nbytes, category, self.phase, self.modules.current, op
+            nbytes, category, self.phase, self.modules.current, op, _describe(t)
         )
         weakref.finalize(storage, self._on_free, key).atexit = False
         return key
@@ -162,8 +167,11 @@ class Recorder:
             nbytes, category = self._meta[key]
             # a library buffer keeps its name (reports list the workspaces by it)
             library = category is Category.FRAMEWORK_OVERHEAD
-            op = finished.blocks[self._block_of[key]].op if library else "carried"
-            self._block_of[key] = self.timeline.alloc(nbytes, category, Phase.SETUP, "", op)
+            old = finished.blocks[self._block_of[key]]
+            op = old.op if library else "carried"
+            self._block_of[key] = self.timeline.alloc(
+                nbytes, category, Phase.SETUP, "", op, old.tensor
+            )
         return finished
 
     def set_phase(self, phase: Phase) -> None:

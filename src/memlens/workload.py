@@ -45,6 +45,13 @@ TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
 LOOPS = ("pytorch", "hf-trainer", "lightning")
 #: What ``zero_grad`` does: ``free`` (``set_to_none=True``, PyTorch >= 2.0) or ``zeros``.
 ZERO_GRADS = ("free", "zeros")
+#: FSDP sharding (see :mod:`memlens.distributed`): ``full`` is FSDP2's ``fully_shard`` (ZeRO-3),
+#: ``grad-op`` keeps the parameters gathered after forward (``reshard_after_forward=False``,
+#: ZeRO-2-like), ``hybrid`` shards within a group and replicates across groups (HSDP).
+FSDP = ("none", "full", "grad-op", "hybrid")
+#: Pipeline schedules (``torch.distributed.pipelining``: ScheduleGPipe, Schedule1F1B,
+#: ScheduleInterleaved1F1B).
+PP_SCHEDULES = ("gpipe", "1f1b", "interleaved")
 #: bitsandbytes 4-bit compute dtypes (``bnb_4bit_compute_dtype``).
 BNB_COMPUTE_DTYPES = ("fp32", "fp16", "bf16")
 
@@ -59,6 +66,8 @@ _STEPS = frozenset({"estimate", "measure", "fit", "sweep"})
 _BUILDS = _STEPS | {"layers"}
 #: Those whose step has a data pipeline to size (host memory; ``measure`` runs no DataLoader).
 _DATA = frozenset({"estimate", "measure"})
+#: Those that take a parallel layout (a step on many devices; ``measure`` runs on one).
+_PARALLEL = frozenset({"estimate", "fit", "sweep"})
 #: A fixed batch: ``fit`` searches it (its ``batch`` is the target of the options table) and
 #: ``sweep`` takes several.
 _ONE_BATCH = _ALL - {"fit", "sweep"}
@@ -564,6 +573,91 @@ class Workload:
         uses=_STEPS,
         training_only=True,
     )
+    # parallel layout: the step on world_size devices (see memlens.distributed)
+    dp: int | None = option(
+        None,
+        help="Data-parallel degree (default: world size / (tp x pp x cp)).",
+        group="parallel",
+        parse=_integer(1, optional=True),
+        uses=_PARALLEL,
+    )
+    fsdp: str = option(
+        "none",
+        help="FSDP sharding over the data-parallel ranks: full (ZeRO-3), grad-op "
+        "(parameters kept gathered after forward, ZeRO-2-like), hybrid (HSDP), or none (DDP "
+        "when dp > 1).",
+        group="parallel",
+        parse=_choice(FSDP),
+        uses=_PARALLEL,
+        choices=FSDP,
+    )
+    fsdp_shard: int | None = option(
+        None,
+        help="Ranks per shard group under --fsdp hybrid (default: 8, one node of 8 GPUs).",
+        group="parallel",
+        parse=_integer(1, optional=True),
+        uses=_PARALLEL,
+    )
+    tp: int = option(
+        1,
+        help="Tensor-parallel degree.",
+        group="parallel",
+        parse=_integer(1),
+        uses=_PARALLEL,
+    )
+    pp: int = option(
+        1,
+        help="Pipeline-parallel degree (stages).",
+        group="parallel",
+        parse=_integer(1),
+        uses=_PARALLEL,
+    )
+    microbatches: int | None = option(
+        None,
+        help="Pipeline micro-batches of --batch per step (default: pp).",
+        group="parallel",
+        parse=_integer(1, optional=True),
+        uses=_PARALLEL,
+    )
+    pp_schedule: str = option(
+        "1f1b",
+        help="Pipeline schedule: gpipe (all micro-batches in flight), 1f1b (pp - stage), "
+        "interleaved (1F1B over virtual stages).",
+        group="parallel",
+        parse=_choice(PP_SCHEDULES),
+        uses=_PARALLEL,
+        choices=PP_SCHEDULES,
+    )
+    cp: int = option(
+        1,
+        help="Context-parallel degree (the sequence split across ranks).",
+        group="parallel",
+        parse=_integer(1),
+        uses=_PARALLEL,
+    )
+    world_size: int | None = option(
+        None,
+        help="Devices in all: dp x tp x pp x cp (default: that product).",
+        group="parallel",
+        parse=_integer(1, optional=True),
+        uses=_PARALLEL,
+    )
+    bucket_cap_mb: int = option(
+        25,
+        help="DDP gradient bucket size in MiB (DistributedDataParallel's bucket_cap_mb).",
+        group="parallel",
+        parse=_integer(1),
+        uses=_PARALLEL,
+        training_only=True,
+    )
+    gradient_as_bucket_view: bool = option(
+        False,
+        help="DDP gradients are views into its buckets (no second copy).",
+        group="parallel",
+        parse=_flag,
+        uses=_PARALLEL,
+        training_only=True,
+    )
     # data loading: host memory only (see memlens.strategies.data)
     dataset_size: int | None = option(
         None,
@@ -651,6 +745,7 @@ class Workload:
                     raise WorkloadError(
                         name, getattr(self, name), "does not apply to a user's step function"
                     )
+        self.layout  # noqa: B018 -- validates the parallel fields together
         if self.prefetch_factor is not None and self.num_workers == 0:
             # torch.utils.data.DataLoader refuses it too: there is no worker to prefetch.
             raise WorkloadError("prefetch_factor", self.prefetch_factor, "needs num_workers > 0")
@@ -724,6 +819,11 @@ class Workload:
         )
 
     @property
+    def layout(self) -> Layout:
+        """The parallel layout, with ``dp`` and ``world_size`` resolved (validated)."""
+        return Layout.of(self)
+
+    @property
     def effective_batch(self) -> int:
         """Samples per optimizer step: ``batch * grad_accum``."""
         return self.batch * self.grad_accum
@@ -731,6 +831,90 @@ class Workload:
     def with_(self, **changes: Any) -> Workload:
         """A copy with some fields changed (validated again)."""
         return Workload.from_fields(changes, base=self)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A workload's parallel layout with every degree resolved: ``world_size = dp x tp x pp
+    x cp``; ``shard`` is the FSDP shard group size (``dp`` under ``full``/``grad-op``, the
+    hybrid group under ``hybrid``, 1 without FSDP)."""
+
+    dp: int
+    tp: int
+    pp: int
+    cp: int
+    world_size: int
+    fsdp: str
+    shard: int
+    microbatches: int
+    pp_schedule: str
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def ddp(self) -> bool:
+        """Data parallelism by replication (DistributedDataParallel)."""
+        return self.dp > 1 and self.fsdp == "none"
+
+    @classmethod
+    def of(cls, w: Workload) -> Layout:
+        """Resolve and check ``w``'s parallel fields; an impossible layout raises
+        :class:`WorkloadError` naming the fields."""
+        model = w.tp * w.pp * w.cp
+        if w.dp is None:
+            if w.world_size is None:
+                dp = 1
+            elif w.world_size % model:
+                raise WorkloadError(
+                    "world_size",
+                    w.world_size,
+                    f"must be a multiple of tp x pp x cp = {w.tp} x {w.pp} x {w.cp} = {model}",
+                )
+            else:
+                dp = w.world_size // model
+        else:
+            dp = w.dp
+        world = dp * model
+        if w.world_size is not None and w.world_size != world:
+            raise WorkloadError(
+                "world_size",
+                w.world_size,
+                f"must equal dp x tp x pp x cp = {dp} x {w.tp} x {w.pp} x {w.cp} = {world}",
+            )
+        shard = 1
+        if w.fsdp in ("full", "grad-op"):
+            shard = dp
+        elif w.fsdp == "hybrid":
+            shard = w.fsdp_shard if w.fsdp_shard is not None else min(dp, 8)
+            if dp % shard or dp == shard:
+                raise WorkloadError(
+                    "fsdp_shard",
+                    shard,
+                    f"--fsdp hybrid needs dp = {dp} to be a multiple (> 1) of the shard group",
+                )
+        if w.fsdp_shard is not None and w.fsdp != "hybrid":
+            raise WorkloadError("fsdp_shard", w.fsdp_shard, "applies to --fsdp hybrid only")
+        if w.pp == 1:
+            for name, value, unset in (
+                ("microbatches", w.microbatches, None),
+                ("pp_schedule", w.pp_schedule, "1f1b"),
+            ):
+                if value != unset:
+                    raise WorkloadError(name, value, "applies with pp > 1 only")
+        microbatches = w.microbatches if w.microbatches is not None else w.pp
+        if w.pp_schedule == "interleaved" and microbatches % w.pp:
+            # ScheduleInterleaved1F1B: n_microbatches must be a multiple of the pp group size
+            raise WorkloadError(
+                "microbatches", microbatches, f"interleaved needs a multiple of pp = {w.pp}"
+            )
+        if (w.bucket_cap_mb != 25 or w.gradient_as_bucket_view) and not (
+            dp > 1 and w.fsdp == "none"
+        ):
+            name = "bucket_cap_mb" if w.bucket_cap_mb != 25 else "gradient_as_bucket_view"
+            raise WorkloadError(name, getattr(w, name), "applies to DDP only (dp > 1, --fsdp none)")
+        return cls(dp, w.tp, w.pp, w.cp, world, w.fsdp, shard, microbatches, w.pp_schedule)
 
 
 def meta(f: Field[Any]) -> OptionMeta:

@@ -89,8 +89,11 @@ class Recorder:
     def _key(self, storage: torch.UntypedStorage) -> int | None:
         return self._key_of.get(storage)
 
-    def track(self, t: torch.Tensor, category: Category, op: str) -> int | None:
-        """Record ``t``'s storage as allocated now (no-op if already known)."""
+    def track(
+        self, t: torch.Tensor, category: Category, op: str, module: str | None = None
+    ) -> int | None:
+        """Record ``t``'s storage as allocated now (no-op if already known); ``module``: its
+        owner when not the module running now (a parameter's)."""
         storage = t.untyped_storage()
         if storage in self._key_of:
             return None
@@ -104,7 +107,12 @@ class Recorder:
             nbytes = 0  # takes no device memory
         self._meta[key] = (nbytes, category)
         self._block_of[key] = self.timeline.alloc(
-            nbytes, category, self.phase, self.modules.current, op, _describe(t)
+            nbytes,
+            category,
+            self.phase,
+            self.modules.current if module is None else module,
+            op,
+            _describe(t),
         )
         weakref.finalize(storage, self._on_free, key).atexit = False
         return key
@@ -170,7 +178,7 @@ class Recorder:
             old = finished.blocks[self._block_of[key]]
             op = old.op if library else "carried"
             self._block_of[key] = self.timeline.alloc(
-                nbytes, category, Phase.SETUP, "", op, old.tensor
+                nbytes, category, Phase.SETUP, old.module, op, old.tensor
             )
         return finished
 

@@ -60,16 +60,17 @@ def trace(
     model, inputs, mode = built.model, built.inputs, built.mode
     with mode:
         applied = strategies.prepare(model, inputs)
-    params = list(model.parameters())  # tied parameters once: parameters() dedupes
+    named = dict(model.named_parameters())  # tied parameters once: the first name
+    params = list(named.values())
     trainable = [p for p in params if p.requires_grad]
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
 
     recorder = Recorder(model, kernel_rules(target, extra_rules), target)
     modules = recorder.modules
-    for p in params:
-        recorder.track(p, Category.PARAMETERS, "parameter")
-    for b in model.buffers():
-        recorder.track(b, Category.BUFFERS, "buffer")
+    for name, p in named.items():
+        recorder.track(p, Category.PARAMETERS, "parameter", name.rpartition(".")[0])
+    for name, b in model.named_buffers():
+        recorder.track(b, Category.BUFFERS, "buffer", name.rpartition(".")[0])
     for t in inputs.tensors():
         recorder.track(t, Category.INPUTS, "input")
 

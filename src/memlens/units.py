@@ -17,7 +17,8 @@ _SIZE_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*$")
 
 
 def parse_size(text: str | int) -> int:
-    """Parse ``"24GiB"``, ``"16 GB"``, ``"512MiB"`` or a plain byte count into bytes."""
+    """Parse ``"24GiB"``, ``"16 GB"``, ``"512MiB"``, ``"100B"`` or an ``int`` byte count into
+    bytes. A string needs its unit: ``"16"`` is refused (``16GiB?``), not read as 16 bytes."""
     if isinstance(text, int):
         if text <= 0:
             raise ConfigError(f"size must be positive, got {text}")
@@ -25,7 +26,11 @@ def parse_size(text: str | int) -> int:
     m = _SIZE_RE.match(str(text))
     if not m:
         raise ConfigError(f"cannot parse size {text!r}: use e.g. 24GiB, 16GB or 512MiB")
-    number, unit = float(m.group(1)), (m.group(2) or "b").lower()
+    if not m.group(2):
+        raise ConfigError(
+            f"size {text!r} has no unit: {m.group(1)}GiB? (units: GiB, MiB, GB, MB; B for bytes)"
+        )
+    number, unit = float(m.group(1)), m.group(2).lower()
     factor = _BINARY.get(unit) or _DECIMAL.get(unit)
     if factor is None:
         allowed = ", ".join(["B", "KiB", "MiB", "GiB", "TiB", "KB", "MB", "GB", "TB"])

@@ -191,8 +191,10 @@ def _size(name: str, value: Any) -> int | None:
         return None
     try:
         return parse_size(value)
-    except (ConfigError, TypeError):
-        raise WorkloadError(name, value, "a size such as 20GiB or 5000000") from None
+    except ConfigError as e:
+        raise WorkloadError(name, value, str(e)) from None
+    except TypeError:
+        raise WorkloadError(name, value, "a size with its unit, such as 20GiB or 512MB") from None
 
 
 def _checkpoint(name: str, value: Any) -> str:

@@ -26,6 +26,7 @@ from functools import cache
 from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
+from memlens.routing import parse_routing
 from memlens.formats import LAYER_FORMATS as QUANTIZE
 from memlens.optimizer_table import IMPL_CHOICES as OPTIMIZER_IMPLS
 from memlens.optimizer_table import NAMES as OPTIMIZERS
@@ -45,6 +46,9 @@ TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
 LOOPS = ("pytorch", "hf-trainer", "lightning")
 #: What ``zero_grad`` does: ``free`` (``set_to_none=True``, PyTorch >= 2.0) or ``zeros``.
 ZERO_GRADS = ("free", "zeros")
+#: Reads of values computed from the inputs (see :mod:`memlens.engine.shadow`): ``explore``
+#: traces each read site's other answer, ``neutral`` answers True/1, ``fail`` refuses.
+DATA_DEPENDENT = ("explore", "neutral", "fail")
 #: FSDP sharding (see :mod:`memlens.distributed`): ``full`` is FSDP2's ``fully_shard`` (ZeRO-3),
 #: ``grad-op`` keeps the parameters gathered after forward (``reshard_after_forward=False``,
 #: ZeRO-2-like), ``hybrid`` shards within a group and replicates across groups (HSDP).
@@ -150,6 +154,13 @@ def _step(name: str, value: Any) -> UserStep | None:
         name = getattr(value, "__qualname__", type(value).__qualname__)
         return UserStep(f"{getattr(value, '__module__', '')}:{name}", value)
     raise WorkloadError(name, value, "a function step(model, batch, optimizer) or module:function")
+
+
+def _routing(name: str, value: Any) -> str:
+    try:
+        return parse_routing(value)
+    except ValueError as e:
+        raise WorkloadError(name, value, str(e)) from None
 
 
 def _optional_text(name: str, value: Any) -> str | None:
@@ -718,6 +729,34 @@ class Workload:
         help="Let a Hub config run its repository's own code.",
         group="model source",
         parse=_flag,
+    )
+    allow_long_context: bool = option(
+        False,
+        help="Allow a --seq-len past the model's positions (max_position_embeddings), for "
+        "models that extrapolate (RoPE scaling).",
+        group="model source",
+        parse=_flag,
+    )
+    # what the trace cannot know from fake tensors
+    data_dependent: str = option(
+        "explore",
+        help="Reads of values computed from the inputs (.item(), if t.sum() < 0): explore "
+        "traces each read site's other answer and reports the largest peak; neutral answers "
+        "True/1; fail refuses, naming the site.",
+        group="tracing",
+        parse=_choice(DATA_DEPENDENT),
+        uses=_ALL - {"measure"},
+        choices=DATA_DEPENDENT,
+    )
+    moe_routing: str = option(
+        "balanced",
+        help="Mixture-of-experts routing: balanced (tokens x top_k / experts each), worst "
+        "(every token to the same top_k experts), or capacity:F (the busiest experts get F "
+        "times their share).",
+        group="tracing",
+        parse=_routing,
+        uses=_ALL - {"measure"},
+        metavar="POLICY",
     )
 
     def __post_init__(self) -> None:

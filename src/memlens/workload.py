@@ -26,11 +26,12 @@ from functools import cache
 from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
-from memlens.routing import parse_routing
+from memlens.analytic.kv_cache import KV_DTYPES
 from memlens.formats import LAYER_FORMATS as QUANTIZE
 from memlens.optimizer_table import IMPL_CHOICES as OPTIMIZER_IMPLS
 from memlens.optimizer_table import NAMES as OPTIMIZERS
 from memlens.optimizer_table import implementations
+from memlens.routing import parse_routing
 from memlens.units import parse_size
 
 MODES = ("inference", "train")
@@ -471,6 +472,15 @@ class Workload:
         group="precision",
         parse=_choice(PRECISIONS),
         choices=PRECISIONS,
+    )
+    kv_dtype: str = option(
+        "auto",
+        help="KV cache dtype of generation: auto (the model's dtype), bf16, fp16, fp32, fp8 "
+        "(vLLM), or int8/int4 (transformers' quantised cache, with its scales and zero points).",
+        group="precision",
+        parse=_choice(KV_DTYPES),
+        uses=frozenset({"estimate"}),
+        choices=KV_DTYPES,
     )
     # the optimizer
     optimizer: str = option(

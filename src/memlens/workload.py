@@ -27,6 +27,7 @@ from typing import Any
 
 from memlens._errors import ConfigError, WorkloadError
 from memlens.analytic.kv_cache import KV_DTYPES
+from memlens.analytic.zero import ZeroConfig
 from memlens.formats import LAYER_FORMATS as QUANTIZE
 from memlens.optimizer_table import IMPL_CHOICES as OPTIMIZER_IMPLS
 from memlens.optimizer_table import NAMES as OPTIMIZERS
@@ -37,7 +38,9 @@ from memlens.units import parse_size
 MODES = ("inference", "train")
 PRECISIONS = ("fp32", "bf16", "fp16", "bf16-amp", "fp16-amp")
 #: ``every-k:K`` and ``modules:PATH,PATH`` take an argument; ``auto`` needs a device capacity.
-CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "modules:PATH,...")
+#: ``selective`` (Korthikanti et al. 2022: only the attention core is recomputed) is modelled in
+#: closed form only (``analytic``).
+CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "selective", "modules:PATH,...")
 #: Hugging Face heads (see :mod:`memlens.sources.huggingface`).
 #: Attention kernels (see :mod:`memlens.engine.targets.cuda_attention`): ``auto`` is what the
 #: model's code picks on the target.
@@ -216,7 +219,7 @@ def _checkpoint(name: str, value: Any) -> str:
         raise WorkloadError(name, value, allowed)
     text = value.strip()
     low = text.lower()
-    if low in ("none", "blocks", "sqrt", "auto"):
+    if low in ("none", "blocks", "sqrt", "auto", "selective"):
         return low
     if low.startswith("every-k:"):
         k = low.split(":", 1)[1]
@@ -256,6 +259,10 @@ def parse_batches(value: str | Iterable[int]) -> tuple[int, ...]:
     if not batches:
         raise WorkloadError("batches", value, "give at least one batch size")
     return tuple(sorted(set(batches)))
+
+
+def _deepspeed(name: str, value: Any) -> ZeroConfig | None:
+    return None if value is None or value == "" else ZeroConfig.parse(value)
 
 
 def option(default: Any, **meta: Any) -> Any:
@@ -681,6 +688,34 @@ class Workload:
         uses=_PARALLEL,
         training_only=True,
     )
+    deepspeed: ZeroConfig | None = option(
+        None,
+        help="DeepSpeed ZeRO over the data-parallel ranks instead of DDP/FSDP: stage=1|2|3 and "
+        "zero_optimization keys (offload_optimizer=cpu, offload_param=cpu, "
+        "reduce_bucket_size=5e8, stage3_max_live_parameters=1e9, ...) or a ds_config.json "
+        "(closed form: implies --analytic).",
+        group="parallel",
+        parse=_deepspeed,
+        uses=_PARALLEL,
+        metavar="SPEC",
+        training_only=True,
+    )
+    sequence_parallel: bool = option(
+        False,
+        help="Megatron sequence parallelism with --tp: norm and dropout activations split "
+        "across the tensor-parallel ranks (closed form: implies --analytic).",
+        group="parallel",
+        parse=_flag,
+        uses=_PARALLEL,
+    )
+    analytic: bool = option(
+        False,
+        help="Answer in closed form (memlens.analytic: Korthikanti et al. activations, ZeRO and "
+        "DeepSpeed model states) instead of tracing: instant at any scale.",
+        group="parallel",
+        parse=_flag,
+        uses=_PARALLEL,
+    )
     # data loading: host memory only (see memlens.strategies.data)
     dataset_size: int | None = option(
         None,
@@ -797,6 +832,16 @@ class Workload:
                         name, getattr(self, name), "does not apply to a user's step function"
                     )
         self.layout  # noqa: B018 -- validates the parallel fields together
+        if self.deepspeed is not None and self.fsdp != "none":
+            raise WorkloadError("deepspeed", self.deepspeed.stage, "replaces --fsdp: give one")
+        if self.sequence_parallel and self.tp == 1:
+            raise WorkloadError("sequence_parallel", True, "needs --tp > 1")
+        if self.checkpoint == "selective" and not self.closed_form:
+            raise WorkloadError(
+                "checkpoint",
+                "selective",
+                "selective recompute is modelled in closed form: add --analytic",
+            )
         if self.prefetch_factor is not None and self.num_workers == 0:
             # torch.utils.data.DataLoader refuses it too: there is no worker to prefetch.
             raise WorkloadError("prefetch_factor", self.prefetch_factor, "needs num_workers > 0")
@@ -868,6 +913,12 @@ class Workload:
             and loop_preset(self.loop).fused_optimizer
             and "fused" in implementations(self.optimizer)
         )
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether the step is answered by :mod:`memlens.analytic` (asked for, or a DeepSpeed
+        or sequence-parallel layout, which only the closed form models)."""
+        return self.analytic or self.deepspeed is not None or self.sequence_parallel
 
     @property
     def layout(self) -> Layout:

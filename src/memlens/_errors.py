@@ -12,6 +12,7 @@ one line::
     ├── HeaderError          a checkpoint / ONNX header is corrupt or unsupported
     ├── TraceError           the engine could not trace the step (names the op and module)
     ├── MeasureError         a real run could not be measured on the requested device
+    ├── UserCodeTimeout      the user's code (factory, step) ran past ``--timeout``
     └── MissingExtraError    an optional dependency is not installed (says what to install)
 """
 
@@ -89,6 +90,17 @@ class TraceError(MemlensError, RuntimeError):
 
 class MeasureError(MemlensError, RuntimeError):
     """A real run could not be measured."""
+
+
+class UserCodeTimeout(MemlensError, TimeoutError):
+    """The user's code (a factory, a model's forward, a step) ran past the time allowed."""
+
+    def __init__(self, seconds: float, doing: str) -> None:
+        self.seconds = seconds
+        super().__init__(
+            f"timed out after {seconds:g} s while {doing} (--timeout {seconds:g}): the model's "
+            "code did not return; raise --timeout if it is only slow"
+        )
 
 
 class MissingExtraError(MemlensError, ImportError):

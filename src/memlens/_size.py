@@ -170,12 +170,19 @@ def parse_keep(keep: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))
 
 
+#: Parameters of the largest model a count may name (a quadrillion: far past any model).
+_MAX_COUNT = 1e15
+
+
 def parse_count(text: str) -> int | None:
     """A parameter count such as ``175B``, ``7e9`` or ``10000000``; None if ``text`` is not one."""
     m = _COUNT_RE.match(text)
     if not m:
         return None
-    return int(float(m.group(1)) * _COUNT_SUFFIX[m.group(2).lower()])
+    count = float(m.group(1)) * _COUNT_SUFFIX[m.group(2).lower()]
+    if not 1 <= count < _MAX_COUNT:
+        raise ConfigError(f"parameter count {text!r} is out of range (1 to 1e15)")
+    return int(count)
 
 
 def size_of_tensors(

@@ -13,14 +13,19 @@ Nothing here imports torch or the engine.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
 import json
+import logging
 import re
+import signal
+import sys
 import threading
 import typing
+import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import Field
 from typing import Annotated, Any
 
@@ -28,7 +33,7 @@ import typer
 from rich.console import Console, RenderableType
 from typer.models import OptionInfo
 
-from memlens._errors import MemlensError, WorkloadError
+from memlens._errors import MemlensError, UserCodeTimeout, WorkloadError
 from memlens.workload import OptionMeta, default, flag, options
 
 Model = Annotated[
@@ -40,6 +45,12 @@ Model = Annotated[
 
 _JSON_HELP = "Print JSON instead of tables."
 Json = Annotated[bool, typer.Option("--json", help=_JSON_HELP)]
+_TIMEOUT_HELP = (
+    "Stop after SECONDS if the model's code (factory, forward, step) has not returned. "
+    "Default: no limit."
+)
+#: The ``--timeout`` of the running command (seconds), read by :func:`progress`.
+_timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("timeout", default=None)
 
 #: Options of the target device, by parameter name.
 _TARGET = {
@@ -73,7 +84,7 @@ TARGET = ("gpu", "device", "budget", "cuda_version", "eager_module_loading", "co
 #: Target options passed on to the API function under their own names.
 _STACK = ("cuda_version", "eager_module_loading", "context")
 #: Parameters the decorated command receives instead of the generated options.
-_GIVEN = ("api", "as_json")
+_GIVEN = ("api", "as_json", "timeout")
 
 
 def workload_options(
@@ -99,6 +110,12 @@ def workload_options(
             *(_field_parameter(f, m, t) for f, m, t in fields),
             *(_target_parameter(name, device) for name in target),
             _parameter("as_json", bool, False, typer.Option("--json", help=_JSON_HELP)),
+            _parameter(
+                "timeout",
+                float | None,
+                None,
+                typer.Option("--timeout", metavar="SECONDS", min=0.001, help=_TIMEOUT_HELP),
+            ),
         ]
         clash = {p.name for p in own} & {f.name for f, _, _ in fields}
         assert not clash, f"{command.__name__}: own options shadow workload fields {clash}"
@@ -122,10 +139,13 @@ def workload_options(
                 api["budget"] = budget
             api.update((k, v) for k, v in zip(_STACK, stack, strict=True) if v is not None)
             as_json = values.pop("as_json")
+            token = _timeout.set(values.pop("timeout"))
             try:
                 command(**values, api=api, as_json=as_json)
             except WorkloadError as e:
                 raise MemlensError(reword(e, flags)) from e
+            finally:
+                _timeout.reset(token)
 
         run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         run.__annotations__ = {p.name: p.annotation for p in params}
@@ -238,7 +258,10 @@ def print_json(result: Any, *, detail: bool = False, **attached: Any) -> None:
 
 @contextmanager
 def progress(text: str, delay: float = 1.0) -> Iterator[None]:
-    """Show a spinner on stderr with ``text`` if the block takes longer than ``delay`` s."""
+    """Run the block that calls the model's code: a spinner on stderr with ``text`` if it
+    takes longer than ``delay`` s, the code's own ``print`` output sent to stderr (stdout is
+    the report's, so ``--json`` stays valid JSON), torch's log lines and warnings silenced,
+    and the command's ``--timeout`` applied."""
     status = Console(stderr=True).status(text)
     started = threading.Event()
 
@@ -250,8 +273,46 @@ def progress(text: str, delay: float = 1.0) -> Iterator[None]:
     timer.daemon = True
     timer.start()
     try:
-        yield
+        with redirect_stdout(sys.stderr), _quiet_torch(), _deadline(_timeout.get(), text):
+            yield
     finally:
         timer.cancel()
         if started.is_set():
             status.stop()
+
+
+@contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """torch's loggers and Python warnings off for the block (they would precede the report
+    or the one-line error)."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextmanager
+def _deadline(seconds: float | None, doing: str) -> Iterator[None]:
+    """Raise :class:`~memlens._errors.UserCodeTimeout` in the block after ``seconds``
+    (``SIGALRM``: the main thread of a POSIX process; elsewhere no limit is set)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if not hasattr(signal, "setitimer"):
+        raise MemlensError("--timeout needs a POSIX system (SIGALRM)")
+
+    def expire(signum: int, frame: Any) -> None:
+        raise UserCodeTimeout(seconds, doing.rstrip("…"))
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -106,7 +106,10 @@ class Built:
     mode: FakeTensorMode
 
 
-def _call(what: str, fn: Any, *args: Any) -> Any:
+def call_user(what: str, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, user code run on fake tensors: an exception it raises becomes a
+    :class:`TraceError` naming ``what``, the error, the user's source line and, for the
+    mistakes a trace cannot get past, what to do."""
     try:
         return fn(*args)
     except MemlensError:
@@ -114,7 +117,46 @@ def _call(what: str, fn: Any, *args: Any) -> Any:
     except (ImportError, ModuleNotFoundError):
         raise
     except Exception as e:  # user code failing under fake tensors
-        raise TraceError(f"{what} failed: {type(e).__name__}: {e}") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        where = _user_line(e.__traceback__)
+        hint = _hint(e)
+        raise TraceError(
+            f"{what} failed: {type(e).__name__}: {first}"
+            + (f" [{where}]" if where else "")
+            + (f"; {hint}" if hint else "")
+        ) from e
+
+
+def _user_line(tb: Any) -> str:
+    """``file:line`` of the innermost frame outside torch, memlens and the standard library."""
+    import sysconfig
+
+    skip = (torch.__path__[0], __file__.rsplit("/engine/", 1)[0], sysconfig.get_paths()["stdlib"])
+    found = ""
+    while tb is not None:
+        name = tb.tb_frame.f_code.co_filename
+        if not name.startswith(skip) and not name.startswith("<"):
+            found = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
+
+
+def _hint(e: Exception) -> str:
+    """What to do about the user-code errors a trace on fake tensors meets."""
+    text = str(e)
+    if ".numpy()" in text or "tensor subclass" in text:
+        return (
+            "the code reads tensor data on the host (.numpy(), .tolist()), which fake "
+            "tensors do not have: keep it out of the traced step"
+        )
+    if isinstance(e, TypeError) and ("positional argument" in text or "keyword argument" in text):
+        return (
+            "the model's forward takes other inputs than memlens made: pass inputs= "
+            "(API) or give the model an example-input spec"
+        )
+    if "Expected more than 1 value per channel" in text or "size is too small" in text.lower():
+        return "the input is too small for the model: use a larger --input-shape"
+    return ""
 
 
 def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
@@ -134,13 +176,13 @@ def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None 
     """Build ``spec``'s model and example inputs on fake CPU tensors."""
     mode = mode or new_fake_mode()
     with mode, skip_init(), building(workload):
-        model = _call(f"building {spec.name}", spec.build)
+        model = call_user(f"building {spec.name}", spec.build)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{spec.name} built {type(model).__name__}, not an nn.Module")
     if any(not _is_fake(t) for t in _tensors_of(model)):
         model = fakeify(model, mode)  # an existing real module, or one built outside the mode
     with mode:
-        inputs = _call(f"making inputs for {spec.name}", spec.make_inputs, model, workload)
+        inputs = call_user(f"making inputs for {spec.name}", spec.make_inputs, model, workload)
     return Built(model, inputs, mode)
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from memlens.categories import Category, Phase
-from memlens.engine.build import build_fake
+from memlens.engine.build import build_fake, call_user
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.rules import Rules
@@ -126,11 +126,11 @@ def trace(
                 # The warm-up step is kept only for its peak bytes: no module attribution or
                 # FLOP counting, which cost about a tenth of a step's trace.
                 recorder.counting_flops = False
-                step()
+                call_user("the step", step)
                 recorder.counting_flops = True
                 first_step = recorder.new_timeline()
             with modules:
-                step()
+                call_user("the step", step)
         timeline = recorder.close()
     finally:
         if gc_was_enabled:

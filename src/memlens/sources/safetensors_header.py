@@ -7,18 +7,26 @@ then the tensor data. Each JSON entry gives ``dtype``, ``shape`` and ``data_offs
 a header that lies is refused before anything it claims is allocated.
 
 Sharded checkpoints are an index (``*.safetensors.index.json``, whose ``weight_map`` maps
-each tensor to its shard file) or a folder of ``*.safetensors`` files.
+each tensor to its shard file) or a folder of ``*.safetensors`` files. A shard must resolve
+inside the model's folder (:func:`~memlens.sources.weights.contained`: no absolute names, no
+``..``, no symlink out), so an index cannot make memlens open ``/etc/shadow``.
 """
 
 from __future__ import annotations
 
-import json
 import struct
 from pathlib import Path
 from typing import Any
 
 from memlens._errors import HeaderError
-from memlens.sources.weights import PICKLE_REFUSAL, TensorInfo, WeightsSummary, merge_tensors
+from memlens.sources.weights import (
+    PICKLE_REFUSAL,
+    TensorInfo,
+    WeightsSummary,
+    contained,
+    load_json,
+    merge_tensors,
+)
 
 #: Largest header accepted, the ``safetensors`` library's own ``MAX_HEADER_SIZE``
 #: (https://github.com/huggingface/safetensors/blob/main/safetensors/src/tensor.rs).
@@ -51,7 +59,7 @@ def read_index(path: str | Path) -> WeightsSummary:
     p = Path(path)
     if p.stat().st_size > MAX_HEADER_BYTES:
         raise HeaderError(f"{p}: {p.stat().st_size} bytes is too large for an index file")
-    index = _load_json(p, p.read_bytes())
+    index = load_json(p.read_bytes(), str(p))
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -62,11 +70,14 @@ def read_index(path: str | Path) -> WeightsSummary:
         expected.setdefault(shard, set()).add(tensor)
     groups: list[tuple[str, tuple[TensorInfo, ...]]] = []
     metadata: dict[str, Any] = {}
-    missing = sorted(s for s in expected if not (p.parent / s).is_file())
+    shards = {s: contained(p.parent, s, f"{p}: the weight_map's shard") for s in expected}
+    missing = sorted(s for s, path in shards.items() if not path.is_file())
     if missing:
-        raise HeaderError(f"{p}: shard files named in the weight_map are missing: {missing}")
+        shown = [m[:100] for m in missing[:5]]
+        more = f" (+{len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise HeaderError(f"{p}: shard files named in the weight_map are missing: {shown}{more}")
     for shard, names in sorted(expected.items()):
-        shard_path = p.parent / shard
+        shard_path = shards[shard]
         tensors, shard_meta = read_header(shard_path)
         held = {t.name for t in tensors}
         if held != names:
@@ -98,7 +109,9 @@ def read_folder(path: str | Path) -> WeightsSummary:
         )
     if indexes:
         return read_index(indexes[0])
-    files = sorted(f for f in p.glob("*.safetensors") if f.is_file())
+    files = sorted(
+        contained(p, f.name, f"{p}: the file") for f in p.glob("*.safetensors") if f.is_file()
+    )
     if not files:
         others = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".gguf"))
         hint = f"; found {', '.join(others)}" if others else ""
@@ -132,7 +145,7 @@ def read_header(path: Path) -> tuple[tuple[TensorInfo, ...], dict[str, Any]]:
             raise HeaderError(
                 f"{path}: header length {n} runs past the end of the file ({size} bytes)"
             )
-        header = _load_json(path, f.read(n))
+        header = load_json(f.read(n), str(path))
     if not isinstance(header, dict):
         raise HeaderError(f"{path}: header must be a JSON object, got {type(header).__name__}")
     metadata = header.pop("__metadata__", None) or {}
@@ -194,21 +207,6 @@ def _entry(path: Path, name: str, entry: Any, data_size: int) -> tuple[int, int,
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _load_json(path: Path, raw: bytes) -> Any:
-    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in pairs:
-            if k in out:
-                raise HeaderError(f"{path}: key {k!r} appears twice in the JSON")
-            out[k] = v
-        return out
-
-    try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise HeaderError(f"{path}: not valid JSON ({e})") from e
 
 
 def _diff(expected: set[str], held: set[str]) -> str:

@@ -6,8 +6,10 @@ and the :class:`WeightsSummary` of a file (or of a sharded checkpoint). The head
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from memlens._errors import HeaderError
@@ -17,6 +19,83 @@ PICKLE_REFUSAL = (
     "pickle-based checkpoints are not read (they can run code); "
     "convert to safetensors or give the model's config.json / name instead"
 )
+
+
+#: Deepest nesting of arrays and objects accepted in a JSON header, index or config (real ones
+#: nest 3 to 5 levels: a config's ``rope_scaling``, an index's ``weight_map``).
+MAX_JSON_DEPTH = 32
+
+
+def load_json(raw: bytes | str, where: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """The JSON value in ``raw``: a key repeated in an object, invalid UTF-8 or JSON, or
+    nesting deeper than ``max_depth`` are refused with a :class:`HeaderError` naming
+    ``where``."""
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise HeaderError(f"{where}: key {k[:80]!r} appears twice in the JSON")
+            out[k] = v
+        return out
+
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text, object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
+        if isinstance(e, HeaderError):
+            raise
+        raise HeaderError(f"{where}: not valid JSON ({str(e)[:200]})") from None
+    except RecursionError:
+        raise HeaderError(f"{where}: JSON nested deeper than {max_depth} levels") from None
+    _check_depth(value, where, max_depth)
+    return value
+
+
+def _check_depth(value: Any, where: str, max_depth: int) -> None:
+    """Refuse containers nested deeper than ``max_depth`` (iteratively: no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = (
+            item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        )
+        if children and depth > max_depth:
+            raise HeaderError(f"{where}: JSON nested deeper than {max_depth} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+
+
+def model_root(folder: Path) -> Path:
+    """The folder whose files a checkpoint in ``folder`` may name: the folder itself, or for
+    a Hugging Face cache snapshot (``models--org--name/snapshots/<rev>/``, whose files are
+    symlinks to ``../../blobs/``) the cached repository's folder."""
+    folder = folder.resolve()
+    if folder.parent.name == "snapshots" and folder.parent.parent.name.startswith(
+        ("models--", "datasets--")
+    ):
+        return folder.parent.parent
+    return folder
+
+
+def contained(folder: Path, name: str, what: str) -> Path:
+    """``folder / name``, a file named inside a checkpoint, refused unless it resolves (links
+    followed) inside the model's folder (:func:`model_root`). The error names the path only,
+    never what the file holds."""
+    if not name or "\x00" in name or Path(name).is_absolute():
+        raise HeaderError(
+            f"{what} names {name[:200]!r}: a file name inside the model's folder is needed"
+        )
+    path = folder / name
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError) as e:  # a symlink loop, a name too long
+        raise HeaderError(f"{what} {name[:200]!r} cannot be resolved ({e})") from None
+    root = model_root(folder)
+    if not target.is_relative_to(root):
+        raise HeaderError(
+            f"{what} {name[:200]!r} resolves outside the model's folder {root}: refused"
+        )
+    return path
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 Compare = Annotated[
@@ -16,7 +17,15 @@ Compare = Annotated[
 def register(app: typer.Typer) -> None:
     @app.command()
     @workload_options("estimate")
-    def estimate(model: Model, compare: Compare = False, *, api: Any, as_json: bool) -> None:
+    def estimate(
+        model: Model,
+        compare: Compare = False,
+        html: Html = None,
+        markdown: Markdown = None,
+        *,
+        api: Any,
+        as_json: bool,
+    ) -> None:
         """Peak memory of one step, what it is made of, and whether it fits."""
         from memlens._estimate import estimate as run_estimate
         from memlens.report.budget import render_estimate
@@ -29,6 +38,8 @@ def register(app: typer.Typer) -> None:
 
             with progress(f"running {model} for real…", delay=0.0):
                 measured = compare_with_run(model, est)
+        if export(est, html, markdown, as_json):
+            return
         if as_json:
             print_json(est, measured=measured)
         else:

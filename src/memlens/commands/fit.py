@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 TargetBatch = Annotated[
@@ -26,6 +27,8 @@ def register(app: typer.Typer) -> None:
         model: Model,
         batch: TargetBatch = None,
         max_batch: MaxBatch = 2**16,
+        html: Html = None,
+        markdown: Markdown = None,
         *,
         api: Any,
         as_json: bool,
@@ -36,6 +39,8 @@ def register(app: typer.Typer) -> None:
 
         with progress(f"searching the largest batch of {model}…"):
             result = run_fit(model, batch=batch, max_batch=max_batch, **api)
+        if export(result, html, markdown, as_json):
+            return
         if as_json:
             print_json(result)
         else:

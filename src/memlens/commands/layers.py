@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 Dtype = Annotated[
@@ -40,6 +41,8 @@ def register(app: typer.Typer) -> None:
         top: Top = None,
         peak: Peak = False,
         plot: Plot = None,
+        html: Html = None,
+        markdown: Markdown = None,
         *,
         api: Any,
         as_json: bool,
@@ -63,6 +66,8 @@ def register(app: typer.Typer) -> None:
             from memlens.report.plots import save_layers_plot
 
             save_layers_plot(every_row, plot, acts)
+        if export(report, html, markdown, as_json):
+            return
         if as_json:
             print_json(report, activations=acts)
         else:

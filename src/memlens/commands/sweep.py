@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 Batches = Annotated[
@@ -24,6 +25,8 @@ def register(app: typer.Typer) -> None:
         model: Model,
         batches: Batches = "1,2,4,8,16,32,64",
         plot: Plot = None,
+        html: Html = None,
+        markdown: Markdown = None,
         *,
         api: Any,
         as_json: bool,
@@ -36,6 +39,8 @@ def register(app: typer.Typer) -> None:
             result = run_sweep(model, batches=batches, **api)
         if plot is not None:
             plot_sweep(result, plot)
+        if export(result, html, markdown, as_json):
+            return
         if as_json:
             print_json(result)
         else:

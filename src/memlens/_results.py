@@ -108,6 +108,12 @@ class Estimate:
         rows = [(self.context_label, self.context_bytes), *workspaces.items(), ("other", other)]
         return [(label, n) for label, n in rows if n]
 
+    def _repr_html_(self) -> str:
+        """The budget and verdict as an HTML table (Jupyter)."""
+        from memlens.report.markdown import to_html_fragment
+
+        return to_html_fragment(self)
+
     def budget(self) -> list[tuple[Category, int]]:
         """Rows of the budget table, in category order, summing to :attr:`total_bytes`."""
         rows = []

@@ -52,6 +52,12 @@ class FitResult:
         """How far batch 1 is over the capacity (0 when it fits)."""
         return max(self.at_max.total_bytes - self.capacity_bytes, 0) if not self.max_batch else 0
 
+    def _repr_html_(self) -> str:
+        """The budget and verdict as an HTML table (Jupyter)."""
+        from memlens.report.markdown import to_html_fragment
+
+        return to_html_fragment(self)
+
     @property
     def seconds_per_trace(self) -> float:
         return self.seconds / max(self.traces, 1)

@@ -31,6 +31,12 @@ class SweepResult:
     def capacity_bytes(self) -> int | None:
         return self.device.capacity_bytes if self.device is not None else None
 
+    def _repr_html_(self) -> str:
+        """The budget and verdict as an HTML table (Jupyter)."""
+        from memlens.report.markdown import to_html_fragment
+
+        return to_html_fragment(self)
+
 
 def plan_sweep(tracer: Tracer, batches: Sequence[int]) -> SweepResult:
     """The tracer's estimate at each batch size of ``batches`` (see :func:`memlens.sweep`)."""

@@ -99,6 +99,11 @@ def _transformers() -> Any:
     return transformers
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    """``"4.46.3"`` -> ``(4, 46, 3)``; a pre-release suffix (``"5.0.0rc1"``) is dropped."""
+    return tuple(int(m) for m in re.findall(r"\d+", version.split("rc")[0].split(".dev")[0])[:3])
+
+
 # --- config.json ----------------------------------------------------------------------------
 
 
@@ -348,7 +353,10 @@ def _head(config: Any, arch: str | None, task: str, trust_remote_code: bool, whe
     import torch
 
     tf = _transformers()
-    dtype = {"dtype": torch.float32}
+    # transformers 4.56 renamed ``torch_dtype`` to ``dtype`` (the old name still works, with a
+    # deprecation warning); older releases reject ``dtype``.
+    dtype_kw = "dtype" if _version_tuple(tf.__version__) >= (4, 56) else "torch_dtype"
+    dtype = {dtype_kw: torch.float32}
     try:
         arch_cls = getattr(tf, arch) if arch else None
     except (AttributeError, ImportError):

@@ -50,6 +50,7 @@ DTYPE_BITS: dict[str, int] = {
     "int8": 8,
     "uint8": 8,
     "int4": 4,
+    "int32": 32,
 }
 
 
@@ -70,9 +71,10 @@ class Stored:
 class Constant:
     """Quantisation constants of one kind: one ``dtype`` value per ``per`` of a tensor.
 
-    ``per`` is ``"tensor"`` (a scalar), ``"row"``, ``"block"`` (``block`` weights, the tensor
-    flattened), ``"nested-block"`` (``nested_block`` blocks), ``"group"`` (``group_size``
-    weights along a row), or a number of entries per tensor (a code table).
+    ``per`` is ``"tensor"`` (a scalar), ``"row"``, ``"col"`` (one per input feature),
+    ``"block"`` (``block`` weights, the tensor flattened), ``"nested-block"``
+    (``nested_block`` blocks), ``"group"`` (``group_size`` weights along a row), ``"tile"``
+    (``tile x tile`` weights of a 2-D tensor), or a number of entries per tensor (a code table).
     """
 
     name: str
@@ -92,6 +94,7 @@ class WeightFormat:
     block: int | None = None  # weights per block
     nested_block: int | None = None  # blocks per block of the nested quantisation
     layer: str | None = None  # the bitsandbytes layer :mod:`~memlens.strategies.quantize` mimics
+    tile: int | None = None  # edge of the 2-D tiles of per-tile constants
 
     def payload(self, shape: tuple[int, ...]) -> Stored:
         """The stored weights: ``shape`` itself, or packed into a column of bytes."""
@@ -122,6 +125,10 @@ class WeightFormat:
                 return ()
             case "row":
                 return (rows,)
+            case "col":
+                return (n // rows,)
+            case "tile" if self.tile:
+                return (math.ceil(rows / self.tile), math.ceil(n // rows / self.tile))
             case "block" if blocks:
                 return (blocks,)
             case "nested-block" if blocks and self.nested_block:
@@ -184,3 +191,55 @@ WEIGHT_FORMATS: dict[str, WeightFormat] = {
 NAMES: tuple[str, ...] = tuple(WEIGHT_FORMATS)
 #: Formats the quantised layers implement (the workload's ``quantize`` choices).
 LAYER_FORMATS: tuple[str, ...] = tuple(n for n, f in WEIGHT_FORMATS.items() if f.layer)
+
+
+#: Formats of quantised *checkpoints* served for inference, beyond :data:`WEIGHT_FORMATS`
+#: (which ``memlens size`` tabulates and the quantised layers implement). A linear layer's
+#: weight is ``[out, in]`` (``rows = out``); groups run along ``in``:
+#:
+#: - ``gptq-int4``: AutoGPTQ's ``QuantLinear`` and vLLM's ``GPTQLinearMethod.create_weights``
+#:   (``vllm/model_executor/layers/quantization/gptq.py``): ``qweight`` int32
+#:   ``[in / 8, out]``, ``qzeros`` int32 ``[in / G, out / 8]``, ``scales`` fp16
+#:   ``[in / G, out]`` and ``g_idx`` int32 ``[in]`` (the group of each input feature,
+#:   stored whatever ``desc_act``).
+#: - ``awq-int4``: AutoAWQ's ``WQLinear_GEMM`` and vLLM's ``AWQLinearMethod.create_weights``
+#:   (``awq.py``): ``qweight`` int32 ``[in, out / 8]``, ``qzeros`` int32 ``[in / G, out / 8]``,
+#:   ``scales`` fp16 ``[in / G, out]``; no ``g_idx``.
+#: - ``fp8-channel``: compressed-tensors / llm-compressor FP8 checkpoints as vLLM loads them
+#:   (``CompressedTensorsW8A16Fp8`` / ``W8A8Fp8`` with the channel strategy): ``weight``
+#:   e4m3 ``[out, in]`` and ``weight_scale`` fp32 ``[out, 1]``.
+#: - ``fp8-block``: DeepSeek-V3's block-wise FP8 (``quantization_config.weight_block_size``
+#:   ``[128, 128]``; vLLM ``Fp8LinearMethod`` with ``block_quant``): ``weight`` e4m3 and
+#:   ``weight_scale_inv`` fp32 ``[ceil(out / 128), ceil(in / 128)]``.
+#:
+#: ``fp8`` (per tensor: one fp32 ``weight_scale``, vLLM ``Fp8LinearMethod``) and ``int8``
+#: (one fp32 scale per output row: bitsandbytes' ``SCB``, and compressed-tensors' W8A8 int8
+#: ``weight_scale [out, 1]``) are the rows of :data:`WEIGHT_FORMATS`.
+INFERENCE_FORMATS: dict[str, WeightFormat] = {
+    **WEIGHT_FORMATS,
+    **{
+        f.name: f
+        for f in (
+            WeightFormat(
+                "gptq-int4",
+                4,
+                "int32",
+                (
+                    Constant("qzeros", "group", "int4"),
+                    Constant("scales", "group", "fp16"),
+                    Constant("g_idx", "col", "int32"),
+                ),
+            ),
+            WeightFormat(
+                "awq-int4",
+                4,
+                "int32",
+                (Constant("qzeros", "group", "int4"), Constant("scales", "group", "fp16")),
+            ),
+            WeightFormat("fp8-channel", 8, "fp8", (Constant("weight_scale", "row", "fp32"),)),
+            WeightFormat(
+                "fp8-block", 8, "fp8", (Constant("weight_scale_inv", "tile", "fp32"),), tile=128
+            ),
+        )
+    },
+}

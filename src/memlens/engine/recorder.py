@@ -27,7 +27,7 @@ from memlens._errors import TraceError
 from memlens.categories import Category, Phase
 from memlens.engine.flops import count_flops
 from memlens.engine.modules import ModuleStack
-from memlens.engine.rules import OpCall, Persistent, Rules
+from memlens.engine.rules import OpCall, OutputBytes, Persistent, Rules
 from memlens.engine.shadow import Shadows
 from memlens.targets import Target
 from memlens.timeline import Timeline
@@ -90,16 +90,22 @@ class Recorder:
         return self._key_of.get(storage)
 
     def track(
-        self, t: torch.Tensor, category: Category, op: str, module: str | None = None
+        self,
+        t: torch.Tensor,
+        category: Category,
+        op: str,
+        module: str | None = None,
+        nbytes: int | None = None,
     ) -> int | None:
         """Record ``t``'s storage as allocated now (no-op if already known); ``module``: its
-        owner when not the module running now (a parameter's)."""
+        owner when not the module running now (a parameter's); ``nbytes``: its real size
+        where a rule says the fake kernel's differs (:class:`OutputBytes`)."""
         storage = t.untyped_storage()
         if storage in self._key_of:
             return None
         key = next(self._ids)
         self._key_of[storage] = key
-        nbytes = storage.nbytes()
+        nbytes = storage.nbytes() if nbytes is None else nbytes
         if self._host_depth:
             self._host_bytes[key] = nbytes
             self.host_live += nbytes
@@ -231,15 +237,18 @@ class Recorder:
         if self.counting_flops:
             self._count_flops(func, args, kwargs, out)
         rule = self.rules.get(func)
+        sizes: dict[int, int] = {}  # output index -> real bytes (OutputBytes)
         if rule is not None:
             for buffer in rule(OpCall(func, args, kwargs, out, self.target.kind, self.target)):
                 if isinstance(buffer, Persistent):
                     self._library_buffer(buffer)
+                elif isinstance(buffer, OutputBytes):
+                    sizes[buffer.index] = buffer.nbytes
                 else:
                     self.transient(buffer, name)
-        for t in torch.utils._pytree.tree_leaves(out):
+        for i, t in enumerate(torch.utils._pytree.tree_leaves(out)):
             if isinstance(t, torch.Tensor):
-                self.track(t, Category.TEMPORARIES, name)
+                self.track(t, Category.TEMPORARIES, name, nbytes=sizes.get(i))
         return out
 
     def _count_flops(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:

@@ -8,8 +8,9 @@ target, :mod:`memlens.engine.targets.rule_sets`) is the union of some modules' t
 per trace; nothing global is mutated while tracing.
 
 A rule returns what the op allocates inside itself: byte counts of buffers freed before it
-returns, or a :class:`Persistent` buffer that a library allocates once and keeps (the cuBLAS
-workspace).
+returns, a :class:`Persistent` buffer that a library allocates once and keeps (the cuBLAS
+workspace), or the :class:`OutputBytes` of an output the fake kernel sizes differently from
+the real one (oneDNN's LSTM workspace, which the meta kernel returns empty).
 """
 
 from __future__ import annotations
@@ -46,7 +47,16 @@ class Persistent:
     nbytes: int
 
 
-Rule = Callable[[OpCall], Iterable[int | Persistent]]
+@dataclass(frozen=True)
+class OutputBytes:
+    """The real size of an op's output (``index`` in the flattened outputs) where the fake
+    kernel returns another: the recorder counts the output's storage as ``nbytes``."""
+
+    index: int
+    nbytes: int
+
+
+Rule = Callable[[OpCall], Iterable[int | Persistent | OutputBytes]]
 Rules = dict[Any, Rule]
 
 _TABLES: dict[str, Rules] = {}  # module name -> the rules it registered

@@ -77,6 +77,7 @@ from memlens.engine.rules import Rule, Rules, rules_of
 from memlens.engine.targets import (
     cpu_conv,
     cpu_reduce,
+    cpu_rnn,
     cuda_blas,
     cuda_cublas_layout,
     cuda_embedding,
@@ -107,7 +108,7 @@ def _chain(fns: list[Rule]) -> Rule:
 
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
-    "cpu": rules_of(cpu_conv, cpu_reduce),
+    "cpu": rules_of(cpu_conv, cpu_reduce, cpu_rnn),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }
 

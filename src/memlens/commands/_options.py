@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import Field
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -233,6 +234,22 @@ def _own_flags(params: list[inspect.Parameter]) -> dict[str, str]:
 
 
 # -- output -----------------------------------------------------------------------------------
+
+
+def check_output(path: Path | None, suffixes: tuple[str, ...], flag: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a suffix not in
+    ``suffixes`` or a folder that does not exist."""
+    if path is None:
+        return
+    if path.suffix.lower() not in suffixes:
+        raise MemlensError(
+            f"{flag} needs a file name ending in {' or '.join(suffixes)}, got {path.name!r}"
+        )
+    folder = path.expanduser().parent
+    if not folder.is_dir():
+        raise MemlensError(f"{flag} {path}: the folder {folder} does not exist")
+    if path.expanduser().is_dir():
+        raise MemlensError(f"{flag} {path} is a folder: give a file name")
 
 
 def show(*renderables: RenderableType) -> None:

@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from memlens.commands._export import Html, Markdown, export
-from memlens.commands._options import Model, print_json, progress, show, workload_options
+from memlens.commands._options import (
+    Model,
+    check_output,
+    print_json,
+    progress,
+    show,
+    workload_options,
+)
 
 Dtype = Annotated[
     str | None,
@@ -52,6 +59,7 @@ def register(app: typer.Typer) -> None:
         from memlens._layers._report import layers as run_layers
         from memlens.report.layers import render_layers
 
+        check_output(plot, (".png", ".svg"), "--plot")
         view = {"depth": depth, "sort": sort, "top": top}
         with progress(f"running {model} on fake tensors…"):
             report = run_layers(model, dtype=dtype, **view, **api)

@@ -8,13 +8,23 @@ from typing import Annotated, Any
 import typer
 
 from memlens.commands._export import Html, Markdown, export
-from memlens.commands._options import Model, print_json, progress, show, workload_options
+from memlens.commands._options import (
+    Model,
+    check_output,
+    print_json,
+    progress,
+    show,
+    workload_options,
+)
 
 Batches = Annotated[
     str, typer.Option("--batch", "-b", help="Batch sizes, comma-separated: 1,2,4,8.")
 ]
 Plot = Annotated[
-    Path | None, typer.Option("--plot", help="Also plot to this image file (needs matplotlib).")
+    Path | None,
+    typer.Option(
+        "--plot", help="Also plot to this image file, .png, .svg or .pdf (needs matplotlib)."
+    ),
 ]
 
 
@@ -35,6 +45,7 @@ def register(app: typer.Typer) -> None:
         from memlens._api import sweep as run_sweep
         from memlens.report.plan import plot_sweep, render_sweep
 
+        check_output(plot, (".png", ".svg", ".pdf"), "--plot")
         with progress(f"tracing {model}…"):
             result = run_sweep(model, batches=batches, **api)
         if plot is not None:

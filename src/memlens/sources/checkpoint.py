@@ -47,7 +47,10 @@ def is_checkpoint_path(text: str) -> bool:
     if lowered.endswith(CHECKPOINT_SUFFIXES):
         return True
     path = Path(text.strip()).expanduser()
-    return path.is_dir() and any(path.glob("*.safetensors*"))
+    try:
+        return path.is_dir() and any(path.glob("*.safetensors*"))
+    except OSError:  # a name too long for a path: not a checkpoint
+        return False
 
 
 def summarize(
@@ -56,10 +59,21 @@ def summarize(
     """Summarise a checkpoint's weights (or an ONNX graph's memory) without reading tensor data.
 
     ``batch`` and ``dims`` (values for named symbolic dimensions) apply to ONNX files only.
+    A file that cannot be read (missing, a folder, no permission, a name too long) is a
+    :class:`HeaderError`.
     """
+    p = Path(path).expanduser()
+    try:
+        return _summarize(p, batch, dims)
+    except OSError as e:
+        shown = str(e.filename or p)
+        shown = shown if len(shown) <= 200 else shown[:200] + "…"
+        raise HeaderError(f"{shown}: cannot read ({e.strerror or type(e).__name__})") from None
+
+
+def _summarize(p: Path, batch: int, dims: Mapping[str, int] | None) -> WeightsSummary | OnnxSummary:
     from memlens.sources import gguf_header, safetensors_header
 
-    p = Path(path).expanduser()
     name = p.name.lower()
     if p.is_dir():
         return safetensors_header.read_folder(p)

@@ -151,6 +151,10 @@ def resolve(
             repr(model), hint="pass a model name, a factory spec or an nn.Module"
         )
     text = model.strip()
+    if len(text) > 4096 or any(len(part) > 255 for part in text.split("/")):
+        raise UnknownModelError(
+            text[:60] + "…", hint=f"{len(text)} characters: longer than any name or path"
+        )
     options: dict[str, Any] = {"task": task} if task else {}
     if is_factory_spec(text):
         return factory.module_spec(load_factory(text), text, "factory", inputs)

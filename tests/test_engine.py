@@ -97,7 +97,7 @@ class _DataDependent(nn.Module):
 
 def test_data_dependent_ops_trace_and_are_reported():
     est = memlens.estimate(_DataDependent, batch=4, input_shape=(8,), device="cpu")
-    assert any("value read" in u for u in est.unknowns)
+    assert any("data-dependent read" in u for u in est.unknowns)
     # Adam's update of the 8 x 8 weight peaks: parameters, inputs, state (two moments and a
     # 4 B step per parameter), gradients, output and loss scalars, sqrt and div temporaries
     params, weight = (8 * 8 + 8) * 4, 8 * 8 * 4

@@ -17,6 +17,8 @@ import torch
 from memlens._results import Estimate
 from memlens.allocator import replay
 from memlens.categories import Category, Phase
+from memlens.engine.explore import explore
+from memlens.engine.explore import unknowns as read_unknowns
 from memlens.engine.targets.emulation import kernel_unknowns
 from memlens.engine.trace import Trace, trace
 from memlens.sources.base import ModelSpec
@@ -44,8 +46,18 @@ def trace_spec(
     target: Target,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> Trace:
-    """The engine's trace of ``spec`` for ``workload`` on ``target``, with its strategies."""
-    return trace(spec, workload, target, WorkloadStrategies(workload, target), loss=loss)
+    """The engine's trace of ``spec`` for ``workload`` on ``target``, with its strategies;
+    under ``data_dependent=explore``, the branch of largest peak
+    (:func:`memlens.engine.explore.explore`)."""
+
+    def run(flipped: str | None) -> Trace:
+        strategies = WorkloadStrategies(workload, target)
+        return trace(spec, workload, target, strategies, loss=loss, flipped=flipped)
+
+    def peak(t: Trace) -> int:
+        return replay(t.timeline, target.allocator).peak_allocated
+
+    return explore(run, peak, workload.data_dependent)
 
 
 def from_trace(
@@ -69,14 +81,12 @@ def from_trace(
     first_peak = None
     if result.first_step is not None:
         first_peak = replay(result.first_step, target.allocator).peak_allocated
-    unknowns = (
-        [
-            f"{len(result.value_reads)} data-dependent value read(s) answered with a neutral value"
-            f" (in {', '.join(sorted(set(m or '<root>' for m in result.value_reads))[:5])})"
-        ]
-        if result.value_reads
-        else []
-    )
+    unknowns = read_unknowns(result.branches)
+    if result.routed:
+        unknowns.append(
+            f"MoE routing: {workload.moe_routing} (memlens.routing) at {len(result.routed)} "
+            "router(s); the warm-up step routes balanced, so every expert has optimizer state"
+        )
     unknowns += strategy_unknowns(workload, target, result)
     unknowns += target.assumptions
     unknowns += kernel_unknowns(target, {b.op for b in timeline.blocks})
@@ -119,6 +129,10 @@ def _strategies(workload: Workload, result: Trace) -> dict[str, Any]:
         "lora_params": applied.lora_params,
         "quantized_layers": len(applied.quantized),
     }
+    if result.branches:
+        out["data_dependent"] = result.branches
+    if result.routed:
+        out["moe_routing"] = workload.moe_routing
     if workload.training:
         out["blocks_by_activations"] = _blocks_by_activations(result)
         # the step: the user's own function, or a loop preset and what it implied

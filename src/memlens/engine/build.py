@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -104,6 +104,8 @@ class Built:
     model: nn.Module
     inputs: Inputs
     mode: FakeTensorMode
+    #: (fake input, the real tensor the user gave for it): its values are known
+    real_inputs: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
 
 
 def call_user(what: str, fn: Any, *args: Any) -> Any:
@@ -183,7 +185,28 @@ def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None 
         model = fakeify(model, mode)  # an existing real module, or one built outside the mode
     with mode:
         inputs = call_user(f"making inputs for {spec.name}", spec.make_inputs, model, workload)
-    return Built(model, inputs, mode)
+    inputs, real = _fake_inputs(inputs, mode)
+    return Built(model, inputs, mode, real)
+
+
+def _fake_inputs(
+    inputs: Inputs, mode: FakeTensorMode
+) -> tuple[Inputs, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """``inputs`` with each real tensor (the user's own) replaced by its fake copy, and the
+    pairs (fake, real): the trace uses the real values to answer reads of them."""
+    from torch.utils._pytree import tree_map
+
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def fake(x: Any) -> Any:
+        if isinstance(x, torch.Tensor) and not _is_fake(x):
+            copy = mode.from_tensor(x)
+            pairs.append((copy, x.detach()))
+            return copy
+        return x
+
+    args, kwargs, targets = tree_map(fake, (inputs.args, inputs.kwargs, inputs.targets))
+    return Inputs(args=args, kwargs=kwargs, targets=targets), pairs
 
 
 def _is_fake(t: torch.Tensor) -> bool:

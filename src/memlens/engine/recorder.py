@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import sys
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,7 +29,8 @@ from memlens.categories import Category, Phase
 from memlens.engine.flops import count_flops
 from memlens.engine.modules import ModuleStack
 from memlens.engine.rules import OpCall, OutputBytes, Persistent, Rules
-from memlens.engine.shadow import Shadows
+from memlens.engine.shadow import Reads, Shadows
+from memlens.routing import assignment
 from memlens.targets import Target
 from memlens.timeline import Timeline
 
@@ -47,10 +49,11 @@ _SKIP = {
     aten.numel.default,
 }
 
-# Data-dependent output shapes, answered with their upper bound (every element selected).
-_UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor], torch.Tensor]] = {
-    aten.nonzero.default: lambda t: torch.empty((t.numel(), t.dim()), dtype=torch.long),
-    aten.masked_select.default: lambda t: torch.empty((t.numel(),), dtype=t.dtype),
+# Data-dependent output shapes: the real one where the inputs have shadows, else ``count``
+# elements selected (a read: every element, the upper bound, or none).
+_UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor, int], torch.Tensor]] = {
+    aten.nonzero.default: lambda t, count: torch.empty((count, t.dim()), dtype=torch.long),
+    aten.masked_select.default: lambda t, count: torch.empty((count,), dtype=t.dtype),
 }
 
 
@@ -59,18 +62,32 @@ def _describe(t: torch.Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')}{list(t.shape)}"
 
 
+def _holds_experts(module: torch.nn.Module, experts: int) -> bool:
+    """Whether ``module`` holds ``experts`` experts (see :meth:`Recorder._router`)."""
+    for child in module.children():
+        if isinstance(child, torch.nn.ModuleList) and len(child) == experts:
+            return True
+    names = ("num_experts", "num_local_experts", "n_routed_experts")
+    return any(getattr(module, name, None) == experts for name in names)
+
+
 class Recorder:
     """Owns the timeline of the step being traced and the identity of live storages."""
 
-    def __init__(self, model: torch.nn.Module, rules: Rules, target: Target) -> None:
+    def __init__(
+        self, model: torch.nn.Module, rules: Rules, target: Target, reads: Reads | None = None
+    ) -> None:
         self.modules = ModuleStack(model, self.is_recomputing)
+        self._names = {id(m): name for name, m in model.named_modules()}
         self.rules = rules
         self.target = target
         self._persistent: set[str] = set()  # names of the library buffers allocated so far
         self._recompute_depth = 0  # > 0 while checkpointing recomputes a forward pass
         self.timeline = Timeline()
         self.phase = Phase.SETUP
-        self.value_reads: list[str] = []  # data-dependent reads answered with a neutral value
+        self.reads = reads or Reads("neutral")  # data-dependent reads: answered and recorded
+        self.routing = "balanced"  # the MoE routing policy (memlens.routing)
+        self.routed: list[str] = []  # the routers routed by policy (module paths)
         self._closed = False
         self.counting_flops = True
         self.shadows = Shadows()
@@ -223,7 +240,11 @@ class Recorder:
             return self._neutral_value(args[0])
         bound = _UPPER_BOUND_SHAPES.get(func)
         try:
-            out = bound(args[0]) if bound is not None else func(*args, **kwargs)
+            out = (
+                self._data_shaped(func, args, kwargs, bound)
+                if bound is not None
+                else func(*args, **kwargs)
+            )
         except TraceError:
             raise
         except Exception as e:
@@ -233,6 +254,8 @@ class Recorder:
                 module=self.modules.current,
             ) from e
         self.shadows.propagate(func, args, kwargs, out)
+        if func is aten.topk.default:
+            self._route(args, kwargs, out)
         name = f"aten.{func.overloadpacket.__name__}"
         if self.counting_flops:
             self._count_flops(func, args, kwargs, out)
@@ -270,8 +293,58 @@ class Recorder:
             buffer.nbytes, category, self.phase, self.modules.current, buffer.name
         )
 
+    def _data_shaped(self, func: Any, args: tuple, kwargs: dict, bound: Callable) -> Any:
+        """An op whose output shape is data-dependent (``nonzero``): a fake of the real output
+        where its inputs have shadows (a router's expert mask), else a read's answer."""
+        real = self.shadows.run_real(func, args, kwargs)
+        if isinstance(real, torch.Tensor):
+            out = torch.empty(real.shape, dtype=real.dtype)
+            self.shadows.seed(out, real)
+            return out
+        t = args[0]
+        name = f"torch.{func.overloadpacket.__name__}"
+        return bound(t, t.numel() if self.reads.selects_all(name, self.modules.current) else 0)
+
+    def _route(self, args: tuple, kwargs: dict, out: Any) -> None:
+        """A router's top-k (over as many choices as its MoE layer has experts) gets, as the
+        real value of its indices, the assignment of the routing policy
+        (:func:`memlens.routing.assignment`), not a neutral read."""
+        t, k = args[0], args[1]
+        dim = args[2] if len(args) > 2 else kwargs.get("dim", -1)
+        indices = out[1]
+        if self.shadows.get(indices) is not None or dim not in (-1, t.dim() - 1):
+            return
+        experts = t.shape[-1]
+        router = self._router(experts)
+        if router is None or not 0 < k <= experts:
+            return
+        tokens = indices.numel() // k
+        real = assignment(tokens, k, experts, self.routing).reshape(indices.shape)
+        self.shadows.seed(indices, real)
+        if router not in self.routed:
+            self.routed.append(router)
+
+    def _router(self, experts: int) -> str | None:
+        """The path of the module calling ``topk`` if it, or a module whose code called it,
+        holds ``experts`` experts: a ``ModuleList`` of that length (Mixtral's, Qwen2-MoE's,
+        DeepSeek's ``experts``) or a ``num_experts`` / ``num_local_experts`` /
+        ``n_routed_experts`` of that value (DeepSeek's router). Found from the callers'
+        ``self``: the warm-up step runs without module hooks."""
+        if experts < 2:
+            return None
+        frame, seen = sys._getframe(2), 0
+        while frame is not None and seen < 3:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, torch.nn.Module):
+                seen += 1
+                if _holds_experts(owner, experts):
+                    return self._names.get(id(owner), type(owner).__name__)
+            frame = frame.f_back
+        return None
+
     def _neutral_value(self, t: torch.Tensor) -> Any:
-        """Answer a data-dependent scalar read (``.item()``, ``if tensor:``) without data."""
+        """Answer a data-dependent scalar read (``.item()``, ``if tensor:``): the shadow's
+        value, else the read policy's answer (:class:`~memlens.engine.shadow.Reads`)."""
         shadow = self.shadows.get(t)
         if shadow is not None:
             with _disable_current_modes():
@@ -280,10 +353,7 @@ class Recorder:
         if constant is not None:
             with _disable_current_modes():
                 return constant.item()
-        self.value_reads.append(self.modules.current)
-        if t.dtype == torch.bool:
-            return True  # masks are all ones, asserts hold
-        return 1.0 if t.is_floating_point() else 1
+        return self.reads.scalar(t, self.modules.current)
 
 
 class RecordingMode(TorchDispatchMode):

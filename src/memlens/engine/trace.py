@@ -21,6 +21,7 @@ from memlens.engine.build import build_fake, call_user
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.rules import Rules
+from memlens.engine.shadow import Read, Reads
 from memlens.engine.step import default_loss, run_step, user_loss
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
@@ -37,7 +38,9 @@ class Trace:
     first_step: Timeline | None
     num_params: int
     trainable_params: int
-    value_reads: list[str] = field(default_factory=list)
+    reads: list[Read] = field(default_factory=list)  # data-dependent reads, with their answers
+    routed: list[str] = field(default_factory=list)  # MoE routers routed by the policy
+    branches: dict | None = None  # what explore found (memlens.engine.explore.Branches)
     applied: Applied = field(default_factory=Applied)
     flops: int = 0  # FLOPs of the traced step (memlens.engine.flops)
     recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
@@ -53,9 +56,15 @@ def trace(
     *,
     loss: Callable[..., torch.Tensor] | None = None,
     extra_rules: Rules | None = None,
+    flipped: str | None = None,
 ) -> Trace:
     """Run ``spec``'s model for one step of ``workload`` on fake tensors, as ``target`` runs
-    it, with the workload's ``strategies``, and record it."""
+    it, with the workload's ``strategies``, and record it.
+
+    Data-dependent reads are answered under ``workload.data_dependent``, the reads at the
+    ``flipped`` site (``file:line``) with their other answer (:class:`Reads`). MoE routers
+    route by ``workload.moe_routing``; the warm-up step routes ``balanced``, so that every
+    expert has optimizer state, as after any number of real steps."""
     built = build_fake(spec, workload)
     model, inputs, mode = built.model, built.inputs, built.mode
     with mode:
@@ -65,7 +74,10 @@ def trace(
     trainable = [p for p in params if p.requires_grad]
     loss_fn = user_loss(loss) if loss is not None else default_loss(spec.loss_kind)
 
-    recorder = Recorder(model, kernel_rules(target, extra_rules), target)
+    reads = Reads(workload.data_dependent, flipped)
+    recorder = Recorder(model, kernel_rules(target, extra_rules), target, reads)
+    for fake, real in built.real_inputs:
+        recorder.shadows.seed(fake, real)
     modules = recorder.modules
     for name, p in named.items():
         recorder.track(p, Category.PARAMETERS, "parameter", name.rpartition(".")[0])
@@ -129,6 +141,7 @@ def trace(
                 call_user("the step", step)
                 recorder.counting_flops = True
                 first_step = recorder.new_timeline()
+            recorder.routing = workload.moe_routing
             with modules:
                 call_user("the step", step)
         timeline = recorder.close()
@@ -142,7 +155,8 @@ def trace(
         first_step=first_step,
         num_params=strategies.param_count(model),
         trainable_params=sum(p.numel() for p in trainable),
-        value_reads=recorder.value_reads,
+        reads=reads.log,
+        routed=recorder.routed,
         applied=applied,
         flops=recorder.flops,
         recompute_flops=recorder.recompute_flops,

@@ -45,6 +45,8 @@ CHECKPOINTS = ("none", "blocks", "every-k:K", "sqrt", "auto", "selective", "modu
 #: Attention kernels (see :mod:`memlens.engine.targets.cuda_attention`): ``auto`` is what the
 #: model's code picks on the target.
 ATTENTIONS = ("auto", "eager", "sdpa", "flash", "mem-efficient")
+#: KV cache classes of generation (transformers' ``DynamicCache``, ``StaticCache``).
+KV_CACHES = ("dynamic", "static")
 TASKS = ("causal-lm", "masked-lm", "seq2seq", "seq-cls", "image-cls", "base")
 #: Training loops whose step memlens reproduces (:class:`LoopPreset`).
 LOOPS = ("pytorch", "hf-trainer", "lightning")
@@ -79,6 +81,10 @@ _PARALLEL = frozenset({"estimate", "fit", "sweep"})
 #: A fixed batch: ``fit`` searches it (its ``batch`` is the target of the options table) and
 #: ``sweep`` takes several.
 _ONE_BATCH = _ALL - {"fit", "sweep"}
+#: Those that trace generation (``generate=True``).
+_GENERATE = frozenset({"estimate"})
+#: The generation options: at their defaults unless ``generate`` is set.
+GENERATION_FIELDS = ("prompt_len", "new_tokens", "num_beams", "prefill_chunk", "kv_cache")
 
 Parser = Callable[[str, Any], Any]
 
@@ -472,6 +478,55 @@ class Workload:
         parse=_choice(ATTENTIONS),
         choices=ATTENTIONS,
     )
+    # generation (memlens.engine.generate)
+    generate: bool = option(
+        False,
+        help="Trace generation instead of one step: the prefill and decode steps of the "
+        "model's own generate() with its KV cache (implies --inference).",
+        group="generation",
+        parse=_flag,
+        uses=_GENERATE,
+    )
+    prompt_len: int | None = option(
+        None,
+        help="Prompt tokens of --generate (default: --seq-len, else the model's).",
+        group="generation",
+        parse=_integer(1, optional=True),
+        uses=_GENERATE,
+    )
+    new_tokens: int = option(
+        128,
+        help="Tokens --generate produces (no end-of-sequence token stops it earlier).",
+        group="generation",
+        parse=_integer(1),
+        uses=_GENERATE,
+    )
+    num_beams: int = option(
+        1,
+        help="Beams of --generate: 1 is greedy decoding, more is beam search.",
+        group="generation",
+        parse=_integer(1),
+        uses=_GENERATE,
+    )
+    prefill_chunk: int | None = option(
+        None,
+        help="Prefill the prompt in chunks of this many tokens (transformers' "
+        "prefill_chunk_size): bounds the prefill activations.",
+        group="generation",
+        parse=_integer(1, optional=True),
+        uses=_GENERATE,
+        metavar="T",
+    )
+    kv_cache: str = option(
+        "dynamic",
+        help="Cache class of --generate: dynamic (DynamicCache, grows with each token) or "
+        "static (StaticCache, allocated for prompt + new tokens); sliding-window layers as "
+        "the config says.",
+        group="generation",
+        parse=_choice(KV_CACHES),
+        uses=_GENERATE,
+        choices=KV_CACHES,
+    )
     # precision
     precision: str = option(
         "fp32",
@@ -808,6 +863,12 @@ class Workload:
         for f in fields(self):
             value = getattr(self, f.name)
             object.__setattr__(self, f.name, meta(f).parse(f.name, value))
+        if self.generate:
+            object.__setattr__(self, "mode", "inference")  # generation is inference
+        else:
+            for f in fields(self):
+                if f.name in GENERATION_FIELDS and getattr(self, f.name) != f.default:
+                    raise WorkloadError(f.name, getattr(self, f.name), "needs --generate")
         impls = implementations(self.optimizer)
         if self.optimizer_impl not in impls:
             raise WorkloadError(

@@ -225,6 +225,7 @@ def page(title: str, data: dict[str, Any] | None, body: str = "", script: str = 
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>{_escape(title)}</title>
 <style>{asset("report.css")}</style>
 </head><body>

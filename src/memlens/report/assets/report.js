@@ -57,9 +57,23 @@ var MemlensReport = (function () {
     parent.appendChild(box);
     return canvas;
   }
+  /* ticks at round binary sizes: 1, 2, 5, 10, 20, 50, 100, 200, 500 KiB/MiB/GiB/TiB */
+  function binaryTicks(axis) {
+    var max = axis.max, unit = 1;
+    while (unit * 1024 <= max) unit *= 1024;
+    var steps = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000];
+    var step = unit * steps[steps.length - 1];
+    for (var i = 0; i < steps.length; i++) {
+      if (max / (unit * steps[i]) <= 8) { step = unit * steps[i]; break; }
+    }
+    var ticks = [];
+    for (var v = 0; v <= max; v += step) ticks.push({ value: v });
+    axis.ticks = ticks;
+  }
   function bytesAxis(title) {
     return { title: { display: !!title, text: title }, beginAtZero: true,
-             ticks: { callback: function (v) { return fmtBytes(v); } } };
+             afterBuildTicks: binaryTicks,
+             ticks: { callback: function (v) { return fmtBytes(v).replace(/\.00 /, " "); } } };
   }
 
   /* -- header and verdict ------------------------------------------------------------ */

@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "layers",
     "size",
     "demo",
+    "ui",
 ]
 
 for _name in COMMAND_MODULES:

@@ -27,6 +27,7 @@ PUBLIC = [
     "MemlensError",
     "MissingExtraError",
     "Phase",
+    "ServePlan",
     "SizeReport",
     "SweepResult",
     "Timeline",
@@ -40,6 +41,7 @@ PUBLIC = [
     "fit",
     "layers",
     "measure",
+    "serve_plan",
     "size",
     "sweep",
 ]

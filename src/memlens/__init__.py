@@ -44,6 +44,8 @@ _EXPORTS = {
     "LayerRow": "memlens._layers._report",
     "layers": "memlens._layers._report",
     "Measurement": "memlens.measurement.result",
+    "ServePlan": "memlens.plan.serve",
+    "serve_plan": "memlens.plan.serve",
     "SizeReport": "memlens._size",
     "size": "memlens._size",
     "Timeline": "memlens.timeline",
@@ -64,6 +66,7 @@ __all__ = [
     "MemlensError",
     "MissingExtraError",
     "Phase",
+    "ServePlan",
     "SizeReport",
     "SweepResult",
     "Timeline",
@@ -77,6 +80,7 @@ __all__ = [
     "fit",
     "layers",
     "measure",
+    "serve_plan",
     "size",
     "sweep",
 ]
@@ -103,6 +107,7 @@ if TYPE_CHECKING:
     from memlens.measurement.result import Measurement
     from memlens.plan._fit import FitResult
     from memlens.plan._sweep import SweepResult
+    from memlens.plan.serve import ServePlan, serve_plan
     from memlens.timeline import Timeline
     from memlens.workload import Workload
 

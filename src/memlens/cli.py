@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "size",
     "demo",
     "ui",
+    "serve_plan",
 ]
 
 for _name in COMMAND_MODULES:

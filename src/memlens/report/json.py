@@ -117,6 +117,8 @@ RULES: dict[str, Rule] = {
         derived=("peak_activation_bytes", "skip_factor"),
     ),
     "SizeReport": Rule(kind="size"),
+    "ServePlan": Rule(kind="serve-plan", derived=("non_kv_bytes", "fits")),
+    "InferenceWeights": Rule(derived=("total_bytes",)),
     "SizeRow": Rule(derived=("bits_per_param",)),
     # inspect (checkpoint headers, ONNX graphs)
     "WeightsSummary": Rule(

@@ -319,7 +319,8 @@ class Recorder:
         if router is None or not 0 < k <= experts:
             return
         tokens = indices.numel() // k
-        real = assignment(tokens, k, experts, self.routing).reshape(indices.shape)
+        with _disable_current_modes():  # a real tensor, not a fake one
+            real = assignment(tokens, k, experts, self.routing).reshape(indices.shape)
         self.shadows.seed(indices, real)
         if router not in self.routed:
             self.routed.append(router)

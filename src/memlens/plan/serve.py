@@ -158,6 +158,11 @@ def serve_plan(
         plan.num_blocks, plan.cached_tokens, plan.concurrency
     """
     name, config = _config(model)
+    if config.get("is_encoder_decoder"):
+        raise ConfigError(
+            f"{name}: an encoder-decoder model's serving (cross-attention blocks) is not "
+            "modelled; its cache is in memlens.analytic.kv_cache"
+        )
     _check(
         tp=tp,
         block_size=block_size,

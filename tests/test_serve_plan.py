@@ -1,0 +1,138 @@
+"""serve-plan (memlens.plan.serve): vLLM's startup arithmetic against hand computations."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+import memlens
+from memlens._errors import ConfigError, WorkloadError
+from memlens.analytic.kv_cache import kv_cache
+from memlens.cuda_stack import cuda_stack
+from memlens.plan.serve import _blocks, serve_plan
+from memlens.sources import bundled
+
+A100 = 85_899_345_920  # a100-80gb in the catalog (80 GiB)
+H100 = 85_520_809_984  # h100-80gb, as the driver reports it
+
+
+def workspace(arch: str, default: int) -> int:
+    stack = cuda_stack(arch, default_workspace_bytes=default)
+    extra = stack.cublaslt_workspace_bytes if stack.cublaslt_workspace != "shared" else 0
+    return stack.cublas_workspace_bytes + extra
+
+
+def test_llama_3_8b_on_a100_by_hand():
+    p = serve_plan("llama-3-8b", gpu="a100-80gb", context="500MiB")
+    requested = int(A100 * 0.9)
+    weights = 8_030_261_248 * 2  # bf16, from the config's torch_dtype
+    t, h, inter = 8192, 4096, 14336
+    mlp = (3 * t * h + 3 * t * inter) * 2  # residual, input, output + gate_up, act
+    sampler = 256 * 128_256 * (2 + 3 * 4)  # logits in bf16 and 3 fp32 copies
+    assert mlp > sampler
+    activation = mlp + workspace("sm80", 8_519_680)
+    available = requested - weights - activation
+    block = 2 * 16 * 8 * 128 * 2 * 32  # K and V, 16 tokens, 8 heads of 128, bf16, 32 layers
+    blocks = available // block
+    assert p.requested_bytes == requested
+    assert p.weights.total_bytes == weights
+    assert p.activation_bytes == activation
+    assert p.kv_available_bytes == available
+    assert p.page_bytes * p.kv_layers == block
+    assert p.num_blocks == blocks == 28_769
+    assert p.cached_tokens == blocks * 16
+    assert p.request_blocks == 8192 // 16
+    assert p.concurrency == pytest.approx(blocks / 512)
+    assert p.largest_context == 8192 and p.fits and p.startup_ok
+    assert p.outside_budget[0].bytes == 500 * 2**20
+
+
+def test_llama_3_70b_tp4_by_hand():
+    p = serve_plan("llama-3-70b", gpu="h100-80gb", tp=4, context="500MiB", avg_len=1000)
+    h, inter, vocab, layers = 8192, 28672, 128_256, 80
+    linear = h * h * 2 + 1024 * h * 2 + 3 * inter * h  # q, o, k, v, gate, up, down
+    per_gpu = (2 * vocab * h + layers * linear) // 4 + (2 * layers + 1) * h  # norms replicated
+    assert p.weights.total_bytes == per_gpu * 2
+    assert p.page_bytes == 2 * 16 * 2 * 128 * 2  # 8 KV heads over 4 GPUs
+    available = int(H100 * 0.9) - per_gpu * 2 - p.activation_bytes
+    assert p.num_blocks == available // (p.page_bytes * layers)
+    assert p.concurrency == pytest.approx(p.num_blocks / 512)
+    assert p.concurrency_avg == pytest.approx(p.num_blocks / 63)  # cdiv(1000, 16)
+    assert p.tp == 4 and "NCCL" in " ".join(p.unknowns)
+
+
+def test_fp8_kv_and_int4_weights_give_more_blocks():
+    base = serve_plan("llama-3-70b", gpu="h100-80gb", tp=4)
+    fp8 = serve_plan("llama-3-70b", gpu="h100-80gb", tp=4, kv_dtype="fp8")
+    int4 = serve_plan("llama-3-70b", gpu="h100-80gb", tp=4, quantize="int4", kv_dtype="fp8")
+    assert fp8.page_bytes * 2 == base.page_bytes
+    assert fp8.num_blocks == base.kv_available_bytes // (fp8.page_bytes * 80)
+    assert int4.scheme == "gptq-int4" and int4.weights.total_bytes < base.weights.total_bytes / 3
+    assert int4.num_blocks > fp8.num_blocks
+
+
+def test_smallest_tp_for_a_concurrency():
+    p = serve_plan("llama-3-70b", gpu="a100-80gb", max_model_len=8192, concurrency=100)
+    assert p.min_tp is not None
+    at = serve_plan("llama-3-70b", gpu="a100-80gb", tp=p.min_tp, max_model_len=8192)
+    below = serve_plan("llama-3-70b", gpu="a100-80gb", tp=p.min_tp // 2, max_model_len=8192)
+    assert at.concurrency >= 100 > below.concurrency
+
+
+def test_a_model_too_large_gets_no_blocks():
+    p = serve_plan("llama-3-70b", gpu="a100-80gb")  # 131 GiB of bf16 weights on one GPU
+    assert p.kv_available_bytes < 0 and p.num_blocks == 0 and not p.fits
+
+
+def test_hybrid_sliding_and_full_groups():
+    # Gemma-2-2B: 13 sliding + 13 full layers -> 2 groups of 13 sharing the pool
+    cache = kv_cache(bundled.config("gemma-2-2b"), dtype="fp16", runtime="vllm")
+    layers, groups, group_size, page, per_request = _blocks(cache, 16, 2048)
+    assert (layers, groups, group_size, page) == (26, 2, 13, 16 * 4 * 256 * 2 * 2)
+    # full: cdiv(8192, 16); sliding: cdiv(min(4096 - 1 + 2048, 8192), 16) + 1
+    assert per_request(8192) == 512 + (-(-6143 // 16) + 1)
+    mistral = kv_cache(bundled.config("mistral-7b-v0.1"), runtime="vllm")
+    _, groups, group_size, _, per_request = _blocks(mistral, 16, 8192)
+    assert (groups, group_size) == (1, 32)
+    assert per_request(32768) == -(-(4095 + 8192) // 16) + 1
+
+
+@pytest.mark.parametrize(
+    ("kw", "error", "match"),
+    [
+        ({"model": "no-such-model"}, ConfigError, "bundled LLM"),
+        ({"model": "whisper-small"}, ConfigError, "encoder-decoder"),
+        ({"tp": 3}, WorkloadError, "do not split"),
+        ({"gpu_memory_utilization": 1.5}, WorkloadError, "fraction"),
+        ({"kv_dtype": "int4"}, WorkloadError, "fp8"),
+        ({"quantize": "int3"}, WorkloadError, "allowed"),
+        ({"max_model_len": 100_000}, WorkloadError, "positions"),
+        ({"block_size": 0}, WorkloadError, "positive"),
+    ],
+)
+def test_refused(kw, error, match):
+    with pytest.raises(error, match=match):
+        serve_plan(**{"model": "llama-3-8b", **kw})
+
+
+def test_cli_prints_every_term_and_json(capsys):
+    from memlens.cli import main
+
+    argv = sys.argv
+    try:
+        for extra in ([], ["--json"]):
+            sys.argv = ["memlens", "serve-plan", "llama-3-8b", "--gpu", "a100-80gb", *extra]
+            with pytest.raises(SystemExit) as info:
+                main()
+            assert info.value.code in (0, None)
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    text, _, raw = out.partition("{")
+    for term in ("weights", "activation peak", "KV cache memory", "cache blocks", "28,769"):
+        assert term in text
+    data = json.loads("{" + raw)
+    assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_769
+    assert memlens.serve_plan is serve_plan

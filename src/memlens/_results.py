@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memlens.allocator import AllocatorResult
 from memlens.categories import Category
@@ -13,6 +13,9 @@ from memlens.devices import Device
 from memlens.strategies.data import HostMemory
 from memlens.timeline import Timeline
 from memlens.workload import Workload
+
+if TYPE_CHECKING:
+    from memlens.distributed.result import ParallelInfo
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Estimate:
     step_flops: int = 0  # FLOPs of the traced step
     recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
     host: HostMemory | None = None  # host (CPU) memory outside the device's allocator
+    parallel: ParallelInfo | None = None  # under a parallel layout: this is the worst rank
 
     @property
     def slack_bytes(self) -> int:
@@ -56,8 +60,10 @@ class Estimate:
 
     @property
     def total_bytes(self) -> int:
-        """What the device holds at the peak: reserved memory plus the context."""
-        return self.reserved_peak_bytes + self.context_bytes
+        """What the device holds at the peak: reserved memory plus the context (and, under a
+        parallel layout, NCCL's buffers)."""
+        outside = self.parallel.outside_bytes if self.parallel is not None else 0
+        return self.reserved_peak_bytes + self.context_bytes + outside
 
     @property
     def capacity_bytes(self) -> int | None:
@@ -105,7 +111,13 @@ class Estimate:
         else of the category; rows of zero bytes left out. (Allocator slack has its own row.)"""
         workspaces = self.workspaces()
         other = self.breakdown.get(Category.FRAMEWORK_OVERHEAD.value, 0) - sum(workspaces.values())
-        rows = [(self.context_label, self.context_bytes), *workspaces.items(), ("other", other)]
+        nccl = self.parallel.nccl if self.parallel is not None else []
+        rows = [
+            (self.context_label, self.context_bytes),
+            *nccl,
+            *workspaces.items(),
+            ("other", other),
+        ]
         return [(label, n) for label, n in rows if n]
 
     def _repr_html_(self) -> str:
@@ -123,5 +135,6 @@ class Estimate:
                 n += self.slack_bytes
             elif cat is Category.FRAMEWORK_OVERHEAD:
                 n += self.context_bytes
+                n += self.parallel.outside_bytes if self.parallel is not None else 0
             rows.append((cat, n))
         return rows

@@ -16,6 +16,7 @@ class Category(str, Enum):
     OPTIMIZER_STATE = "optimizer_state"  # optimizer.state tensors (momentum, Adam moments, step)
     TEMPORARIES = "temporaries"  # live only inside an op or between ops of one phase
     KV_CACHE = "kv_cache"  # key/value cache of autoregressive generation
+    COLLECTIVES = "collectives"  # communication buffers (all-gather, reduce-scatter, all-reduce)
     ALLOCATOR_SLACK = "allocator_slack"  # reserved by the caching allocator but not allocated
     FRAMEWORK_OVERHEAD = "framework_overhead"  # CUDA context, library workspaces
 
@@ -24,7 +25,7 @@ class Category(str, Enum):
 
 
 #: Categories the engine assigns to traced storages (the last two come from the allocator model).
-TRACED_CATEGORIES: tuple[Category, ...] = tuple(Category)[:8]
+TRACED_CATEGORIES: tuple[Category, ...] = tuple(Category)[:-2]
 
 
 class Phase(str, Enum):

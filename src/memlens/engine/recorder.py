@@ -21,7 +21,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+from torch.utils._python_dispatch import (
+    TorchDispatchMode,
+    _disable_current_modes,
+    is_traceable_wrapper_subclass,
+    is_traceable_wrapper_subclass_type,
+)
 from torch.utils.weak import WeakIdKeyDictionary
 
 from memlens._errors import TraceError
@@ -55,6 +60,26 @@ _UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor, int], torch.Tensor]] = {
     aten.nonzero.default: lambda t, count: torch.empty((count, t.dim()), dtype=torch.long),
     aten.masked_select.default: lambda t, count: torch.empty((count,), dtype=t.dtype),
 }
+
+
+#: Namespaces of communication ops: their outputs are the ``collectives`` category
+#: (``torch/distributed/_functional_collectives.py``, ``torch/csrc/distributed/c10d/Ops.cpp``,
+#: FSDP2's ``fsdp::all_gather_copy_in`` / ``chunk_cat`` in ``_fsdp_collectives.py``).
+_COLLECTIVE_NAMESPACES = frozenset(
+    {"c10d", "_c10d_functional", "_c10d_functional_autograd", "fsdp"}
+)
+
+
+def _storage_tensors(t: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The tensors holding ``t``'s memory: ``t``, or the inner tensors of a wrapper subclass
+    (a DTensor's local shard), recursively (``__tensor_flatten__``)."""
+    if is_traceable_wrapper_subclass(t):
+        for name in t.__tensor_flatten__()[0]:
+            inner = getattr(t, name)
+            if isinstance(inner, torch.Tensor):  # a DTensor also names its device mesh
+                yield from _storage_tensors(inner)
+    else:
+        yield t
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -116,7 +141,12 @@ class Recorder:
     ) -> int | None:
         """Record ``t``'s storage as allocated now (no-op if already known); ``module``: its
         owner when not the module running now (a parameter's); ``nbytes``: its real size
-        where a rule says the fake kernel's differs (:class:`OutputBytes`)."""
+        where a rule says the fake kernel's differs (:class:`OutputBytes`). A wrapper
+        subclass (DTensor) is recorded as its inner tensors."""
+        if is_traceable_wrapper_subclass(t):
+            for inner in _storage_tensors(t):
+                self.track(inner, category, op, module)
+            return None
         storage = t.untyped_storage()
         if storage in self._key_of:
             return None
@@ -151,19 +181,41 @@ class Recorder:
 
     def set_category(self, t: torch.Tensor, category: Category) -> None:
         """Re-label the live storage of ``t`` (e.g. a gradient once it lands in ``.grad``)."""
-        key = self._key(t.untyped_storage())
-        if key is None or key not in self._block_of:
-            return
-        self.timeline.blocks[self._block_of[key]].category = category
-        self._meta[key] = (self._meta[key][0], category)
+        for inner in _storage_tensors(t):
+            key = self._key(inner.untyped_storage())
+            if key is None or key not in self._block_of:
+                continue
+            self.timeline.blocks[self._block_of[key]].category = category
+            self._meta[key] = (self._meta[key][0], category)
 
     def set_host(self, t: torch.Tensor) -> None:
         """``t`` lives in host memory on the target device: it takes no device bytes."""
-        key = self._key(t.untyped_storage())
-        if key is None or key not in self._block_of:
+        for inner in _storage_tensors(t):
+            key = self._key(inner.untyped_storage())
+            if key is None or key not in self._block_of:
+                continue
+            self.timeline.blocks[self._block_of[key]].nbytes = 0
+            self._meta[key] = (0, self._meta[key][1])
+
+    def resized(self, storage: torch.UntypedStorage, nbytes: int) -> None:
+        """``storage.resize_(nbytes)`` ran: its old bytes are freed and ``nbytes`` allocated.
+
+        Resizing a storage in place is how FSDP materialises and frees unsharded parameters
+        (``torch/distributed/fsdp/_fully_shard/_fsdp_param.py`` ``alloc_storage`` /
+        ``free_storage``); the storage stays one object, so it keeps its key and becomes a
+        new block, counted as parameters.
+        """
+        key = self._key(storage)
+        if key is None or self._host_depth:
             return
-        self.timeline.blocks[self._block_of[key]].nbytes = 0
-        self._meta[key] = (0, self._meta[key][1])
+        block = self._block_of.pop(key, None)
+        if block is not None:
+            self.timeline.free(block)
+        self._meta[key] = (nbytes, Category.PARAMETERS)
+        if nbytes:
+            self._block_of[key] = self.timeline.alloc(
+                nbytes, Category.PARAMETERS, self.phase, self.modules.current, "storage.resize_"
+            )
 
     @contextlib.contextmanager
     def host(self) -> Iterator[None]:
@@ -269,9 +321,23 @@ class Recorder:
                     sizes[buffer.index] = buffer.nbytes
                 else:
                     self.transient(buffer, name)
+        if func.namespace in _COLLECTIVE_NAMESPACES:
+            name, category = (
+                f"{func.namespace}.{func.overloadpacket.__name__}",
+                Category.COLLECTIVES,
+            )
+        else:
+            category = Category.TEMPORARIES
         for i, t in enumerate(torch.utils._pytree.tree_leaves(out)):
             if isinstance(t, torch.Tensor):
-                self.track(t, Category.TEMPORARIES, name, nbytes=sizes.get(i))
+                self.track(t, category, name, nbytes=sizes.get(i))
+        if func.namespace == "c10d" and name.endswith("_"):
+            # an in-place collective (allreduce_, _allgather_base_): its tensors are the
+            # communication buffers (a DDP bucket; what becomes a gradient is relabelled
+            # when it lands in .grad)
+            for t in torch.utils._pytree.tree_leaves((args, kwargs)):
+                if isinstance(t, torch.Tensor):
+                    self.set_category(t, Category.COLLECTIVES)
         return out
 
     def _count_flops(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
@@ -358,11 +424,37 @@ class Recorder:
 
 
 class RecordingMode(TorchDispatchMode):
-    """The dispatch mode that feeds a :class:`Recorder` (kept small on purpose)."""
+    """The dispatch mode that feeds a :class:`Recorder` (kept small on purpose).
+
+    An op on a wrapper subclass (a DTensor) is handed back (``NotImplemented``) so that the
+    subclass runs it, with this mode still active: the mode then sees the ops on the inner
+    (local) tensors, which hold the memory. While active, ``UntypedStorage.resize_`` (which
+    no dispatch mode sees) reports to the recorder, as PyTorch's own
+    ``torch/distributed/_tools/mem_tracker.py`` patches it.
+    """
 
     def __init__(self, recorder: Recorder) -> None:
         super().__init__()
         self.recorder = recorder
+        self._resize: Any = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+        if any(is_traceable_wrapper_subclass_type(t) for t in types):
+            return NotImplemented
         return self.recorder.dispatch(func, args, kwargs or {})
+
+    def __enter__(self) -> RecordingMode:
+        original = self._resize = torch.UntypedStorage.resize_
+        recorder = self.recorder
+
+        def resize_(storage: torch.UntypedStorage, nbytes: int) -> Any:
+            out = original(storage, nbytes)
+            recorder.resized(storage, int(nbytes))
+            return out
+
+        torch.UntypedStorage.resize_ = resize_  # type: ignore[method-assign]
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        torch.UntypedStorage.resize_ = self._resize  # type: ignore[method-assign]
+        super().__exit__(*exc)

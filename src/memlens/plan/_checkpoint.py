@@ -63,7 +63,12 @@ def estimate_step(
     target: Target,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> Estimate:
-    """The estimate of one step, its checkpointed blocks chosen first under ``auto``."""
+    """The estimate of one step, its checkpointed blocks chosen first under ``auto``; under
+    a parallel layout (``world_size > 1``), the worst rank's."""
+    if workload.layout.distributed:
+        from memlens.distributed.estimate import estimate_parallel
+
+        return estimate_parallel(spec, workload, target, loss)
     if workload.checkpoint == "auto":
         return auto_checkpoint(spec, workload, target, loss)
     return estimate_spec(spec, workload, target, loss)

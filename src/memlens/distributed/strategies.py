@@ -1,0 +1,89 @@
+"""A workload's strategies with its parallel layout applied: the
+:class:`~memlens.engine.protocol.StepStrategies` the engine traces (on the fake process group)
+and the measurer runs (on a real one), so both parallelise the model identically."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from torch import nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
+from torch.distributed.device_mesh import DeviceMesh
+
+from memlens._errors import WorkloadError
+from memlens.distributed.parallelize import ReducerBuckets, apply_fsdp, apply_tp
+from memlens.engine.protocol import Applied, StepStrategies
+from memlens.sources.base import Inputs
+from memlens.workload import Workload
+
+
+def check_traceable(workload: Workload) -> None:
+    """Refuse what the traced path cannot run, naming the field."""
+    layout = workload.layout
+    if layout.pp > 1:
+        raise WorkloadError(
+            "pp",
+            layout.pp,
+            "pipeline stages are not traced yet: the analytic model (memlens.analytic) "
+            "covers pipeline layouts",
+        )
+    if layout.cp > 1:
+        raise WorkloadError(
+            "cp",
+            layout.cp,
+            "PyTorch's context parallel (torch.distributed.tensor.experimental."
+            "context_parallel) runs only CUDA's flash and memory-efficient attention kernels, "
+            "which a CPU trace cannot run; the analytic model covers context parallelism",
+        )
+    if workload.checkpoint == "auto":
+        raise WorkloadError("checkpoint", "auto", "is not searched under a parallel layout yet")
+    if workload.offload_optimizer and layout.fsdp != "none":
+        raise WorkloadError(
+            "offload_optimizer",
+            True,
+            "FSDP's CPUOffloadPolicy is not traced yet (the host/device split of its "
+            "sharded parameters, gradients and optimizer state)",
+        )
+
+
+class ParallelStrategies:
+    """``inner`` (a workload's strategies) plus the layout on ``meshes``
+    (:func:`memlens.distributed.world.meshes`)."""
+
+    def __init__(
+        self, inner: StepStrategies, workload: Workload, meshes: dict[str, DeviceMesh]
+    ) -> None:
+        self.inner = inner
+        self.workload = workload
+        self.layout = workload.layout
+        self.meshes = meshes
+        self.buckets: ReducerBuckets | None = None
+
+    def prepare(self, model: nn.Module, inputs: Inputs) -> Applied:
+        """The workload's strategies, then tensor parallelism, then FSDP or DDP (torchtitan's
+        order: ``parallelize_llama`` applies TP, activation checkpointing, then FSDP)."""
+        applied = self.inner.prepare(model, inputs)
+        layout = self.layout
+        if layout.tp > 1:
+            apply_tp(model, self.meshes["tp"])
+        if layout.fsdp != "none":
+            blocks = self.inner.blocks(model)
+            # outside the fake mode: FSDP over a 2-D mesh slices the mesh's real rank tensor;
+            # its own tensors derive from the (fake) parameters
+            with unset_fake_temporarily():
+                apply_fsdp(model, self.meshes["fsdp"], blocks, layout, self.workload)
+        elif layout.ddp and self.workload.training:
+            self.buckets = ReducerBuckets(
+                model, self.workload.bucket_cap_mb, self.workload.gradient_as_bucket_view
+            )
+        return applied
+
+    def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
+        """FSDP runs AMP through its mixed-precision policy instead of autocast."""
+        if self.layout.fsdp != "none" and self.workload.amp:
+            return contextlib.nullcontext()
+        return self.inner.autocast(device_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

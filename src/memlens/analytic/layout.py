@@ -1,0 +1,504 @@
+"""Per-GPU memory of transformer training under any DP x TP x PP x CP x ZeRO layout, in
+closed form: instant for thousands of GPUs.
+
+For each pipeline stage (the ranks of a stage hold the same budget) the model states come
+from the stage's parameters (:mod:`memlens.analytic.transformer`: layers split evenly, the
+first stages taking the remainder; the embedding on the first stage, the final norm and head
+on the last; a tied head is a second copy on the last stage when pp > 1, as Megatron's
+``shared_embedding`` keeps it), split by tensor parallelism (norms replicated) and sharded
+over the data-parallel ranks as the strategy does it:
+
+- plain DDP (``torch/csrc/distributed/c10d/reducer.cpp``, ``Reducer::initialize_buckets``):
+  each bucket's flat gradient buffer holds a copy of its parameters' gradients, so the
+  buckets add one gradient copy unless ``gradient_as_bucket_view``;
+- FSDP2 (``torch/distributed/fsdp/_fully_shard``): parameters, gradients and optimizer state
+  sharded (``full``; ``grad-op`` keeps every block's unsharded parameters from forward to its
+  backward, ``reshard_after_forward=False``); the all-gather output of the block being
+  computed and the one prefetched (``FSDPParamGroup``'s implicit prefetch), and in backward
+  the block's unsharded gradients plus the reduce-scatter input (``foreach_reduce``);
+- DeepSpeed ZeRO 1/2/3 with its buckets and offload
+  (:func:`memlens.analytic.zero.deepspeed_states`).
+
+Activations per micro-batch come from :mod:`memlens.analytic.activations` (the Llama code's
+saved tensors for Llama-family configs, Korthikanti et al. for GPT), with the local sequence
+``seq / cp``; a stage holds the activations of the micro-batches in flight: GPipe all ``M``,
+1F1B ``min(pp - stage, M)`` (``torch.distributed.pipelining.Schedule1F1B``: stage ``i`` runs
+``pp - i`` warm-up forwards), interleaved 1F1B Megatron's
+``1 + (pp - 1) / (pp v)`` times ``pp`` (``theoretical_memory_usage.py``).
+
+The peak is the largest of three moments of the steady-state step, each an exact sum:
+backward's start (all saved activations, the loss's gradient temporaries), backward's end
+(all gradients, the reduction buffers) and the optimizer step (its temporaries: the foreach
+Adam's ``_foreach_sqrt`` output, one tensor per stepped parameter). Gradients exist
+through forward when they accumulate (pipeline micro-batches, ``grad_accum``) or are zeroed
+instead of freed.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from memlens._errors import ConfigError
+from memlens.analytic import activations as act
+from memlens.analytic.transformer import TransformerShape
+from memlens.analytic.zero import deepspeed_states
+from memlens.devices import Device
+from memlens.optimizer_table import OPTIMIZERS
+from memlens.workload import Layout, Workload
+
+#: Virtual stages per rank assumed for the interleaved schedule (not a workload option yet).
+VIRTUAL_STAGES = 2
+#: FSDP2 keeps the block being computed and the prefetched one unsharded.
+FSDP_LIVE_BLOCKS = 2
+CATEGORIES = (
+    "parameters",
+    "buffers",
+    "inputs",
+    "activations",
+    "gradients",
+    "optimizer_state",
+    "temporaries",
+    "collectives",
+    "framework_overhead",
+)
+
+
+@dataclass
+class StageBudget:
+    """One pipeline stage's ranks (all alike): their peak and what it is made of."""
+
+    stage: int
+    ranks_alike: int
+    layers: int
+    in_flight: int  # micro-batches whose activations the stage holds at once
+    params: int  # parameters per rank (after tensor parallelism, before sharding)
+    peak_bytes: int  # allocated, at the peak
+    peak_phase: str
+    breakdown: dict[str, int]  # at the peak; sums to peak_bytes
+    host_bytes: int  # host memory per rank (offload)
+    moments: dict[str, int]  # allocated bytes at each moment considered
+
+
+@dataclass
+class Communication:
+    """Bytes each GPU sends per optimizer step, by collective, and the pipeline bubble.
+
+    Ring algorithms: an all-reduce of ``n`` bytes over ``k`` ranks sends ``2n(k-1)/k``, an
+    all-gather or reduce-scatter ``n(k-1)/k``. ``bubble`` is the idle fraction of a
+    pipeline step, ``(pp - 1)/M`` (``/v`` interleaved; Narayanan et al. 2021, Section 2.2).
+    """
+
+    data_parallel: int
+    tensor_parallel: int
+    pipeline: int
+    context_parallel: int
+    bubble: float
+
+    @property
+    def total_bytes(self) -> int:
+        return self.data_parallel + self.tensor_parallel + self.pipeline + self.context_parallel
+
+
+@dataclass
+class LayoutEstimate:
+    """Per-GPU memory of one training step under a parallel layout, in closed form."""
+
+    model: str
+    method: str  # how the answer was reached, said in every output
+    workload: Workload
+    layout: Layout
+    device: Device | None
+    num_params: int
+    stages: list[StageBudget]
+    context_bytes: int  # CUDA context and library workspaces, outside the allocator
+    nccl: list[tuple[str, int]]  # NCCL's buffers of the worst rank, outside the allocator
+    communication: Communication
+    unknowns: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def worst(self) -> StageBudget:
+        return max(self.stages, key=lambda s: (s.peak_bytes, -s.stage))
+
+    @property
+    def peak_bytes(self) -> int:
+        return self.worst.peak_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        """What the worst GPU holds: its peak plus the context and NCCL's buffers."""
+        return self.peak_bytes + self.context_bytes + sum(n for _, n in self.nccl)
+
+    @property
+    def capacity_bytes(self) -> int | None:
+        return self.device.capacity_bytes if self.device is not None else None
+
+    @property
+    def free_bytes(self) -> int | None:
+        cap = self.capacity_bytes
+        return None if cap is None else cap - self.total_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        free = self.free_bytes
+        return None if free is None else free >= 0
+
+
+@dataclass(frozen=True)
+class _Bytes:
+    """Element sizes of one precision policy."""
+
+    weight: int
+    grad: int
+    state: int  # optimizer state element
+    act: int  # activations (compute dtype)
+    masters: int  # fp32 master copy per element (DeepSpeed's bit16 modes)
+
+
+def _precision(w: Workload) -> _Bytes:
+    if w.precision == "fp32":
+        return _Bytes(4, 4, 4, 4, 0)
+    if w.amp:
+        return _Bytes(4, 4, 4, 2, 0)
+    return _Bytes(2, 2, 2, 2, 0)
+
+
+def stage_layers(layers: int, pp: int) -> list[int]:
+    """Layers per stage: even, the first ``layers % pp`` stages one more."""
+    if pp > layers:
+        raise ConfigError(f"pp = {pp} stages for {layers} layers: at most one stage per layer")
+    base, extra = divmod(layers, pp)
+    return [base + (i < extra) for i in range(pp)]
+
+
+def _local(tensors: list[tuple[str, tuple[int, ...], bool]], tp: int) -> list[tuple[int, ...]]:
+    """Each tensor's shape on one tensor-parallel rank (split along its first dimension)."""
+    return [((-(-s[0] // tp),) + s[1:]) if split and tp > 1 else s for _, s, split in tensors]
+
+
+def _in_flight(layout: Layout, stage: int) -> int:
+    m, p = layout.microbatches, layout.pp
+    if p == 1:
+        return 1
+    if layout.pp_schedule == "gpipe":
+        return m
+    if layout.pp_schedule == "interleaved":
+        return min(
+            m * VIRTUAL_STAGES, math.ceil((1 + (p - 1) / (p * VIRTUAL_STAGES)) * (p - stage))
+        )
+    return min(p - stage, m)
+
+
+def _optimizer_temporaries(
+    w: Workload, target_kind: str, elements: int, largest: int, esize: int
+) -> int:
+    """The step's temporaries: foreach Adam's ``_foreach_sqrt`` output for every stepped
+    element (``torch/optim/adam.py``, ``_multi_tensor_adam``), or one tensor's for the
+    per-tensor loop; fused kernels and SGD's in-place updates allocate none."""
+    impl = w.optimizer_impl
+    if impl == "auto":
+        impl = (
+            "fused"
+            if w.uses_fused_default
+            else ("foreach" if target_kind == "cuda" else "for-loop")
+        )
+    if impl == "fused" or w.optimizer in ("sgd", "sgd-momentum"):
+        return 0
+    if impl == "foreach":
+        return elements * esize
+    return largest * esize
+
+
+def estimate_layout(
+    shape: TransformerShape,
+    w: Workload,
+    *,
+    device: Device | None = None,
+    target_kind: str = "cuda",
+    context_bytes: int = 0,
+    workspace_bytes: int = 0,
+    method: str = "closed form (--analytic)",
+) -> LayoutEstimate:
+    """The per-GPU budget of ``w``'s training step of ``shape`` (see the module docstring).
+
+    ``workspace_bytes``: library workspaces allocated through the allocator (the cuBLAS
+    workspace of the forward and of autograd's backward thread on CUDA, as the trace has
+    them); ``context_bytes``: memory outside it (the CUDA context)."""
+    t0 = time.perf_counter()
+    if not w.training:
+        raise ConfigError("the analytic layout model covers training steps (use --train)")
+    if w.seq_len is None:
+        raise ConfigError("the analytic model needs --seq-len")
+    lay = w.layout
+    if w.seq_len % lay.cp:
+        raise ConfigError(f"seq_len {w.seq_len} is not divisible by cp = {lay.cp}")
+    for name, n in (("heads", shape.heads), ("key/value heads", shape.kv_heads)):
+        if n % lay.tp:
+            raise ConfigError(f"tp = {lay.tp} does not divide the {n} {name} of {shape.name}")
+    sizes = _precision(w)
+    row = OPTIMIZERS[w.optimizer]
+    unknowns: list[str] = []
+    recipe = "hf-llama" if shape.family == "llama" else "korthikanti"
+    seq, b = w.seq_len // lay.cp, w.batch
+    sp = w.sequence_parallel
+    attention = "eager" if w.attention == "eager" else "flash"
+    if recipe == "hf-llama":
+        terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention)
+        if attention == "flash" and shape.kv_heads != shape.heads:
+            unknowns.append(
+                "GQA under SDPA: keys and values not repeated (enable_gqa, torch >= 2.5, no "
+                "padding mask: transformers' use_gqa_in_sdpa)"
+            )
+    else:
+        terms = act.korthikanti_terms(shape, seq, b)
+        unknowns.append(
+            f"{shape.name}: activations from Korthikanti et al. 2022 Section 4.1 (Megatron's "
+            "GPT layer, 16-bit activations, dropout masks), not traced from this model's code"
+        )
+    if w.amp:
+        linear = [s for _, s, split in shape.layer_tensors() if len(s) == 2]
+        cast = sum(math.prod(s) for s in _local([("", s, True) for s in linear], lay.tp))
+        terms.append(
+            act.Term("autocast weight copies (saved for backward)", 2 * cast * lay.tp, "tp")
+        )
+    checkpoint = w.checkpoint
+    if checkpoint not in ("none", "blocks", "selective"):
+        raise ConfigError(
+            f"checkpoint {checkpoint!r}: the analytic model covers none, blocks (full "
+            "recompute) and selective"
+        )
+    per_layer_full = sum(t.share(lay.tp, sp) for t in terms)
+    if checkpoint == "selective":
+        per_layer = sum(t.share(lay.tp, sp) for t in terms if t.split != "core")
+    elif checkpoint == "blocks":
+        per_layer = act.Term(
+            "layer input", act.layer_input_bytes(shape, seq, b, sizes.act), "sp"
+        ).share(lay.tp, sp)
+    else:
+        per_layer = per_layer_full
+    recompute_peak = per_layer_full if checkpoint == "blocks" else 0
+
+    layers = stage_layers(shape.layers, lay.pp)
+    shard_n, stage_kind = _sharding(w, lay)
+    ds = w.deepspeed
+    stages = []
+    dp_bytes = 0
+    for i, n_layers in enumerate(layers):
+        first, last = i == 0, i == lay.pp - 1
+        tensors = shape.layer_tensors() * n_layers
+        if first:
+            tensors = tensors + shape.embedding_tensors()
+        if last:
+            head = shape.head_tensors()
+            if shape.tied and lay.pp == 1:
+                head = head[:-1]
+            tensors = tensors + head
+        local = _local(tensors, lay.tp)
+        params = sum(math.prod(s) for s in local)
+        largest = max(math.prod(s) for s in local)
+        opt_full = sum(
+            row.state_bytes(s, sizes.state) - (4 if row.step_counter else 0) for s in local
+        )
+        block = max(
+            (sum(math.prod(s) for s in _local(shape.layer_tensors(), lay.tp))),
+            largest,
+        )
+        inflight = _in_flight(lay, i)
+        device_cats = dict.fromkeys(CATEGORIES, 0)
+        host = 0
+        accumulate = lay.pp > 1 or w.grad_accum > 1 or w.preset.zero_grad == "zeros"
+        extra_fwd = extra_bwd = 0  # transient buffers of forward / backward
+        if ds is not None:
+            bit16 = w.precision != "fp32"
+            states = deepspeed_states(
+                params,
+                largest,
+                shard_n,
+                ds,
+                bit16=bit16,
+                optimizer_bytes=row.state_bytes((1,), 4) - (4 if row.step_counter else 0),
+                live_params=min(
+                    ds.stage3_max_live_parameters, block + ds.stage3_prefetch_bucket_size
+                ),
+            )
+            for k, v in states.device.items():
+                device_cats[k] += v
+            host = states.host_bytes
+            grads_resident = True  # DeepSpeed's gradient buffers are allocated for the run
+            grad_bytes = 0
+            step_temp = 0  # DeepSpeed's FusedAdam / DeepSpeedCPUAdam: no temporaries
+        else:
+            weights = sizes.weight * params
+            grads = sizes.grad * params
+            opt = opt_full
+            if stage_kind >= 1:
+                opt = -(-opt // shard_n)
+            if stage_kind >= 2:
+                grads = -(-grads // shard_n)
+            if stage_kind >= 3:
+                weights = -(-weights // shard_n)
+            device_cats["parameters"] = weights
+            device_cats["optimizer_state"] = opt
+            grad_bytes = grads
+            grads_resident = accumulate
+            if lay.ddp and not w.gradient_as_bucket_view:
+                device_cats["collectives"] += sizes.grad * params  # reducer bucket buffers
+            if w.fsdp in ("full", "hybrid"):
+                gathered = FSDP_LIVE_BLOCKS * block * sizes.act
+                extra_fwd += gathered
+                extra_bwd += gathered + 2 * block * sizes.grad  # unsharded grads + RS input
+            elif w.fsdp == "grad-op":
+                extra_fwd += sizes.act * params  # every block stays unsharded until backward
+                extra_bwd += 2 * block * sizes.grad
+            if w.offload_optimizer:  # memlens.strategies.offload: fp32 masters, grads, state
+                host += opt_full * 4 // sizes.state + 4 * params + 4 * params
+                device_cats["optimizer_state"] = 0
+                step_temp = 0
+            stepped = params if stage_kind < 1 else -(-params // shard_n)
+            if not w.offload_optimizer:
+                step_temp = _optimizer_temporaries(w, target_kind, stepped, largest, sizes.state)
+        if grads_resident:
+            device_cats["gradients"] += grad_bytes
+        acts = inflight * n_layers * per_layer
+        inputs = 0
+        if first:
+            if recipe == "korthikanti":
+                acts += inflight * sum(
+                    t.share(lay.tp, sp) for t in act.korthikanti_embedding(shape, seq, b)
+                )
+            else:
+                inputs += inflight * 8 * seq * b  # input ids (int64; the labels when pp = 1)
+        loss_temp = 0
+        if last:
+            head_terms = (
+                act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output)
+                if recipe == "hf-llama"
+                else act.korthikanti_head(shape, seq, b)
+            )
+            acts += sum(t.share(lay.tp, sp) for t in head_terms)
+            loss_temp = -(-act.loss_backward_temporaries(shape, seq, b) // lay.tp)
+            if recipe == "hf-llama" and lay.pp > 1:
+                inputs += 8 * seq * b  # labels
+        kept = 0  # the output, alive through the step when the loop keeps it
+        if shape.family == "llama":
+            device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
+            acts += inflight * act.hf_llama_rotary(shape, seq, sizes.act).share(lay.tp, sp)
+            if last and not w.preset.release_output:
+                kept = act.logits_term(shape, seq, b, sizes.act).share(lay.tp, sp)
+        device_cats["framework_overhead"] = workspace_bytes
+        base = dict(device_cats)
+        base["inputs"] = inputs
+        moments: dict[str, dict[str, int]] = {}
+        start = dict(base, activations=acts, temporaries=loss_temp + recompute_peak)
+        start["collectives"] += extra_fwd
+        moments["backward"] = start
+        end = dict(
+            base,
+            gradients=base["gradients"] + (0 if grads_resident else grad_bytes),
+            activations=kept,
+        )
+        end["collectives"] += extra_bwd
+        if recompute_peak:
+            end["temporaries"] = recompute_peak
+        moments["backward (end)"] = end
+        moments["optimizer"] = dict(
+            base,
+            gradients=base["gradients"] + (0 if grads_resident else grad_bytes),
+            temporaries=step_temp,
+            activations=kept,
+        )
+        phase, peak = max(moments.items(), key=lambda kv: sum(kv[1].values()))
+        stages.append(
+            StageBudget(
+                stage=i,
+                ranks_alike=lay.world_size // lay.pp,
+                layers=n_layers,
+                in_flight=inflight,
+                params=params,
+                peak_bytes=sum(peak.values()),
+                peak_phase=phase,
+                breakdown={k: v for k, v in peak.items() if v},
+                host_bytes=host,
+                moments={k: sum(v.values()) for k, v in moments.items()},
+            )
+        )
+        dp_bytes = max(dp_bytes, _dp_traffic(w, lay, stage_kind, shard_n, params, sizes))
+    if lay.pp_schedule == "interleaved" and lay.pp > 1:
+        unknowns.append(f"interleaved 1F1B: {VIRTUAL_STAGES} virtual stages per rank assumed")
+    if lay.cp > 1:
+        unknowns.append(
+            "context parallelism: activations of seq/cp tokens per rank; the ring's key/value "
+            "chunks in flight are not counted"
+        )
+    return LayoutEstimate(
+        model=shape.name,
+        method=method,
+        workload=w,
+        layout=lay,
+        device=device,
+        num_params=shape.num_params,
+        stages=stages,
+        context_bytes=context_bytes,
+        nccl=[],
+        communication=_communication(shape, w, lay, layers, sizes, seq, b, dp_bytes),
+        unknowns=unknowns,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _sharding(w: Workload, lay: Layout) -> tuple[int, int]:
+    """(ranks the model states are sharded over, ZeRO stage equivalent)."""
+    if w.deepspeed is not None:
+        return lay.dp, w.deepspeed.stage
+    if w.fsdp in ("full", "hybrid"):
+        return lay.shard, 3
+    if w.fsdp == "grad-op":
+        return lay.shard, 2
+    return 1, 0
+
+
+def _dp_traffic(w: Workload, lay: Layout, stage: int, n: int, params: int, sizes: _Bytes) -> int:
+    """Bytes one rank sends per step for its data-parallel group (ring collectives)."""
+    grads, weights = sizes.grad * params, sizes.act * params
+    if lay.dp == 1:
+        return 0
+    if stage == 0:
+        return 2 * grads * (lay.dp - 1) // lay.dp
+    out = grads * (n - 1) // n  # reduce-scatter of the gradients
+    gathers = 2 if stage == 3 else 1  # ZeRO-3 / FSDP gathers in forward and in backward
+    out += gathers * weights * (n - 1) // n
+    replicas = lay.dp // n
+    if replicas > 1:  # HSDP: the shards' gradients all-reduced across replicas
+        out += 2 * (grads // n) * (replicas - 1) // replicas
+    return out
+
+
+def _communication(
+    shape: TransformerShape,
+    w: Workload,
+    lay: Layout,
+    layers: list[int],
+    sizes: _Bytes,
+    seq: int,
+    b: int,
+    dp_bytes: int,
+) -> Communication:
+    m = lay.microbatches if lay.pp > 1 else w.grad_accum
+    hidden = sizes.act * seq * b * shape.hidden
+    worst_layers = max(layers)
+    tp = 0
+    if lay.tp > 1:  # 2 all-reduces forward, 2 backward per layer (or their AG + RS with SP)
+        tp = 4 * 2 * hidden * (lay.tp - 1) // lay.tp * worst_layers * m
+    pp = 0
+    if lay.pp > 1:  # activations forward, their gradients backward, per micro-batch
+        boundary = hidden // lay.tp if w.sequence_parallel else hidden
+        pp = 2 * boundary * m
+    cp = 0
+    if lay.cp > 1:  # the ring passes k and v chunks forward, and their gradients backward
+        kv = 2 * sizes.act * seq * b * shape.kv_width // lay.tp
+        cp = 3 * kv * (lay.cp - 1) * worst_layers * m
+    v = VIRTUAL_STAGES if lay.pp_schedule == "interleaved" else 1
+    bubble = (lay.pp - 1) / (v * lay.microbatches) if lay.pp > 1 else 0.0
+    return Communication(dp_bytes, tp, pp, cp, bubble)

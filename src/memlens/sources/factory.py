@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from memlens._errors import ConfigError
+from memlens._errors import ConfigError, WorkloadError
 from memlens.sources.base import Inputs, ModelSpec
 from memlens.workload import Workload
 
@@ -22,14 +22,22 @@ def generic_inputs(
 
     def make(model: nn.Module, workload: Workload) -> Inputs:
         if user_inputs is not None:
+            given = [k for k in ("input_shape", "seq_len") if getattr(workload, k) is not None]
+            if given:
+                raise WorkloadError(
+                    given[0],
+                    getattr(workload, given[0]),
+                    "does not apply when inputs= are given: the inputs set the shapes",
+                )
             got = user_inputs() if callable(user_inputs) else user_inputs
-            if isinstance(got, Inputs):
-                return got
-            if isinstance(got, dict):
-                return Inputs(kwargs=got)
-            if isinstance(got, torch.Tensor):
-                return Inputs(args=(got,))
-            return Inputs(args=tuple(got))
+            return _as_inputs(got)
+        if workload.seq_len is not None:
+            raise WorkloadError(
+                "seq_len",
+                workload.seq_len,
+                "does not apply to this model (memlens makes its inputs from input_shape "
+                "alone): give input_shape, or inputs= token ids to the API",
+            )
         if workload.input_shape is None:
             raise ConfigError(
                 "this model has no default inputs: pass --input-shape (e.g. 3x224x224) "
@@ -38,6 +46,23 @@ def generic_inputs(
         return Inputs(args=(torch.randn(workload.batch, *workload.input_shape),))
 
     return make
+
+
+def _as_inputs(got: Any) -> Inputs:
+    """``inputs=`` as :class:`Inputs`: a tensor, a tuple or list of tensors (positional), a
+    dict of name -> tensor (keywords), or :class:`Inputs`; anything else is refused."""
+    if isinstance(got, Inputs):
+        return got
+    if isinstance(got, torch.Tensor):
+        return Inputs(args=(got,))
+    if isinstance(got, dict) and all(isinstance(k, str) for k in got):
+        return Inputs(kwargs=dict(got))
+    if isinstance(got, tuple | list):
+        return Inputs(args=tuple(got))
+    raise ConfigError(
+        f"inputs= must be a tensor, a tuple or list of tensors, a dict of name -> tensor, or a "
+        f"callable returning one; got {type(got).__name__}"
+    )
 
 
 def module_spec(

@@ -59,7 +59,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from memlens._errors import ConfigError, MissingExtraError
+from memlens._errors import ConfigError, MissingExtraError, WorkloadError
 from memlens.sources.base import Inputs, ModelSpec, build_workload
 from memlens.workload import TASKS, Workload
 
@@ -476,6 +476,20 @@ def _sizes(
     """The step's per-sample ``input_shape`` and ``seq_len`` for what the modality reads: the
     workload's, else the modality's defaults."""
     reads = MODALITIES[kind]
+    if input_shape is not None and reads.sample_shape is None:
+        raise WorkloadError(
+            "input_shape",
+            "x".join(map(str, input_shape)),
+            f"does not apply to this {kind} model (its inputs are token ids): set their "
+            "length with seq_len",
+        )
+    if seq_len is not None and reads.seq_len is None:
+        raise WorkloadError(
+            "seq_len",
+            seq_len,
+            f"does not apply to this {kind} model (it reads no tokens): set its input size "
+            "with input_shape",
+        )
     out: dict[str, Any] = {}
     if reads.sample_shape is not None:
         out["input_shape"] = tuple(input_shape or reads.sample_shape(config))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from memlens._errors import WorkloadError
 from memlens.sources.base import Inputs
 
 if TYPE_CHECKING:
@@ -30,7 +31,23 @@ def image_inputs(
     def make(model: nn.Module, workload: Workload) -> Inputs:
         import torch
 
-        shape = workload.input_shape or _model_shape(model, default_shape)
+        if workload.seq_len is not None:
+            raise WorkloadError(
+                "seq_len",
+                workload.seq_len,
+                f"does not apply to an image model ({type(model).__name__} reads images): set "
+                "its input size with input_shape, e.g. 3x224x224",
+            )
+        native = _model_shape(model, default_shape)
+        shape = workload.input_shape or native
+        if len(shape) != len(native) or shape[0] != native[0]:
+            want = "x".join(map(str, native))
+            raise WorkloadError(
+                "input_shape",
+                "x".join(map(str, shape)),
+                f"{type(model).__name__} reads {native[0]}-channel images of shape CxHxW "
+                f"(its own: {want})",
+            )
         x = torch.randn(workload.batch, *shape)
         targets = None
         if num_classes:

@@ -28,11 +28,13 @@ def test_llama_3_8b_on_a100_by_hand():
     p = serve_plan("llama-3-8b", gpu="a100-80gb", context="500MiB")
     requested = int(A100 * 0.9)
     weights = 8_030_261_248 * 2  # bf16, from the config's torch_dtype
-    t, h, inter = 8192, 4096, 14336
+    # vllm serve on an A100: max_num_batched_tokens 2048, max_num_seqs 256
+    assert (p.max_num_batched_tokens, p.max_num_seqs) == (2048, 256)
+    t, h, inter = 2048, 4096, 14336
     mlp = (3 * t * h + 3 * t * inter) * 2  # residual, input, output + gate_up, act
     sampler = 256 * 128_256 * (2 + 3 * 4)  # logits in bf16 and 3 fp32 copies
-    assert mlp > sampler
-    activation = mlp + workspace("sm80", 8_519_680)
+    assert sampler > mlp
+    activation = sampler + workspace("sm80", 8_519_680)
     available = requested - weights - activation
     block = 2 * 16 * 8 * 128 * 2 * 32  # K and V, 16 tokens, 8 heads of 128, bf16, 32 layers
     blocks = available // block
@@ -41,7 +43,7 @@ def test_llama_3_8b_on_a100_by_hand():
     assert p.activation_bytes == activation
     assert p.kv_available_bytes == available
     assert p.page_bytes * p.kv_layers == block
-    assert p.num_blocks == blocks == 28_769
+    assert p.num_blocks == blocks == 28_982
     assert p.cached_tokens == blocks * 16
     assert p.request_blocks == 8192 // 16
     assert p.concurrency == pytest.approx(blocks / 512)
@@ -51,6 +53,7 @@ def test_llama_3_8b_on_a100_by_hand():
 
 def test_llama_3_70b_tp4_by_hand():
     p = serve_plan("llama-3-70b", gpu="h100-80gb", tp=4, context="500MiB", avg_len=1000)
+    assert (p.max_num_batched_tokens, p.max_num_seqs) == (8192, 1024)  # vllm serve on H100
     h, inter, vocab, layers = 8192, 28672, 128_256, 80
     linear = h * h * 2 + 1024 * h * 2 + 3 * inter * h  # q, o, k, v, gate, up, down
     per_gpu = (2 * vocab * h + layers * linear) // 4 + (2 * layers + 1) * h  # norms replicated
@@ -131,8 +134,8 @@ def test_cli_prints_every_term_and_json(capsys):
         sys.argv = argv
     out = capsys.readouterr().out
     text, _, raw = out.partition("{")
-    for term in ("weights", "activation peak", "KV cache memory", "cache blocks", "28,769"):
+    for term in ("weights", "activation peak", "KV cache memory", "cache blocks", "28,982"):
         assert term in text
     data = json.loads("{" + raw)
-    assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_769
+    assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_982
     assert memlens.serve_plan is serve_plan

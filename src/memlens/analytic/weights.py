@@ -17,7 +17,8 @@ parallel ones (``o_proj``, ``down_proj``, ``dense_4h_to_h``, ``c_proj``, ``out_p
 ``w2``) their input columns; K and V projections with fewer KV heads than GPUs keep one whole
 head per GPU (``QKVParallelLinear``: ``num_kv_head_replicas``); embeddings and the LM head are
 split by vocabulary rows padded to a multiple of 64 (``DEFAULT_VOCAB_PADDING_SIZE``); norms
-are replicated; MoE experts split their intermediate dimension (``FusedMoE``).
+are replicated, and so are MoE routers and MLA's latent projections (``ReplicatedLinear``);
+MoE experts split their intermediate dimension (``FusedMoE``).
 
 Dequantisation temporaries (:meth:`InferenceWeights.dequant_bytes`) are what a kernel
 allocates besides the stored weight, for the largest quantised linear:
@@ -87,7 +88,10 @@ _FORMAT = {
 DEFAULT_GROUP_SIZE = 128
 _ROW_PARALLEL = re.compile(r"(o_proj|down_proj|dense_4h_to_h|c_proj|out_proj|\.w2|\.fc2)\b")
 _KV_PROJ = re.compile(r"\b(k_proj|v_proj)\.")
-_ROUTER = re.compile(r"(\.gate\.weight$|router)")
+_ROUTER = re.compile(r"(\.gate\.weight$|router|shared_expert_gate)")
+#: Linears vLLM keeps whole on every GPU (``ReplicatedLinear``): MoE routers and MLA's
+#: latent down-projections (``vllm/model_executor/models/deepseek_v2.py``).
+_REPLICATED = re.compile(r"(\.gate\.weight$|router|shared_expert_gate|kv_a_proj|q_a_proj)")
 _BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -312,7 +316,7 @@ def _shard(
     notes: list[str],
 ) -> tuple[int, ...]:
     """The shape of one GPU's shard of a parameter under vLLM's tensor parallelism."""
-    if tp == 1 or role == "norms" or not shape:
+    if tp == 1 or role == "norms" or not shape or _REPLICATED.search(name):
         return shape
     if vocab and shape[0] == vocab and role in ("embeddings", "head"):
         padded = -(-vocab // 64) * 64

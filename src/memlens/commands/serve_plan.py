@@ -42,11 +42,16 @@ def register(app: typer.Typer) -> None:
             float, _opt("--gpu-memory-utilization", "Fraction of the GPU vLLM may use.")
         ] = 0.9,
         max_num_batched_tokens: Annotated[
-            int, _opt("--max-num-batched-tokens", "Tokens of the largest forward.")
-        ] = 8192,
+            int | None,
+            _opt(
+                "--max-num-batched-tokens",
+                "Tokens of the largest forward (default: vllm serve's for the GPU).",
+            ),
+        ] = None,
         max_num_seqs: Annotated[
-            int, _opt("--max-num-seqs", "Requests per step (rows of the sampler).")
-        ] = 256,
+            int | None,
+            _opt("--max-num-seqs", "Requests per step, the sampler's rows (default: vllm's)."),
+        ] = None,
         avg_len: Annotated[
             int | None, _opt("--avg-len", "Average request length: concurrency at it too.")
         ] = None,

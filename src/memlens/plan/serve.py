@@ -52,14 +52,10 @@ from memlens.analytic.weights import (
     scheme_from_config,
 )
 
-#: vLLM's defaults (``vllm/config/cache.py`` ``CacheConfig``: ``block_size`` 16,
-#: ``gpu_memory_utilization`` 0.9; ``vllm/config/scheduler.py``: ``max_num_seqs`` 256, and
-#: the OpenAI server's ``max_num_batched_tokens`` 8192 with chunked prefill, from
-#: ``EngineArgs._set_default_args``).
+#: vLLM's defaults (``vllm/config/cache.py`` ``CacheConfig``: ``block_size`` 16 on CUDA,
+#: ``gpu_memory_utilization`` 0.9).
 BLOCK_SIZE = 16
 GPU_MEMORY_UTILIZATION = 0.9
-MAX_NUM_SEQS = 256
-MAX_NUM_BATCHED_TOKENS = 8192
 #: Bytes per element of the sampler's fp32 copies in the dummy sampler run
 #: (``vllm/v1/sample/sampler.py``: ``logits.to(torch.float32)``, ``probs = softmax``,
 #: ``q = torch.empty_like(probs).exponential_()``; ``probs.div_(q)`` is in place).
@@ -137,8 +133,8 @@ def serve_plan(
     max_model_len: int | None = None,
     block_size: int = BLOCK_SIZE,
     gpu_memory_utilization: float = GPU_MEMORY_UTILIZATION,
-    max_num_batched_tokens: int = MAX_NUM_BATCHED_TOKENS,
-    max_num_seqs: int = MAX_NUM_SEQS,
+    max_num_batched_tokens: int | None = None,
+    max_num_seqs: int | None = None,
     avg_len: int | None = None,
     concurrency: int | None = None,
     cuda_version: str | None = None,
@@ -150,7 +146,8 @@ def serve_plan(
     scheme of :data:`memlens.analytic.weights.SCHEMES` (``auto``: the config's
     ``quantization_config``, else its dtype); ``kv_dtype`` ``auto`` (the model dtype) or
     ``fp8``. ``avg_len`` adds the concurrency at that request length; ``concurrency`` the
-    smallest tp that serves that many ``max_model_len`` requests at once.
+    smallest tp that serves that many requests at once (of ``avg_len`` tokens if given, else
+    of ``max_model_len``).
 
     Example usage::
 
@@ -200,6 +197,9 @@ def serve_plan(
     positions = _positions(config)
     mml = max_model_len or positions
     unknowns = [f"dtype: {dtype_note}"]
+    batched, seqs, note = batch_defaults(device, max_num_batched_tokens, max_num_seqs)
+    if note:
+        unknowns.append(note)
     if max_model_len is None:
         unknowns.append(f"max_model_len {positions:,}: the config's positions (vLLM's default)")
     elif max_model_len > positions:
@@ -218,8 +218,8 @@ def serve_plan(
         "mml": mml,
         "block_size": block_size,
         "util": gpu_memory_utilization,
-        "batched": max_num_batched_tokens,
-        "seqs": max_num_seqs,
+        "batched": batched,
+        "seqs": seqs,
         "avg_len": avg_len,
     }
     plan = _plan(tp=tp, **common)
@@ -228,6 +228,24 @@ def serve_plan(
         plan.target_concurrency = concurrency
         plan.min_tp = _min_tp(concurrency, config, common)
     return plan
+
+
+def batch_defaults(device: Any, batched: int | None, seqs: int | None) -> tuple[int, int, str]:
+    """``vllm serve``'s ``max_num_batched_tokens`` and ``max_num_seqs`` where not given
+    (``vllm/engine/arg_utils.py`` ``EngineArgs.get_batch_defaults``, OpenAI server context:
+    8192 and 1024 on GPUs of at least 70 GiB whose name has no "a100", else 2048 and 256;
+    ``max_num_seqs`` at most ``max_num_batched_tokens``), with a note of what was defaulted."""
+    large = device.capacity_bytes >= 70 * 2**30 and "a100" not in device.name.lower()
+    default_batched, default_seqs = (8192, 1024) if large else (2048, 256)
+    note = ""
+    if batched is None or seqs is None:
+        note = (
+            f"max_num_batched_tokens {batched or default_batched}, max_num_seqs "
+            f"{seqs or min(default_seqs, batched or default_batched)}: vllm serve's defaults "
+            f"for {device.name} (EngineArgs.get_batch_defaults)"
+        )
+    batched = batched or default_batched
+    return batched, seqs or min(default_seqs, batched), note
 
 
 def _plan(
@@ -439,19 +457,19 @@ def _largest(num_blocks: int, per_request: Any, positions: int) -> int:
 
 
 def _min_tp(target: int, config: Mapping[str, Any], common: dict[str, Any]) -> int | None:
-    """The smallest power-of-two tp (up to 64) whose plan serves ``target`` requests of
-    ``max_model_len`` at once."""
+    """The smallest power-of-two tp (up to 64) whose plan serves ``target`` requests at once,
+    of ``avg_len`` tokens if given, else of ``max_model_len``."""
     heads = _heads(config)
-    tp = 1
-    while tp <= 64:
-        if heads % tp == 0:
-            try:
-                plan = _plan(tp=tp, **common)
-            except ConfigError:
-                plan = None
-            if plan is not None and plan.startup_ok and plan.concurrency >= target:
-                return tp
-        tp *= 2
+    for tp in (2**i for i in range(7)):
+        if heads % tp:
+            continue
+        try:
+            plan = _plan(tp=tp, **common)
+        except ConfigError:  # a dimension that does not split over tp
+            continue
+        reached = plan.concurrency_avg if plan.concurrency_avg is not None else plan.concurrency
+        if plan.startup_ok and reached >= target:
+            return tp
     return None
 
 

@@ -76,7 +76,8 @@ def serve_table(plan: ServePlan) -> RenderableType:
     add("largest context, one request", f"{plan.largest_context:,}", "at most the positions")
     if plan.target_concurrency is not None:
         found = f"tp={plan.min_tp}" if plan.min_tp else "none up to 64"
-        add(f"smallest tp for {plan.target_concurrency} requests", found, "")
+        length = plan.avg_len or plan.max_model_len
+        add(f"smallest tp for {plan.target_concurrency} requests of {length:,}", found, "")
     table.add_section()
     for term in plan.outside_budget:
         add(f"outside the budget: {term.name}", fmt_bytes(term.bytes), term.note, step=False)

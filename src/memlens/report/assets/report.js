@@ -345,10 +345,14 @@ var MemlensReport = (function () {
     modules(root, data.modules);
   }
 
-  function render(root, data) {
+  function clear(root) {
     charts.forEach(function (c) { c.destroy(); });
     charts = [];
     root.innerHTML = "";
+  }
+
+  function render(root, data) {
+    clear(root);
     var r = data.result;
     header(root, data);
     if (r.kind === "estimate") {
@@ -379,5 +383,5 @@ var MemlensReport = (function () {
     root.appendChild(el("footer", { class: "muted", id: "version", text: "memlens " + data.version }));
   }
 
-  return { render: render, fmtBytes: fmtBytes };
+  return { render: render, clear: clear, fmtBytes: fmtBytes };
 })();

@@ -45,6 +45,7 @@
       if (job.state === "error") {
         status.textContent = "";
         error.textContent = job.error;
+        MemlensReport.clear(report);
         report.setAttribute("data-state", "error");
         return;
       }

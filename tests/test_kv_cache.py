@@ -99,7 +99,7 @@ def test_quantized_cache_groups_and_residual():
 @pytest.mark.parametrize(
     ("name", "kw", "error", "match"),
     [
-        ("bert-base-uncased", {}, ConfigError, "encoder-only"),
+        ("bert-base-uncased", {}, ConfigError, "no KV cache"),
         ("llama-3-8b", {"runtime": "vllm", "kv_dtype": "int4"}, WorkloadError, "fp8"),
         ("llama-3-8b", {"kv_dtype": "fp8"}, WorkloadError, "no fp8"),
         ("llama-3-8b", {"kv_dtype": "int3"}, WorkloadError, "allowed"),

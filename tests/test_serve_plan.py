@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import sys
 
 import pytest
@@ -74,6 +75,30 @@ def test_fp8_kv_and_int4_weights_give_more_blocks():
     assert fp8.num_blocks == base.kv_available_bytes // (fp8.page_bytes * 80)
     assert int4.scheme == "gptq-int4" and int4.weights.total_bytes < base.weights.total_bytes / 3
     assert int4.num_blocks > fp8.num_blocks
+
+
+def test_a_checkpoint_header_gives_the_weights(tmp_path):
+    entries = {
+        "model.layers.0.mlp.down_proj.qweight": ("I32", [1792, 4096]),
+        "model.layers.0.mlp.down_proj.qzeros": ("I32", [112, 512]),
+        "model.layers.0.mlp.down_proj.scales": ("F16", [112, 4096]),
+        "model.layers.0.mlp.down_proj.g_idx": ("I32", [14336]),
+    }
+    header, offset = {}, 0
+    for key, (dtype, shape) in entries.items():
+        n = (4 if dtype == "I32" else 2) * shape[0] * (shape[1] if len(shape) > 1 else 1)
+        header[key] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    path = tmp_path / "model.safetensors"
+    with path.open("wb") as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        f.truncate(8 + len(raw) + offset)
+    p = serve_plan("llama-3-8b", gpu="a100-80gb", weights=str(path))
+    assert (p.scheme, p.weights.method) == ("gptq-int4", "safetensors header")
+    assert p.weights.total_bytes == offset
+    with pytest.raises(WorkloadError, match="header gives"):
+        serve_plan("llama-3-8b", weights=str(path), quantize="int4")
 
 
 def test_smallest_tp_for_a_concurrency():

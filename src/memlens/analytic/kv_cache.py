@@ -377,7 +377,10 @@ def _self_layers(
             "deberta",
             "distilbert",
         ) or (arch and not any(k in arch for k in ("CausalLM", "LMHead", "Generation"))):
-            raise ConfigError(f"{model_type or arch}: an encoder-only model keeps no KV cache")
+            raise ConfigError(
+                f"{model_type or arch}: no generation head (an encoder or a classifier): "
+                "no KV cache"
+            )
         n = _int(cfg, "layers", "num_hidden_layers", "n_layer", "num_layers")
     if cfg.get("kv_lora_rank"):
         return _mla_layers(cfg, n, runtime)

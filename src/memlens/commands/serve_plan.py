@@ -64,6 +64,15 @@ def register(app: typer.Typer) -> None:
         context: Annotated[
             str | None, _opt("--context", "CUDA context size, e.g. 500MiB.", "BYTES")
         ] = None,
+        weights: Annotated[
+            str | None,
+            _opt(
+                "--weights",
+                "A safetensors checkpoint (file, index or folder): its header gives the "
+                "stored bytes and the scheme.",
+                "PATH",
+            ),
+        ] = None,
         as_json: Json = False,
     ) -> None:
         """How many KV cache blocks, tokens and concurrent requests a vLLM server gets, with
@@ -87,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 concurrency=concurrency,
                 cuda_version=cuda_version,
                 context=context,
+                weights=weights,
             )
         if as_json:
             print_json(plan)

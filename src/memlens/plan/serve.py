@@ -47,6 +47,7 @@ from memlens.analytic.weights import (
     SCHEMES,
     InferenceWeights,
     Scheme,
+    header_weights,
     inference_weights,
     scheme,
     scheme_from_config,
@@ -139,6 +140,7 @@ def serve_plan(
     concurrency: int | None = None,
     cuda_version: str | None = None,
     context: int | str | None = None,
+    weights: str | None = None,
 ) -> ServePlan:
     """How a vLLM server of ``model`` on ``tp`` GPUs of ``gpu`` uses each GPU's memory.
 
@@ -147,7 +149,8 @@ def serve_plan(
     ``quantization_config``, else its dtype); ``kv_dtype`` ``auto`` (the model dtype) or
     ``fp8``. ``avg_len`` adds the concurrency at that request length; ``concurrency`` the
     smallest tp that serves that many requests at once (of ``avg_len`` tokens if given, else
-    of ``max_model_len``).
+    of ``max_model_len``). ``weights``: a safetensors checkpoint (file, index or folder) whose
+    header gives the stored bytes and the scheme, instead of the config.
 
     Example usage::
 
@@ -193,7 +196,8 @@ def serve_plan(
         sch = scheme(dtype if quantize == "auto" else quantize, dtype)
         if quantize == "auto":
             sch = Scheme(sch.name, sch.format, None, dtype, dtype_note)
-    tensors, method = _tensors(name, config)
+    header = _header(weights, quantize) if weights is not None else None
+    tensors, method = ([], "safetensors header") if header else _tensors(name, config)
     positions = _positions(config)
     mml = max_model_len or positions
     unknowns = [f"dtype: {dtype_note}"]
@@ -221,6 +225,7 @@ def serve_plan(
         "batched": batched,
         "seqs": seqs,
         "avg_len": avg_len,
+        "header": header,
     }
     plan = _plan(tp=tp, **common)
     plan.unknowns[:0] = unknowns
@@ -265,20 +270,26 @@ def _plan(
     seqs: int,
     avg_len: int | None,
     tp: int,
+    header: Any = None,
 ) -> ServePlan:
     heads = _heads(config)
     if heads % tp:
         raise WorkloadError("tp", tp, f"{heads} attention heads do not split over {tp} GPUs")
     cache = kv_cache(config, kv_dtype=kv_dtype, dtype=sch.compute_dtype, runtime="vllm", tp=tp)
     kv_heads = _first_int(config, "num_key_value_heads") or heads
-    weights = inference_weights(
-        tensors,
-        sch,
-        tp=tp,
-        kv_heads=kv_heads,
-        vocab=_first_int(config, "vocab_size"),
-        method=method,
+    weights = (
+        header_weights(header, sch.compute_dtype, tp=tp)
+        if header
+        else inference_weights(
+            tensors,
+            sch,
+            tp=tp,
+            kv_heads=kv_heads,
+            vocab=_first_int(config, "vocab_size"),
+            method=method,
+        )
     )
+    sch = weights.scheme  # the header's, when a checkpoint was given
     total = device.capacity_bytes
     requested = int(total * util)
     terms, activation = activation_terms(config, sch.compute_dtype, tp, batched, seqs)
@@ -494,6 +505,19 @@ def _config(model: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
             "or a config.json path)"
         )
     return name, bundled.config(name)
+
+
+def _header(path: str, quantize: str) -> Any:
+    """A safetensors checkpoint's header summary (the weights are the header's)."""
+    from memlens.sources.checkpoint import summarize
+    from memlens.sources.weights import WeightsSummary
+
+    if quantize != "auto":
+        raise WorkloadError("quantize", quantize, "the checkpoint's header gives the scheme")
+    summary = summarize(path)
+    if not isinstance(summary, WeightsSummary) or summary.format != "safetensors":
+        raise ConfigError(f"{path}: serve-plan reads safetensors checkpoints")
+    return summary
 
 
 def _tensors(name: str, config: Mapping[str, Any]) -> tuple[list[Any], str]:

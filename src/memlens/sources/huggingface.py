@@ -49,7 +49,6 @@ torch is imported by the functions that build models and inputs, not by this mod
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import socket
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from memlens._errors import ConfigError, MissingExtraError, WorkloadError
+from memlens._errors import ConfigError, HeaderError, MissingExtraError, WorkloadError
 from memlens.sources.base import Inputs, ModelSpec, build_workload
 from memlens.workload import TASKS, Workload
 
@@ -107,14 +106,24 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 # --- config.json ----------------------------------------------------------------------------
 
 
+#: Largest config.json read (real ones are a few KiB; a multimodal one tens of KiB).
+MAX_CONFIG_BYTES = 16 * 2**20
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; a ConfigError says what is wrong with it."""
+    """The JSON object in ``path`` (at most :data:`MAX_CONFIG_BYTES`, nested at most
+    :data:`~memlens.sources.weights.MAX_JSON_DEPTH` deep, no repeated key); a ConfigError
+    says what is wrong with it."""
+    from memlens.sources.weights import load_json
+
     try:
-        data = json.loads(path.read_text())
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a config")
+        data = load_json(path.read_bytes(), str(path))
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON: {e.msg} (line {e.lineno})") from e
+    except HeaderError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object, not {type(data).__name__}")
     return data

@@ -45,7 +45,7 @@ def load_json(raw: bytes | str, where: str, *, max_depth: int = MAX_JSON_DEPTH) 
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as e:
         if isinstance(e, HeaderError):
             raise
-        raise HeaderError(f"{where}: not valid JSON ({str(e)[:200]})") from None
+        raise HeaderError(f"{where} is not valid JSON ({str(e)[:200]})") from None
     except RecursionError:
         raise HeaderError(f"{where}: JSON nested deeper than {max_depth} levels") from None
     _check_depth(value, where, max_depth)
@@ -82,9 +82,7 @@ def contained(folder: Path, name: str, what: str) -> Path:
     followed) inside the model's folder (:func:`model_root`). The error names the path only,
     never what the file holds."""
     if not name or "\x00" in name or Path(name).is_absolute():
-        raise HeaderError(
-            f"{what} names {name[:200]!r}: a file name inside the model's folder is needed"
-        )
+        raise HeaderError(f"{what} {name[:200]!r} is not a file name inside the model's folder")
     path = folder / name
     try:
         target = path.resolve()

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from memlens._errors import ConfigError, HeaderError, MissingExtraError, WorkloadError
-from memlens.sources.weights import DtypeTotals, TensorInfo
+from memlens.sources.weights import DtypeTotals, TensorInfo, contained
 
 #: Ops whose output is a view of their first input in onnxruntime (kernels declared with
 #: ``.Alias(0, 0)``) and in PyTorch; they allocate nothing.
@@ -100,6 +100,7 @@ def summarize_onnx(
         raise HeaderError(f"{p}: cannot read as ONNX ({e})") from e
     if model.ir_version == 0 or not model.HasField("graph"):
         raise HeaderError(f"{p}: not an ONNX model (no IR version or graph)")
+    _check_external(p, model.graph)
     notes = _substitute(model.graph, batch, dict(dims or {}))
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
@@ -327,6 +328,18 @@ def _initializers(graph: Any) -> Iterator[tuple[str, int, list[int], bool]]:
     for node in graph.node:
         for sub in _subgraphs(node):
             yield from _initializers(sub)
+
+
+def _check_external(path: Path, graph: Any) -> None:
+    """Refuse external data placed outside the model's folder (an absolute ``location``, one
+    with ``..`` or a symlink out): it is never read, but a file that names one is hostile."""
+    for t in graph.initializer:
+        if t.data_location == t.EXTERNAL:
+            location = next((e.value for e in t.external_data if e.key == "location"), "")
+            contained(path.parent, location, f"{path}: external data of {t.name[:80]!r}")
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            _check_external(path, sub)
 
 
 def _consumed(node: Any) -> set[str]:

@@ -110,3 +110,97 @@ def test_quantized_cache_groups_and_residual():
 def test_refused(name, kw, error, match):
     with pytest.raises(error, match=match):
         cache(name, **kw)
+
+
+_TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 128,
+    "torch_dtype": "float32",
+}
+_REAL = {
+    "mistral-window": {**_TINY, "model_type": "mistral", "sliding_window": 8},
+    "gemma3-pattern": {
+        **_TINY,
+        "model_type": "gemma3_text",
+        "head_dim": 16,
+        "sliding_window": 8,
+        "num_hidden_layers": 7,
+    },
+    "qwen2-window-layers": {
+        **_TINY,
+        "model_type": "qwen2",
+        "use_sliding_window": True,
+        "sliding_window": 8,
+        "max_window_layers": 2,
+    },
+    "deepseek-v2-mla": {
+        **_TINY,
+        "model_type": "deepseek_v2",
+        "kv_lora_rank": 32,
+        "qk_rope_head_dim": 8,
+        "qk_nope_head_dim": 16,
+        "v_head_dim": 16,
+        "q_lora_rank": None,
+        "n_routed_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "n_shared_experts": 1,
+    },
+}
+
+
+def _held(cache) -> int:
+    return sum(t.numel() * t.element_size() for la in cache.layers for t in (la.keys, la.values))
+
+
+@pytest.mark.parametrize("case", sorted(_REAL))
+def test_closed_form_equals_a_real_transformers_cache(case):
+    """A tiny model of real Hugging Face code: prefill 20 tokens, decode 3, batch 2."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg_dict = _REAL[case]
+    cfg = transformers.AutoConfig.for_model(**cfg_dict)
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    ids = torch.randint(0, 128, (2, 20))
+    cache = transformers.DynamicCache(config=cfg)
+    with torch.no_grad():
+        model(ids, past_key_values=cache, use_cache=True)
+        for _ in range(3):
+            model(ids[:, :1], past_key_values=cache, use_cache=True)
+    assert _held(cache) == kv_cache(cfg_dict).sequence_bytes(23, batch=2)
+
+
+def test_closed_form_equals_a_real_whisper_cache():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    sizes = {
+        "d_model": 32,
+        "encoder_layers": 2,
+        "decoder_layers": 2,
+        "encoder_attention_heads": 4,
+        "decoder_attention_heads": 4,
+        "encoder_ffn_dim": 64,
+        "decoder_ffn_dim": 64,
+        "vocab_size": 100,
+        "num_mel_bins": 8,
+        "max_source_positions": 30,
+        "max_target_positions": 40,
+        "pad_token_id": 0,
+        "decoder_start_token_id": 1,
+    }
+    model = transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**sizes)).eval()
+    with torch.no_grad():
+        out = model(
+            input_features=torch.randn(2, 8, 60),
+            decoder_input_ids=torch.ones(2, 5, dtype=torch.long),
+            use_cache=True,
+        )
+    pkv = out.past_key_values
+    held = _held(pkv.self_attention_cache) + _held(pkv.cross_attention_cache)
+    config = {**sizes, "model_type": "whisper", "is_encoder_decoder": True}
+    assert held == kv_cache(config, dtype="fp32").sequence_bytes(5, batch=2)  # 30 frames

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from memlens._setup import model_spec, prepare
+from memlens._setup import prepare, resolve_model
 from memlens.devices import Device
 from memlens.measurement import Measurement, measure_spec
 from memlens.plan import FitResult, SweepResult, plan_fit, plan_sweep
@@ -42,7 +42,8 @@ def measure(
     measured peak is the step's alone (the estimate's ``host`` table has the pipeline's).
     """
     work, target = prepare(workload, fields, "measure", device=device)
-    return measure_spec(model_spec(model, work, inputs), work, target, loss=loss)
+    spec, work = resolve_model(model, work, fields, workload, inputs)
+    return measure_spec(spec, work, target, loss=loss)
 
 
 def fit(

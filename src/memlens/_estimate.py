@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from memlens._results import Estimate
-from memlens._setup import model_spec, prepare
+from memlens._setup import prepare, resolve_model
 from memlens.devices import Device
 from memlens.plan._checkpoint import estimate_step
 from memlens.workload import Workload
@@ -64,4 +64,5 @@ def estimate(
         est = memlens.estimate(model, step=my_step, inputs=batch, device="a100-80gb")
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
-    return estimate_step(model_spec(model, work, inputs), work, target, loss)
+    spec, work = resolve_model(model, work, fields, workload, inputs)
+    return estimate_step(spec, work, target, loss)

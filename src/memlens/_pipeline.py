@@ -37,7 +37,10 @@ def estimate_spec(
     """Trace ``spec`` for ``workload`` on ``target`` and summarise it."""
     t0 = time.perf_counter()
     result = trace_spec(spec, workload, target, loss)
-    return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+    est = from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
+    if spec.metadata.get("settings"):  # what was used, from where (memlens._setup)
+        est.strategies["settings"] = dict(spec.metadata["settings"])
+    return est
 
 
 def trace_spec(

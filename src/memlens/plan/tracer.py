@@ -14,7 +14,7 @@ import torch
 
 from memlens._errors import ConfigError, WorkloadError
 from memlens._results import Estimate
-from memlens._setup import check_target, model_spec, prepare
+from memlens._setup import check_target, prepare, resolve_model
 from memlens.devices import Device
 from memlens.plan._checkpoint import estimate_step
 from memlens.targets import Target
@@ -44,7 +44,9 @@ class Tracer:
             workload, fields or {}, use, device=device, budget=budget
         )
         self.device = self.target.device
-        self.spec = model_spec(model, self.workload, inputs)
+        self.spec, self.workload = resolve_model(
+            model, self.workload, fields or {}, workload, inputs
+        )
         self.loss = loss
         self.count = 0  # estimate calls made
         self._cache: dict[tuple[Any, ...], Estimate] = {}

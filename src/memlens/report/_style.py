@@ -18,14 +18,17 @@ def titled_table(title: str, *columns: str) -> Table:
     return table
 
 
-def header_line(head: list[str], w: Workload, tail: list[str]) -> Text:
-    """``head · input 3x224x224 · seq 128 · precision · tail`` in bold (shapes where set)."""
+def header_line(
+    head: list[str], w: Workload, tail: list[str], precision: str | None = None
+) -> Text:
+    """``head · input 3x224x224 · seq 128 · precision · tail`` in bold (shapes where set);
+    ``precision`` says where it came from (``bf16 from config torch_dtype``)."""
     parts = list(head)
     if w.input_shape:
         parts.append("input " + "x".join(map(str, w.input_shape)))
     if w.seq_len:
         parts.append(f"seq {w.seq_len}")
-    return Text(" · ".join([*parts, w.precision, *tail]), style="bold")
+    return Text(" · ".join([*parts, precision or w.precision, *tail]), style="bold")
 
 
 def step(w: Workload) -> str:

@@ -53,7 +53,10 @@ def header(est: Estimate) -> Text:
     w = est.workload
     head = [f"{est.model} ({est.source})", f"{fmt_count(est.num_params)} parameters"]
     target = est.device.name if est.device is not None else "a generic GPU"
-    return header_line([*head, step(w), f"batch {w.batch}"], w, [f"on {target}"])
+    settings = est.strategies.get("settings") or {}
+    precision = settings.get("precision", "")
+    shown = precision if " from " in precision else None  # a checkpoint's own dtype
+    return header_line([*head, step(w), f"batch {w.batch}"], w, [f"on {target}"], shown)
 
 
 def verdict(est: Estimate) -> Text:

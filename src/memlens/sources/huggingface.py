@@ -129,6 +129,86 @@ def read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+#: ``torch_dtype`` / ``dtype`` of a config -> the precision it names.
+_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+#: Configs whose ``n_positions`` is no limit: T5's relative position buckets extrapolate.
+_RELATIVE_POSITIONS = frozenset({"t5", "mt5", "umt5", "longt5"})
+#: bitsandbytes ``bnb_4bit_compute_dtype`` -> the ``bnb_compute_dtype`` option.
+_BNB_COMPUTE = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+
+
+def checkpoint_settings(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """What a checkpoint's ``config.json`` says about how it runs, each as ``(value, where)``:
+
+    - ``precision``: its ``torch_dtype`` (``dtype`` since transformers 4.56), the dtype its
+      weights are stored and loaded in (``from_pretrained(torch_dtype="auto")``, vLLM's
+      ``--dtype auto``); ``auto`` or an unknown name is no setting;
+    - ``quantization``: its ``quantization_config``: the method, bits, group size, compute
+      dtype (transformers' ``GPTQConfig``, ``AwqConfig``, ``BitsAndBytesConfig``,
+      ``FbgemmFp8Config`` / ``FineGrainedFP8Config`` in ``utils/quantization_config.py``);
+    - ``max_positions``: ``max_position_embeddings`` (or ``n_positions``) of its text model,
+      the longest sequence its position embeddings or RoPE were trained for.
+    """
+    out: dict[str, Any] = {}
+    for key in ("torch_dtype", "dtype"):
+        name = cfg.get(key)
+        if isinstance(name, str) and name.removeprefix("torch.") in _DTYPES:
+            out["precision"] = (_DTYPES[name.removeprefix("torch.")], f"config {key}")
+            break
+    quant = cfg.get("quantization_config")
+    if isinstance(quant, dict):
+        out["quantization"] = (_quantization(quant), "config quantization_config")
+    text = cfg.get("text_config") if isinstance(cfg.get("text_config"), dict) else cfg
+    keys = ["max_position_embeddings"]
+    if cfg.get("model_type") not in _RELATIVE_POSITIONS:
+        keys.append("n_positions")
+    for key in keys:
+        if _positive_int(text.get(key)):
+            out["max_positions"] = (text[key], key)
+            break
+    return out
+
+
+def _quantization(quant: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``quantization_config`` as ``{method, bits, group_size, quantize, compute_dtype}``:
+    ``quantize`` is the :data:`memlens.workload.QUANTIZE` format that stores it (None: no
+    layer of the trace stores it)."""
+    method = str(quant.get("quant_method", "")).lower()
+    out: dict[str, Any] = {"method": method or "unknown", "quantize": None}
+    if method == "bitsandbytes" or quant.get("load_in_4bit") or quant.get("load_in_8bit"):
+        out["method"] = "bitsandbytes"
+        if quant.get("load_in_4bit"):
+            kind = str(quant.get("bnb_4bit_quant_type", "fp4")).lower()
+            # nf4 with double quantisation is QLoRA's layout (memlens.formats); plain fp4 int4
+            out["bits"], out["quantize"] = 4, "nf4" if kind == "nf4" else "int4"
+            compute = str(quant.get("bnb_4bit_compute_dtype", "float32")).removeprefix("torch.")
+            out["compute_dtype"] = _BNB_COMPUTE.get(compute, "fp32")
+        elif quant.get("load_in_8bit"):
+            out["bits"], out["quantize"] = 8, "int8"
+    elif method in ("gptq", "awq"):
+        out["bits"] = quant.get("bits", quant.get("w_bit"))
+        out["group_size"] = quant.get("group_size", quant.get("q_group_size"))
+    elif "fp8" in method:
+        out["bits"] = 8
+        if quant.get("weight_block_size"):
+            out["block"] = quant["weight_block_size"]
+    return out
+
+
+def describe_quantization(q: Mapping[str, Any]) -> str:
+    """``gptq 4-bit, group 128``: a ``quantization_config`` in words."""
+    parts = [q["method"]]
+    if q.get("bits"):
+        parts[0] += f" {q['bits']}-bit"
+    if q.get("group_size"):
+        parts.append(f"group {q['group_size']}")
+    if q.get("quantize") in ("nf4", "int4") and q["method"] == "bitsandbytes":
+        parts.append(q["quantize"])
+    if q.get("compute_dtype"):
+        parts.append(f"compute {q['compute_dtype']}")
+    return ", ".join(parts)
+
+
 def check_config(cfg: Mapping[str, Any], where: str) -> None:
     """Refuse a config without a ``model_type`` or with a size that is not an integer."""
     model_type = cfg.get("model_type")
@@ -452,6 +532,7 @@ def spec_from_config(
         return model
 
     meta = {"task": chosen, "model_type": cfg["model_type"], "config": where}
+    meta["checkpoint"] = checkpoint_settings(full_cfg)
     meta.update(
         {k: list(v) if isinstance(v, tuple) else v for k, v in _sizes(config, kind).items()}
     )
@@ -507,12 +588,31 @@ def _sizes(
     return out
 
 
+def _check_positions(config: Any, workload: Workload) -> None:
+    """Refuse a ``seq_len`` past the model's positions (a real run fails, or runs where the
+    model was never trained), unless ``allow_long_context`` (RoPE models extrapolate)."""
+    seq = workload.seq_len
+    found = checkpoint_settings(config.to_dict()).get("max_positions")
+    if seq is None or found is None or workload.allow_long_context:
+        return
+    limit, key = found
+    if seq > limit:
+        raise WorkloadError(
+            "seq_len",
+            seq,
+            f"past the model's {limit} positions ({key} in its config): a real run fails or "
+            "leaves what the model was trained for; --allow-long-context "
+            "(allow_long_context=True) for a model that extrapolates (RoPE scaling)",
+        )
+
+
 def _inputs(task_name: str, kind: str) -> Callable[[nn.Module, Workload], Inputs]:
     """``make_inputs`` for a head on inputs of ``kind`` (see the module docstring)."""
     task, reads = TASKS_TABLE[task_name], MODALITIES[kind]
 
     def make(model: nn.Module, workload: Workload) -> Inputs:
         config, b = model.config, workload.batch
+        _check_positions(config, workload)
         sizes = _sizes(config, kind, workload.seq_len, workload.input_shape)
         kwargs: dict[str, Any] = {name: _INPUTS[name](config, b, sizes) for name in reads.inputs}
         if workload.training and task.labels is not None:

@@ -121,6 +121,9 @@ def test_hybrid_sliding_and_full_groups():
     assert (layers, groups, group_size, page) == (26, 2, 13, 16 * 4 * 256 * 2 * 2)
     # full: cdiv(8192, 16); sliding: cdiv(min(4096 - 1 + 2048, 8192), 16) + 1
     assert per_request(8192) == 512 + (-(-6143 // 16) + 1)
+    # Gemma-3-1B: 4 full + 22 sliding -> groups of 4: 1 full and 6 sliding (2 padding layers)
+    gemma3 = kv_cache(bundled.config("gemma-3-1b"), runtime="vllm")
+    assert _blocks(gemma3, 16, 2048)[:3] == (26, 7, 4)
     mistral = kv_cache(bundled.config("mistral-7b-v0.1"), runtime="vllm")
     _, groups, group_size, _, per_request = _blocks(mistral, 16, 8192)
     assert (groups, group_size) == (1, 32)

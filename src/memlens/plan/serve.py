@@ -18,7 +18,10 @@
    ``AttentionSpec.page_size_bytes = 2 * block_size * num_kv_heads * head_size * dtype_size``,
    MLA without the 2); hybrid sliding/full models group layers
    (``_get_kv_cache_groups_uniform_page_size``: groups of the smallest per-type layer count,
-   the pool shared) and divide by the group size.
+   or of the largest when it is below 1.5 times the smallest, the last group of a type
+   padded; the pool shared), divide by the group size
+   (``get_kv_cache_config_from_groups``) and report ``num_blocks // groups * block_size``
+   tokens.
 4. ``get_max_concurrency_for_kv_cache_config`` reports the concurrency for requests of
    ``max_model_len`` tokens: the pool over one request's ``max_memory_usage_bytes``
    (``FullAttentionSpec``: ``cdiv(len, block_size)`` pages; ``SlidingWindowSpec``:
@@ -308,7 +311,9 @@ def _plan(
         "(FlashAttention/FlashInfer) not modelled",
         "CUDA graphs: captured after the KV cache is allocated, outside this budget (vLLM "
         "estimates them only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS)",
-        *stack.assumptions[:1],
+        "non-torch increase after vLLM's snapshot (lazily loaded kernel modules, cuBLAS "
+        "handles): not modelled",
+        *(a for a in stack.assumptions if a.startswith("CUDA context")),
         *cache.notes,
         *weights.notes,
     ]
@@ -437,8 +442,10 @@ def _blocks(cache: KVCache, block_size: int, batched: int) -> tuple[int, int, in
     window = next((la.window for la in layers if la.kind == "sliding"), None)
     if len(by_kind) == 1:
         group_size, groups = len(layers), {next(iter(by_kind)): 1}
-    else:
+    else:  # max(counts) when below 1.5 x min(counts), else min(counts); the last padded
         group_size = min(by_kind.values())
+        if max(by_kind.values()) < 1.5 * group_size:
+            group_size = max(by_kind.values())
         groups = {k: -(-n // group_size) for k, n in by_kind.items()}
 
     def per_request(length: int) -> int:

@@ -46,7 +46,7 @@ def serve_table(plan: ServePlan) -> RenderableType:
         fmt_bytes(plan.activation_bytes),
         f"{plan.activation_method}: max(forward blocks, sampler) + the rest",
     )
-    add("- non-torch increase", fmt_bytes(0), "not modelled (see unknowns)")
+    add("- non-torch increase", fmt_bytes(0), "kernel modules, handles: not modelled")
     add(
         "= KV cache memory",
         fmt_bytes(plan.kv_available_bytes),

@@ -35,6 +35,8 @@ _EXPORTS = {
     "WorkloadError": "memlens._errors",
     "Estimate": "memlens._results",
     "estimate": "memlens._estimate",
+    "GenerationEstimate": "memlens._generate",
+    "generate_estimate": "memlens._generate",
     "fit": "memlens._api",
     "measure": "memlens._api",
     "sweep": "memlens._api",
@@ -58,6 +60,7 @@ __all__ = [
     "ConfigError",
     "Estimate",
     "FitResult",
+    "GenerationEstimate",
     "HeaderError",
     "LayerReport",
     "LayerRow",
@@ -78,6 +81,7 @@ __all__ = [
     "activations",
     "estimate",
     "fit",
+    "generate_estimate",
     "layers",
     "measure",
     "serve_plan",
@@ -100,6 +104,7 @@ if TYPE_CHECKING:
         WorkloadError,
     )
     from memlens._estimate import estimate
+    from memlens._generate import GenerationEstimate, generate_estimate
     from memlens._layers._report import LayerReport, LayerRow, layers
     from memlens._results import Estimate
     from memlens._size import SizeReport, size

@@ -64,5 +64,10 @@ def estimate(
         est = memlens.estimate(model, step=my_step, inputs=batch, device="a100-80gb")
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
+    if work.generate:
+        from memlens._generate import estimate_generation
+        from memlens._setup import model_spec
+
+        return estimate_generation(model_spec(model, work, inputs), work, target)
     spec, work = resolve_model(model, work, fields, workload, inputs)
     return estimate_step(spec, work, target, loss)

@@ -81,6 +81,12 @@ class Estimate:
         return None if free is None else free >= 0
 
     @property
+    def tight(self) -> bool:
+        """Fits, but with less free than the workload's ``headroom`` share of the device."""
+        cap, free = self.capacity_bytes, self.free_bytes
+        return bool(cap and free is not None and 0 <= free < self.workload.headroom * cap)
+
+    @property
     def recompute_share(self) -> float:
         """Extra compute of activation checkpointing: recomputed FLOPs over the FLOPs of the
         same step without recomputation."""

@@ -141,6 +141,20 @@ def _integer(minimum: int, *, optional: bool = False) -> Parser:
     return parse
 
 
+def _fraction(name: str, value: Any) -> float:
+    """A share in ``[0, 0.9]``: ``0.05``, ``"0.05"`` or ``"5%"``."""
+    text = str(value).strip()
+    try:
+        share = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        share = -1.0
+    if isinstance(value, bool) or not 0 <= share <= 0.9:
+        raise WorkloadError(
+            name, value, "must be a share of the device from 0 to 0.9, e.g. 0.05 or 5%"
+        )
+    return share
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise WorkloadError(name, value, "must be true or false")
@@ -469,6 +483,15 @@ class Workload:
         help="Sequence length of language models (default: the model's).",
         group="step",
         parse=_integer(1, optional=True),
+    )
+    headroom: float = option(
+        0.05,
+        help="Share of the device to keep free: a step that fits with less is called tight "
+        "(allocator fragmentation, other processes, and what the estimate cannot see).",
+        group="step",
+        parse=_fraction,
+        uses=frozenset({"estimate", "fit", "sweep"}),
+        metavar="SHARE",
     )
     attention: str = option(
         "auto",

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from memlens.commands._export import Html, Markdown, export
+from memlens._errors import ConfigError
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 Compare = Annotated[
@@ -32,6 +33,14 @@ def register(app: typer.Typer) -> None:
 
         with progress(f"tracing {model}…"):
             est = run_estimate(model, **api)
+        if est.workload.generate:
+            if compare:
+                raise ConfigError("--compare runs one step, not generate(): see benchmarks/generation.py")
+            if not as_json:
+                from memlens.report.generation import render_generation
+
+                show(render_estimate(est), render_generation(est))
+                return
         measured = None
         if compare:
             from memlens.measurement.compare import compare_with_run

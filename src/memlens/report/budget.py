@@ -68,6 +68,13 @@ def verdict(est: Estimate) -> Text:
     lines = Text()
     if est.fits is None:
         lines.append("no device capacity given: pass --gpu NAME or --budget SIZE for a verdict\n")
+    elif est.tight:
+        free, cap = est.free_bytes or 0, est.capacity_bytes or 1
+        lines.append(f"TIGHT: fits with only {fmt_bytes(free)} free", style="bold yellow")
+        lines.append(
+            f" ({free / cap:.1%} of the device, under the {est.workload.headroom:.0%} headroom:"
+            " fragmentation or another process can tip it over)\n"
+        )
     elif est.fits:
         free = est.free_bytes or 0
         lines.append(f"FITS with {fmt_bytes(free)} free", style="bold green")

@@ -69,6 +69,7 @@ def _estimate_extra(e: Any) -> dict[str, Any]:
         },
         "peak": {"phase": e.peak_phase, "module": e.peak_module, "op": e.peak_op},
         "fits": e.fits,
+        "tight": e.tight,
         "free_bytes": e.free_bytes,
         "effective_batch": e.workload.effective_batch,
         "compute": {

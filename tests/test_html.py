@@ -65,7 +65,7 @@ def test_page_is_self_contained(est):
     assert "sourceMappingURL" not in page
     assert not re.search(r"""<(script|link|img|iframe)[^>]*\s(src|href)=["']?(https?:)?//""", page)
     assert "Chart.js v4" in page  # inlined
-    data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+    data = _embedded(page)
     assert data["result"]["peak_bytes"] == est.peak_bytes
     assert data["version"] == memlens.__version__
 
@@ -153,3 +153,25 @@ def test_ui_errors_are_the_clis_line():
     )
     with pytest.raises(MemlensError, match="not code"):
         run_form({"model": "tests/conftest.py:small_cnn"})
+
+
+def test_serve_plan_report_and_markdown(tmp_path):
+    from memlens.cli import app
+
+    out = tmp_path / "s.html"
+    args = ["serve-plan", "llama-3-8b", "--gpu", "a100-80gb", "--html", str(out), "--markdown", "-"]
+    run = CliRunner().invoke(app, args)
+    assert run.exit_code == 0, run.output
+    plan = memlens.serve_plan("llama-3-8b", gpu="a100-80gb")
+    assert f"| cache blocks | {plan.num_blocks:,} |" in run.output
+    assert f"| = KV cache memory | {fmt_bytes(plan.kv_available_bytes)} |" in run.output
+    data = json.loads(
+        re.search(r'type="application/json">(.*?)</script>', out.read_text()).group(1)
+    )
+    assert data["result"]["kind"] == "serve-plan"
+    assert data["result"]["num_blocks"] == plan.num_blocks
+
+
+def _embedded(page: str) -> dict:
+    """The data a page embeds."""
+    return json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))

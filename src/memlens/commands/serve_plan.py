@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from memlens.analytic.weights import SCHEMES
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Json, print_json, progress, show
 
 Model = Annotated[str, typer.Argument(help="Bundled LLM name (llama-3-8b) or config.json.")]
@@ -73,6 +74,8 @@ def register(app: typer.Typer) -> None:
                 "PATH",
             ),
         ] = None,
+        html: Html = None,
+        markdown: Markdown = None,
         as_json: Json = False,
     ) -> None:
         """How many KV cache blocks, tokens and concurrent requests a vLLM server gets, with
@@ -98,6 +101,8 @@ def register(app: typer.Typer) -> None:
                 context=context,
                 weights=weights,
             )
+        if export(plan, html, markdown, as_json):
+            return
         if as_json:
             print_json(plan)
         else:

@@ -38,6 +38,7 @@ def summarize(result: Any) -> Summary:
         "FitResult": _fit,
         "SweepResult": _sweep,
         "LayerReport": _layers,
+        "ServePlan": _serve_plan,
     }.get(kind)
     if make is None:
         raise TypeError(f"{kind} has no Markdown summary")
@@ -141,6 +142,28 @@ def _layers(report: Any) -> Summary:
         headline=f"**memlens layers** `{report.model}`: {report.num_params:,} parameters "
         f"({report.dtype} weights)",
         headers=["layer", "type", "params", "saved for backward", "weights"],
+        rows=rows,
+    )
+
+
+def _serve_plan(plan: Any) -> Summary:
+    rows = [
+        ["GPU memory", fmt_bytes(plan.total_bytes)],
+        [
+            f"x gpu_memory_utilization {plan.gpu_memory_utilization}",
+            fmt_bytes(plan.requested_bytes),
+        ],
+        [f"- weights ({plan.scheme})", fmt_bytes(plan.weights.total_bytes)],
+        ["- activation peak", fmt_bytes(plan.activation_bytes)],
+        ["= KV cache memory", fmt_bytes(plan.kv_available_bytes)],
+        ["cache blocks", f"{plan.num_blocks:,}"],
+        ["cached tokens", f"{plan.cached_tokens:,}"],
+        [f"concurrent requests of {plan.max_model_len:,} tokens", f"{plan.concurrency:.2f}"],
+    ]
+    verdict = "**serves**" if plan.fits else "**does not serve one request**"
+    return Summary(
+        headline=f"**memlens serve-plan** `{plan.model}` on {plan.device}, tp {plan.tp}: {verdict}",
+        headers=["term", "value"],
         rows=rows,
     )
 

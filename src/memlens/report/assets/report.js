@@ -8,7 +8,7 @@ var MemlensReport = (function () {
     kv_cache: "#b07aa1", allocator_slack: "#d4d4d4", framework_overhead: "#9c755f"
   };
   var PHASE_SHADES = {
-    setup: "rgba(0,0,0,0.00)", forward: "rgba(78,121,167,0.07)", loss: "rgba(237,201,72,0.12)",
+    setup: "rgba(0,0,0,0.02)", forward: "rgba(78,121,167,0.07)", loss: "rgba(237,201,72,0.12)",
     backward: "rgba(225,87,89,0.07)", optimizer: "rgba(89,161,79,0.09)"
   };
   var charts = [];
@@ -79,7 +79,8 @@ var MemlensReport = (function () {
   /* -- header and verdict ------------------------------------------------------------ */
   function header(root, data) {
     var r = data.result;
-    var device = r.device ? r.device.name : (r.at_max && r.at_max.device ? r.at_max.device.name : "");
+    var device = typeof r.device === "string" ? r.device : r.device ? r.device.name :
+      (r.at_max && r.at_max.device ? r.at_max.device.name : "");
     root.appendChild(el("h1", {}, ["memlens " + r.kind + ": ", el("code", { text: r.model || "" }),
       device ? " on " + device : ""]));
   }
@@ -278,7 +279,7 @@ var MemlensReport = (function () {
     charts.push(new Chart(canvas, {
       type: "line", data: { datasets: datasets },
       options: { animation: false, parsing: false, maintainAspectRatio: false,
-                 scales: { x: { type: "linear", min: 0, title: { display: true, text: "batch size" } }, y: bytesAxis("bytes") },
+                 scales: { x: { type: "linear", min: 0, max: xmax, title: { display: true, text: "batch size" } }, y: bytesAxis("bytes") },
                  plugins: { tooltip: { callbacks: { label: function (c) { return c.dataset.label + ": " + fmtBytes(c.parsed.y) + " at batch " + c.parsed.x; } } } } }
     }));
   }
@@ -323,6 +324,46 @@ var MemlensReport = (function () {
       return [x.path, x.type, x.params.toLocaleString("en"), fmtBytes(x.weight_bytes), fmtBytes(x.output_bytes),
               fmtBytes(x.saved_bytes), x.macs.toLocaleString("en")];
     })));
+  }
+
+  function servePlan(root, r) {
+    var parts = [
+      el("span", { class: "big" }, ["KV cache ", el("strong", { id: "kv-bytes", "data-bytes": String(r.kv_available_bytes), text: fmtBytes(r.kv_available_bytes) })]),
+      el("span", { class: "big" }, [el("strong", { id: "kv-blocks", text: r.num_blocks.toLocaleString("en") }), " blocks, ",
+        el("strong", { text: r.cached_tokens.toLocaleString("en") }), " tokens"]),
+      el("span", { class: "big verdict " + (r.fits ? "fits" : "oom"), id: "verdict",
+        text: r.fits ? r.concurrency.toFixed(2) + " requests of " + r.max_model_len.toLocaleString("en") + " tokens at once"
+                     : "does not serve one request of " + r.max_model_len.toLocaleString("en") + " tokens" })
+    ];
+    root.appendChild(el("p", { class: "summary" }, parts));
+    var s = section(root, "One GPU's memory (tp " + r.tp + ")", "serve-split");
+    var segments = [["weights", r.weights.total_bytes, COLORS.parameters], ["activation peak", r.activation_bytes, COLORS.activations],
+                    ["KV cache", r.kv_available_bytes, COLORS.kv_cache], ["left by gpu_memory_utilization " + r.gpu_memory_utilization,
+                    r.total_bytes - r.requested_bytes, COLORS.allocator_slack]];
+    var canvas = canvasIn(s, 140);
+    charts.push(new Chart(canvas, {
+      type: "bar",
+      data: { labels: [r.device], datasets: segments.map(function (g) { return { label: g[0], data: [g[1]], backgroundColor: g[2] }; }) },
+      options: { indexAxis: "y", animation: false, maintainAspectRatio: false,
+                 scales: { x: Object.assign(bytesAxis(""), { stacked: true, max: r.total_bytes }), y: { stacked: true } },
+                 plugins: { legend: { position: "bottom" }, tooltip: { callbacks: { label: function (c) { return c.dataset.label + ": " + fmtBytes(c.parsed.x); } } } } }
+    }));
+    var rows = [["GPU memory", fmtBytes(r.total_bytes), r.device + " (" + r.arch + ")"],
+                ["requested", fmtBytes(r.requested_bytes), "x gpu_memory_utilization " + r.gpu_memory_utilization],
+                ["- weights", fmtBytes(r.weights.total_bytes), r.scheme_source]];
+    r.activation_terms.forEach(function (t) { rows.push(["    " + t.name, fmtBytes(t.bytes), t.note]); });
+    rows.push(["- activation peak", fmtBytes(r.activation_bytes), r.activation_method]);
+    rows.push(["= KV cache memory", fmtBytes(r.kv_available_bytes), ""]);
+    rows.push(["/ one block", fmtBytes(r.page_bytes), r.block_size + " tokens x " + r.kv_layers + " layers, " + r.kv_dtype]);
+    rows.push(["= cache blocks", r.num_blocks.toLocaleString("en"), ""]);
+    rows.push(["cached tokens", r.cached_tokens.toLocaleString("en"), ""]);
+    rows.push(["largest context, one request", r.largest_context.toLocaleString("en"), ""]);
+    r.outside_budget.forEach(function (t) { rows.push(["outside the budget: " + t.name, fmtBytes(t.bytes), t.note]); });
+    s.appendChild(table(["term", "value", "how"], rows, { id: "serve-table" }));
+    workload(root, { model: r.model, device: r.device, tp: r.tp, scheme: r.scheme, kv_dtype: r.kv_dtype,
+                     block_size: r.block_size, max_model_len: r.max_model_len, max_num_batched_tokens: r.max_num_batched_tokens,
+                     max_num_seqs: r.max_num_seqs, gpu_memory_utilization: r.gpu_memory_utilization, avg_len: r.avg_len,
+                     concurrency_avg: r.concurrency_avg, min_tp: r.min_tp, target_concurrency: r.target_concurrency });
   }
 
   function workload(root, w) {
@@ -374,6 +415,9 @@ var MemlensReport = (function () {
         estimatePage(root, e, data);
         workload(root, e.workload); unknowns(root, e.unknowns);
       }
+    } else if (r.kind === "serve-plan") {
+      servePlan(root, r);
+      unknowns(root, r.unknowns);
     } else if (r.kind === "layers") {
       layers(root, r);
       workload(root, r.workload);

@@ -65,6 +65,9 @@ def test_llama_3_70b_tp4_by_hand():
     assert p.concurrency == pytest.approx(p.num_blocks / 512)
     assert p.concurrency_avg == pytest.approx(p.num_blocks / 63)  # cdiv(1000, 16)
     assert p.tp == 4 and "NCCL" in " ".join(p.unknowns)
+    nccl = 16 * (4 * 2**20 + 512 * 1024 + 4_915_200)  # memlens.distributed.nccl
+    assert [t.bytes for t in p.outside_budget] == [500 * 2**20, nccl, 24 * 2**20]
+    assert p.startup_ok
 
 
 def test_fp8_kv_and_int4_weights_give_more_blocks():

@@ -306,6 +306,7 @@ def _plan(
     terms.append(Term("cuBLAS workspaces", workspace, "through the caching allocator"))
     activation += workspace
     outside = [Term("CUDA context", stack.context_bytes, stack.context_row or "given")]
+    outside += _communication(tp)
     unknowns = [
         "activation peak: closed form of vLLM's decoder layer; attention-backend workspaces "
         "(FlashAttention/FlashInfer) not modelled",
@@ -318,11 +319,9 @@ def _plan(
         *weights.notes,
     ]
     if tp > 1:
-        unknowns.append(
-            "NCCL and vLLM's custom all-reduce buffers: created before vLLM's memory snapshot "
-            "(outside requested memory), not modelled; they must fit beside the context in "
-            f"{1 - util:.0%} of the GPU"
-        )
+        from memlens.distributed.nccl import ASSUMPTION
+
+        unknowns.append(ASSUMPTION)
     if sch.format not in ("bf16", "fp16", "fp32"):
         unknowns.append(f"weights: {sch.name} from {sch.source}; {kernel}")
     available = requested - weights.total_bytes - activation
@@ -367,6 +366,25 @@ def _plan(
         startup_ok=startup_ok,
         unknowns=unknowns,
     )
+
+
+def _communication(tp: int) -> list[Term]:
+    """Device memory of tensor parallelism created before vLLM's snapshot: the NCCL
+    communicator of the tp group (``PyNcclCommunicator`` of the group's ``CudaCommunicator``,
+    ``vllm/distributed/device_communicators/cuda_communicator.py``; its connection buffers as
+    :mod:`memlens.distributed.nccl` sizes them) and, for 2, 4, 6 or 8 GPUs, the custom
+    all-reduce (``custom_all_reduce.py`` ``CustomAllreduce``, ``max_size = 8 MiB``: an IPC
+    buffer and a signal buffer of that size by ``create_shared_buffer``, and ``rank_data``,
+    8 MiB; the signal's small metadata not counted)."""
+    if tp == 1:
+        return []
+    from memlens.distributed.nccl import CHANNELS, LL128_BYTES, LL_BYTES, SIMPLE_BYTES
+
+    nccl = CHANNELS * (SIMPLE_BYTES + LL_BYTES + LL128_BYTES)
+    out = [Term(f"NCCL tp communicator ({tp} ranks)", nccl, f"{CHANNELS} channels assumed")]
+    if tp in (2, 4, 6, 8):
+        out.append(Term("custom all-reduce buffers", 3 * 8 * 2**20, "3 x 8 MiB (vLLM)"))
+    return out
 
 
 def activation_terms(

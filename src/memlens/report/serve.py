@@ -82,8 +82,14 @@ def serve_table(plan: ServePlan) -> RenderableType:
     for term in plan.outside_budget:
         add(f"outside the budget: {term.name}", fmt_bytes(term.bytes), term.note, step=False)
     spare = plan.total_bytes - plan.requested_bytes
+    held = sum(t.bytes for t in plan.outside_budget)
     verdict = "starts" if plan.startup_ok else "REFUSED at startup"
-    add(f"startup check: {verdict}", fmt_bytes(spare), "1 - utilization must hold them", step=False)
+    add(
+        f"startup check: {verdict}",
+        fmt_bytes(spare),
+        f"GPU - requested must hold the {fmt_bytes(held)} above",
+        step=False,
+    )
     notes = Table.grid(padding=(0, 1))
     for u in plan.unknowns:
         notes.add_row("-", u)

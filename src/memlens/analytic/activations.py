@@ -103,15 +103,24 @@ def korthikanti_head(shape: TransformerShape, seq: int, batch: int) -> list[Term
 
 
 def hf_llama_terms(
-    shape: TransformerShape, seq: int, batch: int, dtype_bytes: int, attention: str
+    shape: TransformerShape,
+    seq: int,
+    batch: int,
+    dtype_bytes: int,
+    attention: str,
+    amp: bool = False,
 ) -> list[Term]:
     """``LlamaDecoderLayer``, one layer (see the module docstring). ``attention``: ``eager``
-    (the math path: scores kept) or ``flash`` (SDPA's flash or memory-efficient kernels)."""
+    (the math path: scores kept) or ``flash`` (SDPA's flash or memory-efficient kernels).
+
+    ``amp``: fp32 weights under autocast (``dtype_bytes`` is the autocast dtype's): the
+    residual stream stays fp32, so each norm keeps its normalised input in fp32, and its
+    output is cast again by every projection that reads it (autocast caches the casts of
+    leaf weights only, ``aten/src/ATen/autocast_mode.cpp`` ``cached_cast``)."""
     sb, d = seq * batch, dtype_bytes
     h, q, kv, f, a = shape.hidden, shape.q_width, shape.kv_width, shape.ffn, shape.heads
-    norm = _rms_norm(sb, h, d)
     terms = [
-        *(Term(f"input_layernorm: {n}", b, s) for n, b, s in norm),
+        *(Term(f"input_layernorm: {n}", b, s) for n, b, s in _rms_norm(sb, h, d, amp, 3)),
         Term("q (rotated)", d * sb * q, "tp"),
         Term("k (rotated)", d * sb * kv, "tp"),
         Term("v", d * sb * kv, "tp"),
@@ -128,7 +137,7 @@ def hf_llama_terms(
         terms.append(Term("attention output (o_proj input)", d * sb * q, "tp"))
         terms.append(Term("log-sum-exp (fp32)", 4 * a * sb, "tp"))
     terms += [
-        *(Term(f"post_attention_layernorm: {n}", b, s) for n, b, s in norm),
+        *(Term(f"post_attention_layernorm: {n}", b, s) for n, b, s in _rms_norm(sb, h, d, amp, 2)),
         Term("gate_proj output", d * sb * f, "tp"),
         Term("SiLU output", d * sb * f, "tp"),
         Term("up_proj output", d * sb * f, "tp"),
@@ -137,7 +146,55 @@ def hf_llama_terms(
     return terms
 
 
-def _rms_norm(sb: int, h: int, d: int) -> list[tuple[str, int, str]]:
+def hf_llama_attention_backward(
+    shape: TransformerShape,
+    seq: int,
+    batch: int,
+    dtype_bytes: int,
+    attention: str,
+    amp: bool = False,
+) -> tuple[list[Term], list[Term]]:
+    """The busiest moment of a layer's backward: its attention core's backward, after the
+    MLP's backward has freed the MLP's tensors. Returns (the layer's saved tensors still alive
+    then: the input norm's, q, k and what the kernel saves; the transient gradients then
+    alive). Eager: ``_softmax_backward_data`` reads the fp32 softmax output and the fp32
+    gradient of the probabilities (``.to(dtype)``'s backward) and writes an fp32 gradient;
+    the residual's gradient and the gradient of v (``bmm``) are alive. SDPA: the kernel's
+    backward writes dq, dk, dv beside the output's gradient and the residual's."""
+    sb, d = seq * batch, dtype_bytes
+    h, q, kv, a = shape.hidden, shape.q_width, shape.kv_width, shape.heads
+    layer = hf_llama_terms(shape, seq, batch, d, attention, amp)
+    keep = ("input_layernorm", "q (rotated)", "k (rotated)")
+    if attention == "eager":
+        keep += ("softmax output (fp32)",)
+        scores = a * seq * seq * batch
+        transient = [
+            Term("gradient of the probabilities (fp32)", 4 * scores, "core"),
+            Term("softmax backward output (fp32)", 4 * scores, "core"),
+            Term("gradient of v", d * sb * q, "tp"),
+        ]
+    else:
+        keep += ("v", "attention output", "log-sum-exp")
+        transient = [
+            Term("gradient of the output", d * sb * q, "tp"),
+            Term("dq, dk, dv", d * sb * (q + 2 * kv), "tp"),
+        ]
+    transient.append(Term("gradient of the residual stream", d * sb * h, "sp"))
+    return [t for t in layer if t.name.startswith(keep)], transient
+
+
+def _rms_norm(
+    sb: int, h: int, d: int, amp: bool = False, readers: int = 1
+) -> list[tuple[str, int, str]]:
+    """``LlamaRMSNorm``'s saved tensors; under autocast its fp32 output is cast once per
+    projection that reads it (``readers``)."""
+    if amp:
+        return [
+            ("fp32 input", 4 * sb * h, "sp"),
+            ("rsqrt", 4 * sb, "sp"),
+            ("normalised (fp32)", 4 * sb * h, "sp"),
+            (f"output cast by {readers} projection(s)", readers * d * sb * h, "sp"),
+        ]
     return [
         ("fp32 input", 4 * sb * h, "sp"),
         ("rsqrt", 4 * sb, "sp"),
@@ -147,11 +204,20 @@ def _rms_norm(sb: int, h: int, d: int) -> list[tuple[str, int, str]]:
 
 
 def hf_llama_head(
-    shape: TransformerShape, seq: int, batch: int, dtype_bytes: int, keep_output: bool
+    shape: TransformerShape,
+    seq: int,
+    batch: int,
+    dtype_bytes: int,
+    keep_output: bool,
+    amp: bool = False,
 ) -> list[Term]:
-    """``LlamaForCausalLM``'s final norm, logits and loss (see the module docstring)."""
+    """``LlamaForCausalLM``'s final norm, logits and loss (see the module docstring); under
+    autocast, the head's weight cast too."""
     sb, d = seq * batch, dtype_bytes
-    out = [Term(f"final norm: {n}", b, s) for n, b, s in _rms_norm(sb, shape.hidden, d)]
+    norm = _rms_norm(sb, shape.hidden, d, amp)
+    out = [Term(f"final norm: {n}", b, s) for n, b, s in norm]
+    if amp:
+        out.append(Term("lm_head weight cast", d * shape.vocab * shape.hidden, "tp"))
     if keep_output:
         out.append(logits_term(shape, seq, batch, d))
     out.append(Term("log_softmax output (fp32)", 4 * sb * shape.vocab, "tp"))

@@ -50,6 +50,8 @@ from memlens.workload import Layout, Workload
 
 #: Virtual stages per rank assumed for the interleaved schedule (not a workload option yet).
 VIRTUAL_STAGES = 2
+#: The first projections of a layer, whose gradients come last in its backward.
+_QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
 #: FSDP2 keeps the block being computed and the prefetched one unsharded.
 FSDP_LIVE_BLOCKS = 2
 CATEGORIES = (
@@ -245,7 +247,7 @@ def estimate_layout(
     sp = w.sequence_parallel
     attention = "eager" if w.attention == "eager" else "flash"
     if recipe == "hf-llama":
-        terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention)
+        terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention, w.amp)
         if attention == "flash" and shape.kv_heads != shape.heads:
             unknowns.append(
                 "GQA under SDPA: keys and values not repeated (enable_gqa, torch >= 2.5, no "
@@ -279,6 +281,17 @@ def estimate_layout(
     else:
         per_layer = per_layer_full
     recompute_peak = per_layer_full if checkpoint == "blocks" else 0
+    ckpt_args = attn_left = attn_transient = 0
+    if recipe == "hf-llama":
+        left, transient = act.hf_llama_attention_backward(
+            shape, seq, b, sizes.act, attention, w.amp
+        )
+        attn_left = sum(t.share(lay.tp, sp) for t in left)
+        attn_transient = sum(t.share(lay.tp, sp) for t in transient)
+        if checkpoint == "blocks":  # the checkpointed layers' other arguments, saved once
+            ckpt_args = 8 * seq  # position ids
+            if attention == "eager":  # the causal mask eager attention is given
+                ckpt_args += sizes.act * b * seq * seq
 
     layers = stage_layers(shape.layers, lay.pp)
     shard_n, stage_kind = _sharding(w, lay)
@@ -361,53 +374,65 @@ def estimate_layout(
                 step_temp = _optimizer_temporaries(w, target_kind, stepped, largest, sizes.state)
         if grads_resident:
             device_cats["gradients"] += grad_bytes
-        acts = inflight * n_layers * per_layer
+        mb_acts = n_layers * per_layer  # one micro-batch's saved tensors on this stage
         inputs = 0
         if first:
             if recipe == "korthikanti":
-                acts += inflight * sum(
+                mb_acts += sum(
                     t.share(lay.tp, sp) for t in act.korthikanti_embedding(shape, seq, b)
                 )
             else:
                 inputs += inflight * 8 * seq * b  # input ids (int64; the labels when pp = 1)
-        loss_temp = 0
+        head_acts = loss_temp = kept = 0
         if last:
             head_terms = (
-                act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output)
+                act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output, w.amp)
                 if recipe == "hf-llama"
                 else act.korthikanti_head(shape, seq, b)
             )
-            acts += sum(t.share(lay.tp, sp) for t in head_terms)
+            head_acts = sum(t.share(lay.tp, sp) for t in head_terms)
             loss_temp = -(-act.loss_backward_temporaries(shape, seq, b) // lay.tp)
             if recipe == "hf-llama" and lay.pp > 1:
                 inputs += 8 * seq * b  # labels
-        kept = 0  # the output, alive through the step when the loop keeps it
-        if shape.family == "llama":
-            device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
-            acts += inflight * act.hf_llama_rotary(shape, seq, sizes.act).share(lay.tp, sp)
-            if last and not w.preset.release_output:
+            if recipe == "hf-llama" and not w.preset.release_output:
                 kept = act.logits_term(shape, seq, b, sizes.act).share(lay.tp, sp)
+        if recipe == "hf-llama":
+            device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
+            rotary = act.hf_llama_rotary(shape, seq, 4 if w.amp else sizes.act)
+            mb_acts += rotary.share(lay.tp, sp) + ckpt_args
         device_cats["framework_overhead"] = workspace_bytes
         base = dict(device_cats)
         base["inputs"] = inputs
+        all_grads = base["gradients"] + (0 if grads_resident else grad_bytes)
         moments: dict[str, dict[str, int]] = {}
-        start = dict(base, activations=acts, temporaries=loss_temp + recompute_peak)
+        start = dict(base, activations=inflight * mb_acts + head_acts, temporaries=loss_temp)
         start["collectives"] += extra_fwd
         moments["backward"] = start
-        end = dict(
-            base,
-            gradients=base["gradients"] + (0 if grads_resident else grad_bytes),
-            activations=kept,
-        )
-        end["collectives"] += extra_bwd
-        if recompute_peak:
-            end["temporaries"] = recompute_peak
-        moments["backward (end)"] = end
+        if recipe == "hf-llama":
+            # the stage's first layer's attention backward, its MLP's already done
+            later = all_grads
+            if not grads_resident:
+                early = [t for t in shape.layer_tensors() if t[0].startswith(_QKV)]
+                if first:
+                    early += shape.embedding_tensors()
+                done = sizes.grad * sum(math.prod(x) for x in _local(early, lay.tp))
+                later = all_grads - (done if stage_kind < 2 else -(-done // shard_n))
+            layer = dict(base, gradients=later)
+            rest = (inflight - 1) * mb_acts + kept + rotary.share(lay.tp, sp)
+            if checkpoint == "blocks":
+                layer["activations"] = rest + per_layer + ckpt_args
+                layer["temporaries"] = attn_left + attn_transient
+            else:
+                layer["activations"] = rest + attn_left
+                layer["temporaries"] = attn_transient
+            layer["collectives"] += extra_bwd
+            moments["backward (first layer)"] = layer
+        else:
+            end = dict(base, gradients=all_grads, temporaries=recompute_peak)
+            end["collectives"] += extra_bwd
+            moments["backward (end)"] = end
         moments["optimizer"] = dict(
-            base,
-            gradients=base["gradients"] + (0 if grads_resident else grad_bytes),
-            temporaries=step_temp,
-            activations=kept,
+            base, gradients=all_grads, temporaries=step_temp, activations=kept
         )
         phase, peak = max(moments.items(), key=lambda kv: sum(kv[1].values()))
         stages.append(

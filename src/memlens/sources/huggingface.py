@@ -601,8 +601,8 @@ def _check_positions(config: Any, workload: Workload) -> None:
             "seq_len",
             seq,
             f"past the model's {limit} positions ({key} in its config): a real run fails or "
-            "leaves what the model was trained for; --allow-long-context "
-            "(allow_long_context=True) for a model that extrapolates (RoPE scaling)",
+            "leaves what the model was trained for; allow_long_context for a model that "
+            "extrapolates (RoPE scaling)",
         )
 
 
@@ -639,9 +639,15 @@ def resolve_path(
     if path.is_file() and path.suffix == ".json" and not path.name.endswith(".index.json"):
         name = path.parent.resolve().name if path.name == "config.json" else path.stem
         cfg = read_config(path)
-        return spec_from_config(
+        spec = spec_from_config(
             cfg, name=name, source="hf", where=str(path), remote_source=str(path.parent), **options
         )
+        found = spec.metadata["checkpoint"]
+        if "precision" not in found and "quantization" not in found:
+            stored = _stored_precision(path.parent)
+            if stored is not None:
+                found["precision"] = stored
+        return spec
     if path.exists() or not _HUB_ID.match(text) or text.lower().startswith("timm/"):
         return None  # not a Hub id (timm's Hub ids are timm's)
     cfg = read_config(_hub_config(text))
@@ -654,6 +660,26 @@ def resolve_path(
         metadata={"hub_id": text},
         **options,
     )
+
+
+#: safetensors dtype names -> precisions.
+_STORED = {"BF16": "bf16", "F16": "fp16", "F32": "fp32"}
+
+
+def _stored_precision(folder: Path) -> tuple[str, str] | None:
+    """The precision of most of the weights' bytes in the folder's safetensors headers (only
+    headers are read), for a config that names no ``torch_dtype``; None without such files."""
+    from memlens._errors import HeaderError
+    from memlens.sources.safetensors_header import read_folder
+
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.safetensors.index.json")):
+        return None
+    try:
+        summary = read_folder(folder)
+    except HeaderError:
+        return None
+    top = next(iter(summary.by_dtype), None)
+    return (_STORED[top], f"safetensors header ({top} weights)") if top in _STORED else None
 
 
 def _hub_config(repo_id: str) -> Path:

@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
             est = run_estimate(model, **api)
         if est.workload.generate:
             if compare:
-                raise ConfigError("--compare runs one step, not generate(): see benchmarks/generation.py")
+                raise ConfigError("--compare runs one step, not generate(); see benchmarks")
             if not as_json:
                 from memlens.report.generation import render_generation
 

@@ -1,0 +1,122 @@
+"""Generation (``memlens estimate --generate``): each traced step's peak and what is alive at
+it, the terms that dominate (the logits, the attention's query x key term), and the peak over
+the generated tokens."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.text import Text
+
+from memlens._generate import GenerationEstimate
+from memlens.categories import Category
+from memlens.report._style import titled_table
+from memlens.units import fmt_bytes
+
+_ROWS = (
+    Category.PARAMETERS,
+    Category.KV_CACHE,
+    Category.ACTIVATIONS,
+    Category.TEMPORARIES,
+)
+
+
+def _share(n: int, of: int) -> str:
+    return f"{100 * n / of:.1f}%" if of else "-"
+
+
+def steps_table(est: GenerationEstimate) -> RenderableType:
+    """Rows: the traced steps; columns: the peak and what is alive at it."""
+    gen = est.generation
+    assert gen is not None
+    table = titled_table(
+        f"generation: prompt {gen.prompt_len}, {gen.new_tokens} new tokens, batch {gen.batch}, "
+        f"{gen.cache_class} ({', '.join(gen.cache_layers)}, {gen.cache_dtype})",
+        "step",
+        "cache>",
+        "peak>",
+        "weights>",
+        "kv cache>",
+        "activ.>",
+        "temp.>",
+        "logits>",
+        "q x k>",
+    )
+    for s in gen.steps:
+        other = s.peak_bytes - sum(s.breakdown.get(c.value, 0) for c in _ROWS)
+        cells = [fmt_bytes(s.breakdown.get(c.value, 0)) for c in _ROWS]
+        if other:
+            cells[-1] = fmt_bytes(s.breakdown.get(Category.TEMPORARIES.value, 0) + other)
+        table.add_row(
+            s.name,
+            f"{s.cached_tokens:,}",
+            fmt_bytes(s.peak_bytes),
+            *cells,
+            fmt_bytes(s.logits_bytes),
+            fmt_bytes(s.quadratic_bytes),
+        )
+    return table
+
+
+def dominant_lines(est: GenerationEstimate) -> list[Text]:
+    """A line for each step whose logits or query x key term is at least a tenth of what
+    the step adds to the weights (the part of the peak that grows with tokens)."""
+    gen = est.generation
+    assert gen is not None
+    lines = []
+    for s in gen.steps:
+        fixed = s.breakdown.get(Category.PARAMETERS.value, 0) + s.breakdown.get(
+            Category.BUFFERS.value, 0
+        )
+        rise = s.peak_bytes - fixed
+        if s.quadratic_bytes and s.quadratic_bytes * 10 >= rise:
+            lines.append(
+                Text(
+                    f"{s.name}: the attention's quadratic term (batch x heads x "
+                    f"{s.fed_tokens if s.name == 'prefill' else 'q'} x keys scores, masks) is "
+                    f"{fmt_bytes(s.quadratic_bytes)}, {_share(s.quadratic_bytes, rise)} of what "
+                    "the step adds to the weights; flash attention or --prefill-chunk removes "
+                    "or bounds it",
+                    style="yellow",
+                )
+            )
+        if s.logits_bytes and s.logits_bytes * 10 >= rise:
+            lines.append(
+                Text(
+                    f"{s.name}: logits alive at the peak {fmt_bytes(s.logits_bytes)}, "
+                    f"{_share(s.logits_bytes, rise)} of what the step adds to the weights",
+                    style="yellow",
+                )
+            )
+    return lines
+
+
+def tokens_table(est: GenerationEstimate) -> RenderableType:
+    """The peak of the step producing each listed token (traced or interpolated)."""
+    gen = est.generation
+    assert gen is not None
+    table = titled_table(
+        f"peak over the generated tokens (KV cache grows {fmt_bytes(gen.kv_growth_per_token)} "
+        f"per token and sequence; between traced steps: linear, {gen.interpolation})",
+        "token>",
+        "cache>",
+        "kv_cache>",
+        "peak>",
+        "",
+    )
+    for p in gen.tokens:
+        table.add_row(
+            f"{p.token:,}",
+            f"{p.cached_tokens:,}",
+            fmt_bytes(p.kv_cache_bytes),
+            fmt_bytes(p.peak_bytes),
+            "traced" if p.traced else "",
+        )
+    return table
+
+
+def render_generation(est: GenerationEstimate) -> RenderableType:
+    """The generation section printed under the budget table."""
+    parts: list[RenderableType] = [steps_table(est), *dominant_lines(est), tokens_table(est)]
+    assert est.generation is not None
+    parts.append(Text(f"method: {est.generation.method}", style="dim"))
+    return Group(*parts)

@@ -188,7 +188,8 @@ class Reads:
     def scalar(self, t: torch.Tensor, module: str) -> bool | int | float:
         """The answer to ``.item()``, ``bool(t)``, ``int(t)`` of a tensor without data."""
         kind = "bool" if t.dtype == torch.bool else "float" if t.is_floating_point() else "int"
-        site, flip = self._site(module, f"a {kind} read of a {str(t.dtype)[6:]} tensor")
+        what = f"the value of a {str(t.dtype)[6:]}{list(t.shape)} tensor (.item(), bool(), if)"
+        site, flip = self._site(module, what)
         value: bool | int | float
         if kind == "bool":
             value = not flip

@@ -84,6 +84,8 @@ def test_dequantisation_temporaries():
 def test_schemes_from_config_and_header():
     gptq = {"quant_method": "gptq", "bits": 4, "group_size": 128, "desc_act": False}
     assert scheme_from_config({"quantization_config": gptq}, "bf16").name == "gptq-int4"
+    asym = scheme_from_config({"quantization_config": gptq | {"sym": False}}, "bf16")
+    assert not asym.marlin and asym.name == "gptq-int4"  # gptq_marlin takes symmetric only
     one = scheme_from_config({"quantization_config": gptq | {"group_size": -1}}, "bf16")
     assert one.group_size is None and "one group" in one.source
     bnb = {

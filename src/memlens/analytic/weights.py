@@ -23,8 +23,9 @@ MoE experts split their intermediate dimension (``FusedMoE``).
 Dequantisation temporaries (:meth:`InferenceWeights.dequant_bytes`) are what a kernel
 allocates besides the stored weight, for the largest quantised linear:
 
-- GPTQ/AWQ int4 on sm80+: vLLM's Marlin kernels (``gptq_marlin.py``, ``awq_marlin.py``)
-  dequantise in registers: none. Before sm80 the ExLlama GPTQ kernel rebuilds an fp16 weight
+- GPTQ/AWQ int4 on sm80+: vLLM's Marlin kernels (``gptq_marlin.py``, ``awq_marlin.py``;
+  symmetric GPTQ, AWQ with zero points, groups of 32, 64, 128 or a whole row) dequantise in
+  registers: none. Otherwise, or before sm80, the ExLlama GPTQ kernel rebuilds an fp16 weight
   for more than 50 rows (``MAX_Q_GEMM_ROWS`` in ``q_gemm.cu``) and AWQ dequantises it for 256
   tokens or more (``AWQLinearMethod.apply``: ``FP16_MATMUL_HEURISTIC_CONDITION``).
 - bitsandbytes 4-bit: ``matmul_4bit`` runs ``gemv_4bit`` for one token, otherwise
@@ -42,7 +43,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from memlens._errors import ConfigError, WorkloadError
@@ -105,6 +106,7 @@ class Scheme:
     group_size: int | None
     compute_dtype: str
     source: str
+    marlin: bool = True  # GPTQ/AWQ: vLLM's Marlin kernel takes it on sm80+
 
 
 def scheme(
@@ -148,6 +150,11 @@ def scheme_from_config(config: Mapping[str, Any], compute_dtype: str) -> Scheme 
         group = qc.get("group_size", qc.get("q_group_size", DEFAULT_GROUP_SIZE))
         group = None if group in (-1, None) else int(group)
         out = scheme(f"{method}-int4", "fp16", source=src, group_size=group or DEFAULT_GROUP_SIZE)
+        # gptq_marlin.py / awq_marlin.py: symmetric GPTQ, AWQ with zero points, these groups
+        marlin = (qc.get("sym", True) if method == "gptq" else qc.get("zero_point", True)) and (
+            group in (None, 32, 64, 128)
+        )
+        out = replace(out, marlin=bool(marlin))
         return out if group else _one_group(out)
     if method == "bitsandbytes":
         if qc.get("load_in_8bit"):
@@ -180,7 +187,7 @@ def scheme_from_config(config: Mapping[str, Any], compute_dtype: str) -> Scheme 
 
 def _one_group(s: Scheme) -> Scheme:
     """GPTQ/AWQ ``group_size=-1``: one group spanning each row (set per tensor)."""
-    return Scheme(s.name, s.format, None, s.compute_dtype, s.source + ", one group per row")
+    return replace(s, group_size=None, source=s.source + ", one group per row")
 
 
 def scheme_from_header(
@@ -234,7 +241,7 @@ class InferenceWeights:
         sm = int(arch[2:]) if arch.startswith("sm") and arch[2:].isdigit() else 0
         name = self.scheme.name
         if name in ("gptq-int4", "awq-int4"):
-            if sm >= 80:
+            if sm >= 80 and self.scheme.marlin:
                 return 0, "Marlin (dequantised in registers)"
             limit = 50 if name == "gptq-int4" else 255
             if tokens > limit:

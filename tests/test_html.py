@@ -52,6 +52,16 @@ def test_module_bars_hold_every_parameter_byte(est):
     assert bars["kept_at"] == "backward" and any(r[2] > 0 for r in bars["rows"])
 
 
+def test_hover_lists_the_largest_blocks_when_there_are_too_many(est, monkeypatch):
+    from memlens.report import html
+
+    full = html.timeline_data(est)["blocks"]
+    monkeypatch.setattr(html, "MAX_BLOCKS", 10)
+    tl = html.timeline_data(est)
+    assert len(tl["blocks"]) == 10 and tl["omitted"] == len(full) - 10
+    assert sorted(b[4] for b in tl["blocks"]) == sorted(b[4] for b in full)[-10:]
+
+
 def test_samples_take_each_buckets_highest_point_and_the_peak():
     curve = [0, 5, 1, 9, 2, 3, 8, 4] * 1000
     index = _samples(curve, 3, 100, [])

@@ -99,7 +99,8 @@ def timeline_data(est: Any, points: int = POINTS) -> dict[str, Any]:
             nxt = next(want, None)
 
     shown = [b for b in timeline.blocks if _live_at_sample(b.alloc_at, b.free_at, n, index)]
-    if len(shown) > MAX_BLOCKS:
+    omitted = max(len(shown) - MAX_BLOCKS, 0)
+    if omitted:
         shown = sorted(shown, key=lambda b: -sizes.get(b.id, b.nbytes))[:MAX_BLOCKS]
         shown.sort(key=lambda b: b.id)
     names: dict[str, int] = {}
@@ -138,7 +139,7 @@ def timeline_data(est: Any, points: int = POINTS) -> dict[str, Any]:
         },
         "names": list(names),
         "blocks": blocks,
-        "blocks_total": sum(1 for b in timeline.blocks if b.alloc_at <= alloc.peak_index),
+        "omitted": omitted,
     }
 
 

@@ -172,6 +172,10 @@ var MemlensReport = (function () {
       return [label(tl.categories[b[0]]), tl.names[b[1]] || "<root>", tl.names[b[3]],
               tl.names[b[2]], fmtBytes(b[4])];
     }), { class: "live" }));
+    if (tl.omitted) {
+      panel.appendChild(el("p", { class: "muted", text: "(the " + tl.omitted + " smallest tensors " +
+        "of the step are not listed; their bytes are in the totals)" }));
+    }
     var rest = blocks.slice(15).reduce(function (s, b) { return s + b[4]; }, 0);
     if (blocks.length > 15) {
       panel.appendChild(el("p", { class: "muted", text: "and " + (blocks.length - 15) +

@@ -13,9 +13,11 @@ over the data-parallel ranks as the strategy does it:
   buckets add one gradient copy unless ``gradient_as_bucket_view``;
 - FSDP2 (``torch/distributed/fsdp/_fully_shard``): parameters, gradients and optimizer state
   sharded (``full``; ``grad-op`` keeps every block's unsharded parameters from forward to its
-  backward, ``reshard_after_forward=False``); the all-gather output of the block being
-  computed and the one prefetched (``FSDPParamGroup``'s implicit prefetch), and in backward
-  the block's unsharded gradients plus the reduce-scatter input (``foreach_reduce``);
+  backward, ``reshard_after_forward=False``), one fully sharded group per repeated block and
+  the root group for the rest, which FSDP2 does not reshard after forward
+  (``_fsdp_state.py``, ``_lazy_init``); the all-gather output of the block being computed,
+  and in backward the block's unsharded gradients plus the reduce-scatter input
+  (``_fsdp_collectives.py``, ``foreach_reduce``);
 - DeepSpeed ZeRO 1/2/3 with its buckets and offload
   (:func:`memlens.analytic.zero.deepspeed_states`).
 
@@ -52,8 +54,6 @@ from memlens.workload import Layout, Workload
 VIRTUAL_STAGES = 2
 #: The first projections of a layer, whose gradients come last in its backward.
 _QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
-#: FSDP2 keeps the block being computed and the prefetched one unsharded.
-FSDP_LIVE_BLOCKS = 2
 CATEGORIES = (
     "parameters",
     "buffers",
@@ -314,15 +314,14 @@ def estimate_layout(
         opt_full = sum(
             row.state_bytes(s, sizes.state) - (4 if row.step_counter else 0) for s in local
         )
-        block = max(
-            (sum(math.prod(s) for s in _local(shape.layer_tensors(), lay.tp))),
-            largest,
-        )
+        layer_local = sum(math.prod(s) for s in _local(shape.layer_tensors(), lay.tp))
+        block = max(layer_local, largest)
         inflight = _in_flight(lay, i)
         device_cats = dict.fromkeys(CATEGORIES, 0)
         host = 0
         accumulate = lay.pp > 1 or w.grad_accum > 1 or w.preset.zero_grad == "zeros"
-        extra_fwd = extra_bwd = 0  # transient buffers of forward / backward
+        extra_fwd = extra_bwd = 0  # collective buffers at backward's start / in backward
+        root_unsharded = 0  # FSDP's root group, gathered from forward to backward's end
         if ds is not None:
             bit16 = w.precision != "fp32"
             states = deepspeed_states(
@@ -358,13 +357,16 @@ def estimate_layout(
             grads_resident = accumulate
             if lay.ddp and not w.gradient_as_bucket_view:
                 device_cats["collectives"] += sizes.grad * params  # reducer bucket buffers
-            if w.fsdp in ("full", "hybrid"):
-                gathered = FSDP_LIVE_BLOCKS * block * sizes.act
-                extra_fwd += gathered
-                extra_bwd += gathered + 2 * block * sizes.grad  # unsharded grads + RS input
-            elif w.fsdp == "grad-op":
-                extra_fwd += sizes.act * params  # every block stays unsharded until backward
-                extra_bwd += 2 * block * sizes.grad
+            if w.fsdp != "none":
+                # the root group (embedding, final norm, head) is not resharded after forward
+                root_unsharded = sizes.weight * (params - n_layers * layer_local)
+                extra_bwd += 2 * layer_local * sizes.grad  # unsharded grads + RS input
+            if w.fsdp in ("full", "hybrid"):  # one block gathered, the next prefetched
+                extra_fwd += sizes.weight * layer_local
+                extra_bwd += sizes.weight * layer_local
+            elif w.fsdp == "grad-op":  # every block stays unsharded until its backward
+                extra_fwd += sizes.weight * n_layers * layer_local
+                extra_bwd += sizes.weight * layer_local
             if w.offload_optimizer:  # memlens.strategies.offload: fp32 masters, grads, state
                 host += opt_full * 4 // sizes.state + 4 * params + 4 * params
                 device_cats["optimizer_state"] = 0
@@ -407,6 +409,7 @@ def estimate_layout(
         moments: dict[str, dict[str, int]] = {}
         start = dict(base, activations=inflight * mb_acts + head_acts, temporaries=loss_temp)
         start["collectives"] += extra_fwd
+        start["parameters"] += root_unsharded
         moments["backward"] = start
         if recipe == "hf-llama":
             # the stage's first layer's attention backward, its MLP's already done
@@ -426,10 +429,12 @@ def estimate_layout(
                 layer["activations"] = rest + attn_left
                 layer["temporaries"] = attn_transient
             layer["collectives"] += extra_bwd
+            layer["parameters"] += root_unsharded
             moments["backward (first layer)"] = layer
         else:
             end = dict(base, gradients=all_grads, temporaries=recompute_peak)
             end["collectives"] += extra_bwd
+            end["parameters"] += root_unsharded
             moments["backward (end)"] = end
         moments["optimizer"] = dict(
             base, gradients=all_grads, temporaries=step_temp, activations=kept

@@ -30,6 +30,7 @@ def measure(
     device: str = "cuda",
     inputs: Any = None,
     loss: Callable[..., torch.Tensor] | None = None,
+    force: bool = False,
     **fields: Any,
 ) -> Measurement:
     """Run one steady-state step of ``model`` for real and measure it (arguments as
@@ -38,11 +39,26 @@ def measure(
     ``step=fn`` the user's own step function runs, the same that :func:`memlens.estimate`
     traces.
 
+    The step is estimated first and refused (:class:`~memlens.MeasureError`) when its
+    estimate exceeds the memory free on the device now (the host's available memory on
+    ``cpu``); ``force=True`` skips that check. A step that cannot be traced is run unchecked.
+
     Known limitations: the data-loading fields are validated but no DataLoader runs: the
     measured peak is the step's alone (the estimate's ``host`` table has the pipeline's).
     """
     work, target = prepare(workload, fields, "measure", device=device)
     spec, work = resolve_model(model, work, fields, workload, inputs)
+    if not force:
+        from memlens._errors import TraceError
+        from memlens.measurement.guard import check_room
+        from memlens.plan._checkpoint import estimate_step
+
+        try:
+            est = estimate_step(spec, work, target, loss)
+        except TraceError:
+            est = None  # the real run is the only answer
+        if est is not None:
+            check_room(est.peak_bytes if target.kind == "cpu" else est.total_bytes, target.kind)
     return measure_spec(spec, work, target, loss=loss)
 
 

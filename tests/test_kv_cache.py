@@ -137,6 +137,17 @@ _REAL = {
         "sliding_window": 8,
         "max_window_layers": 2,
     },
+    "qwen2-moe-every-layer-slides": {
+        **_TINY,
+        "model_type": "qwen2_moe",
+        "use_sliding_window": True,
+        "sliding_window": 8,
+        "max_window_layers": 2,
+        "num_experts": 4,
+        "num_experts_per_tok": 2,
+        "moe_intermediate_size": 32,
+        "shared_expert_intermediate_size": 32,
+    },
     "deepseek-v2-mla": {
         **_TINY,
         "model_type": "deepseek_v2",

@@ -341,11 +341,13 @@ def _layer_types(cfg: Mapping[str, Any], model_type: str, n: int) -> tuple[list[
         if model_type == "gemma2":
             types = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(n)]
         elif model_type in ("gemma3", "gemma3_text"):
-            pattern = int(cfg.get("sliding_window_pattern", 6))
+            pattern = int(cfg.get("sliding_window_pattern", cfg.get("_sliding_window_pattern", 6)))
             types = [
                 "sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(n)
             ]
-        elif model_type.startswith(("qwen2", "qwen3")) and window is not None:
+        elif model_type.startswith(("qwen2", "qwen3")) and "moe" not in model_type and window:
+            # Qwen2Config/Qwen3Config slide from max_window_layers; the MoE configs set no
+            # layer_types, so DynamicCache slides every layer
             first = int(cfg.get("max_window_layers", n))
             types = ["sliding_attention" if i >= first else "full_attention" for i in range(n)]
         else:

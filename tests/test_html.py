@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -185,3 +186,14 @@ def test_serve_plan_report_and_markdown(tmp_path):
 def _embedded(page: str) -> dict:
     """The data a page embeds."""
     return json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+
+
+def test_ui_without_its_extra_says_how_to_get_it(monkeypatch):
+    from memlens.ui.app import create_app, serve
+
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    with pytest.raises(MemlensError, match=r"pip install 'memlens\[ui\]'"):
+        serve(8765)
+    monkeypatch.setitem(sys.modules, "starlette.applications", None)
+    with pytest.raises(MemlensError, match=r"pip install 'memlens\[ui\]'"):
+        create_app(8765)

@@ -126,6 +126,12 @@ class ServePlan:
         """One request of ``max_model_len`` fits and the server starts."""
         return self.startup_ok and self.num_blocks >= self.request_blocks > 0
 
+    def _repr_html_(self) -> str:
+        """The memory split and KV cache capacity as an HTML table (Jupyter)."""
+        from memlens.report.markdown import to_html_fragment
+
+        return to_html_fragment(self)
+
 
 def serve_plan(
     model: str | Mapping[str, Any],
@@ -308,7 +314,8 @@ def _plan(
     outside = [Term("CUDA context", stack.context_bytes, stack.context_row or "given")]
     outside += _communication(tp)
     unknowns = [
-        "activation peak: closed form of vLLM's decoder layer; attention-backend workspaces "
+        "activation peak: closed form of vLLM's decoder layer and of the v1 sampler's dummy "
+        "run (sampler code differs across vLLM versions); attention-backend workspaces "
         "(FlashAttention/FlashInfer) not modelled",
         "CUDA graphs: captured after the KV cache is allocated, outside this budget (vLLM "
         "estimates them only with VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS)",

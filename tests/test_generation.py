@@ -1,0 +1,112 @@
+"""Generation traced (memlens.engine.generate): a real CPU generate() of a tiny Llama against
+the estimate, the traced KV cache against the closed form (analytic/kv_cache) for every
+bundled decoder LLM, and the attention's quadratic term with eager vs flash."""
+
+from __future__ import annotations
+
+import pytest
+
+from memlens._errors import ConfigError
+from memlens._generate import estimate_generation
+from memlens.analytic.kv_cache import kv_cache
+from memlens.measurement.generation import measure_generation_cpu
+from memlens.sources import bundled
+from memlens.sources.huggingface import spec_from_config
+from memlens.strategies.apply import WorkloadStrategies
+from memlens.targets import resolve_target
+from memlens.workload import Workload
+
+TINY_LLAMA = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "vocab_size": 1000,
+    "max_position_embeddings": 512,
+}
+
+
+def _spec(cfg: dict, name: str = "tiny"):
+    return spec_from_config(dict(cfg), name=name, source="test", where=name)
+
+
+def _estimate(cfg: dict, device: str = "cpu", **fields):
+    work = Workload(generate=True, **fields)
+    return estimate_generation(_spec(cfg), work, resolve_target(device, None))
+
+
+@pytest.mark.parametrize("kv", ["dynamic", "static"])
+def test_tiny_llama_real_generate_within_2_percent(kv):
+    work = Workload(generate=True, prompt_len=96, new_tokens=6, attention="eager", kv_cache=kv)
+    target = resolve_target("cpu", None)
+    est = estimate_generation(_spec(TINY_LLAMA), work, target)
+    real = measure_generation_cpu(_spec(TINY_LLAMA), work, WorkloadStrategies(work, target))
+    steps = {s.name: s.peak_bytes for s in est.generation.steps}
+    # the rise above the weights, the part generation adds, within 2% too
+    base = real.baseline_bytes
+    for name, measured in (
+        ("prefill", real.prefill_peak_bytes),
+        ("last decode", real.last_step_peak_bytes),
+    ):
+        assert abs(steps[name] - measured) <= 0.02 * (measured - base), (
+            name,
+            steps[name],
+            measured,
+        )
+    assert est.breakdown["kv_cache"] > 0
+    assert est.budget()[7][1] == est.breakdown["kv_cache"]
+
+
+def _decoders() -> list[str]:
+    return [n for n, m in bundled.names().items() if m["family"] == "causal-lm"]
+
+
+@pytest.mark.parametrize("name", _decoders())
+def test_traced_cache_equals_closed_form(name):
+    """Real head dims and layer patterns, fewer layers (the cache is per layer)."""
+    cfg = bundled.config(name)
+    layers = 6 if "layer_types" in cfg or cfg.get("sliding_window_pattern") else 2
+    cfg["num_hidden_layers"] = min(cfg.get("num_hidden_layers", layers), layers)
+    if "layer_types" in cfg:
+        cfg["layer_types"] = cfg["layer_types"][:layers]
+    if cfg["model_type"] == "deepseek_v2":
+        cfg["first_k_dense_replace"] = layers
+    P = 24
+    est = _estimate(cfg, prompt_len=P, new_tokens=1)
+    closed = kv_cache(cfg, dtype="fp32")
+    assert est.generation.steps[0].kv_cache_bytes == closed.sequence_bytes(P)
+
+
+def test_last_decode_cache_and_growth():
+    est = _estimate(TINY_LLAMA, prompt_len=32, new_tokens=10)
+    closed = kv_cache(TINY_LLAMA, dtype="fp32")
+    last = est.generation.steps[-1]
+    assert last.cached_tokens == 32 + 10 - 2
+    assert last.kv_cache_bytes == closed.sequence_bytes(32 + 10 - 1)
+    assert est.generation.kv_growth_per_token == closed.bytes_per_token()
+    assert [p.token for p in est.generation.tokens][0] == 1
+    assert est.generation.tokens[-1].token == 10
+
+
+def test_quadratic_term_eager_vs_flash_on_a_long_prompt():
+    cfg = dict(TINY_LLAMA, max_position_embeddings=4096)
+    fields = dict(prompt_len=1024, new_tokens=1, precision="bf16", device="a100-80gb")
+    eager = _estimate(cfg, attention="eager", **fields).generation.steps[0]
+    sdpa = _estimate(cfg, attention="sdpa", **fields).generation.steps[0]
+    flash = _estimate(cfg, attention="flash", **fields).generation.steps[0]
+    heads_scores = 1 * 4 * 1024 * 1024 * 2  # batch x heads x seq x seq in bf16
+    assert eager.quadratic_bytes >= heads_scores
+    assert flash.quadratic_bytes == 0 and sdpa.quadratic_bytes == 0
+    assert eager.peak_bytes - flash.peak_bytes >= heads_scores
+    chunked = _estimate(cfg, attention="eager", prefill_chunk=128, **fields).generation.steps[0]
+    assert chunked.quadratic_bytes < eager.quadratic_bytes // 4
+
+
+def test_refusals():
+    with pytest.raises(ConfigError, match="num-beams"):
+        _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, num_beams=2)
+    with pytest.raises(ConfigError, match="kv_dtype"):
+        _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, kv_dtype="fp8")

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from memlens.commands._export import Html, Markdown, export
 from memlens._errors import ConfigError
+from memlens.commands._export import Html, Markdown, export
 from memlens.commands._options import Model, print_json, progress, show, workload_options
 
 Compare = Annotated[

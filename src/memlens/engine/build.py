@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.utils._python_dispatch import TorchDispatchMode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from memlens._errors import ConfigError, MemlensError, TraceError
+from memlens.engine.shadow import LIMIT, Shadows
 from memlens.sources.base import Inputs, ModelSpec, building
 from memlens.workload import Workload
 
@@ -43,17 +44,34 @@ _SHAPE_CHANGING = {
 }
 
 
-class _SkipInit(TorchDispatchMode):
-    """Skip value-only in-place ops and scalar reads during model construction.
+#: Ops turning a real tensor (``torch.tensor(data)``) into a fake one.
+_LIFTS = {aten.lift_fresh.default, aten.lift_fresh_copy.default}
 
-    Scalar reads answer ``False`` / ``0``: that ends rejection-sampling loops such as
-    ``while mask.any(): resample`` in initialisers imported before :func:`skip_init` ran.
+
+class _SkipInit(TorchDispatchMode):
+    """Skip value-only in-place ops and answer scalar reads during model construction.
+
+    Small tensors computed from factories carry real shadows (:class:`Shadows`), as while
+    tracing, so architecture computed with tensor ops reads its true values (RegNet's block
+    widths: ``torch.arange``, ``log``, ``round``, ``.tolist()`` in torchvision's
+    ``BlockParams.from_init_params``; stochastic-depth rates from ``torch.linspace``). A skipped
+    in-place op updates the shadow of its tensor; ``torch.tensor(data)`` is its own shadow.
+    Other reads answer ``False`` / ``0``: that
+    ends rejection-sampling loops such as ``while mask.any(): resample`` in initialisers
+    imported before :func:`skip_init` ran.
     """
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.shadows = Shadows()
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
-        name = func.overloadpacket.__name__
+        name, kwargs = func.overloadpacket.__name__, kwargs or {}
         if func is aten._local_scalar_dense.default:
-            t = args[0]
+            t, shadow = args[0], self.shadows.get(args[0])
+            if shadow is not None:
+                with _disable_current_modes():
+                    return shadow.item()
             return False if t.dtype == torch.bool else (0.0 if t.is_floating_point() else 0)
         if (
             name.endswith("_")
@@ -62,8 +80,16 @@ class _SkipInit(TorchDispatchMode):
             and args
             and isinstance(args[0], torch.Tensor)
         ):
+            self.shadows.propagate(func, args, kwargs, args[0])
             return args[0]
-        return func(*args, **(kwargs or {}))
+        out = func(*args, **kwargs)
+        if func in _LIFTS and not isinstance(args[0], FakeTensor):  # torch.tensor(data)
+            if args[0].numel() <= LIMIT:
+                with _disable_current_modes():
+                    self.shadows.seed(out, args[0].clone())
+        else:
+            self.shadows.propagate(func, args, kwargs, out)
+        return out
 
 
 def _identity_init(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -243,6 +243,10 @@ def estimate_layout(
     row = OPTIMIZERS[w.optimizer]
     unknowns: list[str] = []
     recipe = "hf-llama" if shape.family == "llama" else "korthikanti"
+    # Megatron splits the vocabulary (VocabParallelEmbedding, a vocabulary-parallel loss);
+    # transformers' tensor-parallel plan for Llama (``base_model_tp_plan``), which the traced
+    # path applies, leaves the embedding and head whole and computes the loss on every rank
+    vocab_parallel = recipe == "korthikanti"
     seq, b = w.seq_len // lay.cp, w.batch
     sp = w.sequence_parallel
     attention = "eager" if w.attention == "eager" else "flash"
@@ -302,9 +306,9 @@ def estimate_layout(
         first, last = i == 0, i == lay.pp - 1
         tensors = shape.layer_tensors() * n_layers
         if first:
-            tensors = tensors + shape.embedding_tensors()
+            tensors = tensors + _vocab(shape.embedding_tensors(), vocab_parallel)
         if last:
-            head = shape.head_tensors()
+            head = _vocab(shape.head_tensors(), vocab_parallel)
             if shape.tied and lay.pp == 1:
                 head = head[:-1]
             tensors = tensors + head
@@ -322,6 +326,7 @@ def estimate_layout(
         accumulate = lay.pp > 1 or w.grad_accum > 1 or w.preset.zero_grad == "zeros"
         extra_fwd = extra_bwd = 0  # collective buffers at backward's start / in backward
         root_unsharded = 0  # FSDP's root group, gathered from forward to backward's end
+        held_fwd = 0  # grad-op: the other blocks, gathered from their forward to their backward
         if ds is not None:
             bit16 = w.precision != "fp32"
             states = deepspeed_states(
@@ -349,7 +354,7 @@ def estimate_layout(
                 opt = -(-opt // shard_n)
             if stage_kind >= 2:
                 grads = -(-grads // shard_n)
-            if stage_kind >= 3:
+            if stage_kind >= 3 or w.fsdp != "none":  # FSDP shards parameters in every mode
                 weights = -(-weights // shard_n)
             device_cats["parameters"] = weights
             device_cats["optimizer_state"] = opt
@@ -365,8 +370,8 @@ def estimate_layout(
                 extra_fwd += sizes.weight * layer_local
                 extra_bwd += sizes.weight * layer_local
             elif w.fsdp == "grad-op":  # every block stays unsharded until its backward
-                extra_fwd += sizes.weight * n_layers * layer_local
-                extra_bwd += sizes.weight * layer_local
+                held_fwd = sizes.weight * (n_layers - 1) * layer_local
+                root_unsharded += sizes.weight * layer_local
             if w.offload_optimizer:  # memlens.strategies.offload: fp32 masters, grads, state
                 host += opt_full * 4 // sizes.state + 4 * params + 4 * params
                 device_cats["optimizer_state"] = 0
@@ -392,12 +397,13 @@ def estimate_layout(
                 if recipe == "hf-llama"
                 else act.korthikanti_head(shape, seq, b)
             )
-            head_acts = sum(t.share(lay.tp, sp) for t in head_terms)
-            loss_temp = -(-act.loss_backward_temporaries(shape, seq, b) // lay.tp)
+            head_acts = sum(_share(t, lay.tp, sp, vocab_parallel) for t in head_terms)
+            loss_temp = act.loss_backward_temporaries(shape, seq, b)
+            loss_temp = -(-loss_temp // lay.tp) if vocab_parallel else loss_temp
             if recipe == "hf-llama" and lay.pp > 1:
                 inputs += 8 * seq * b  # labels
             if recipe == "hf-llama" and not w.preset.release_output:
-                kept = act.logits_term(shape, seq, b, sizes.act).share(lay.tp, sp)
+                kept = _share(act.logits_term(shape, seq, b, sizes.act), lay.tp, sp, False)
         if recipe == "hf-llama":
             device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
             rotary = act.hf_llama_rotary(shape, seq, 4 if w.amp else sizes.act)
@@ -409,7 +415,7 @@ def estimate_layout(
         moments: dict[str, dict[str, int]] = {}
         start = dict(base, activations=inflight * mb_acts + head_acts, temporaries=loss_temp)
         start["collectives"] += extra_fwd
-        start["parameters"] += root_unsharded
+        start["parameters"] += root_unsharded + held_fwd
         moments["backward"] = start
         if recipe == "hf-llama":
             # the stage's first layer's attention backward, its MLP's already done
@@ -476,6 +482,20 @@ def estimate_layout(
         unknowns=unknowns,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _vocab(
+    tensors: list[tuple[str, tuple[int, ...], bool]], split: bool
+) -> list[tuple[str, tuple[int, ...], bool]]:
+    """The embedding or head tensors, whole on every tensor-parallel rank unless ``split``."""
+    return tensors if split else [(n, s, False) for n, s, _ in tensors]
+
+
+def _share(term: act.Term, tp: int, sp: bool, vocab_parallel: bool) -> int:
+    """A head term's bytes per rank: vocabulary-wide terms split only when the vocabulary is."""
+    if term.split == "tp" and not vocab_parallel:
+        return term.nbytes
+    return term.share(tp, sp)
 
 
 def _sharding(w: Workload, lay: Layout) -> tuple[int, int]:

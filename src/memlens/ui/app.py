@@ -40,6 +40,8 @@ GROUPS = ("step", "precision", "optimizer", "strategies")
 EXCLUDED = ("step",)
 #: What the form can run: the API functions whose result the report draws.
 COMMANDS = ("estimate", "fit")
+#: Jobs kept (with their results) for the pages that poll them.
+KEEP_JOBS = 32
 
 
 @dataclass(frozen=True)
@@ -133,10 +135,11 @@ class Job:
     state: str = "running"  # running, done, error
     data: dict[str, Any] | None = None
     error: str = ""
+    ended: float | None = None
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "what": self.what}
-        out["elapsed"] = round(time.monotonic() - self.started, 1)
+        out["elapsed"] = round((self.ended or time.monotonic()) - self.started, 1)
         if self.state == "done":
             out["data"] = self.data
         elif self.state == "error":
@@ -159,6 +162,9 @@ class Runner:
         with self._lock:
             job_id = str(next(self._ids))
             self.jobs[job_id] = job
+            for old in list(self.jobs)[:-KEEP_JOBS]:  # finished results are not kept forever
+                if self.jobs[old].state != "running":
+                    del self.jobs[old]
         self._pool.submit(self._run, job, form)
         return job_id
 
@@ -166,10 +172,10 @@ class Runner:
         job.started = time.monotonic()  # queued time is not the trace's
         try:
             job.data = run_form(form)
-            job.state = "done"
         except Exception as e:  # every error becomes the CLI's one line
             job.error = "error: " + one_line(e)
-            job.state = "error"
+        job.ended = time.monotonic()
+        job.state = "error" if job.error else "done"  # last: pollers read the rest after it
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -205,6 +205,7 @@ def serve_plan(
         sch = scheme(dtype if quantize == "auto" else quantize, dtype)
         if quantize == "auto":
             sch = Scheme(sch.name, sch.format, None, dtype, dtype_note)
+    kv_cache(config, kv_dtype=kv_dtype, dtype=dtype, runtime="vllm")  # refuse before building
     header = _header(weights, quantize) if weights is not None else None
     tensors, method = ([], "safetensors header") if header else _tensors(name, config)
     positions = _positions(config)

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 
 import memlens
 from memlens.routing import assignment, capacity, expert_loads, parse_routing
@@ -63,7 +64,8 @@ def _forced_topk(policy: str, training: bool, monkeypatch: pytest.MonkeyPatch) -
 
     def topk(t, k, *args, **kwargs):
         values, indices = original(t, k, *args, **kwargs)
-        if t.dim() == 2 and t.shape[-1] == EXPERTS and k == TOP_K:
+        real = not isinstance(t, FakeTensor)  # not a trace (measure may estimate first)
+        if real and t.dim() == 2 and t.shape[-1] == EXPERTS and k == TOP_K:
             warm = training and calls[0] < LAYERS
             calls[0] += 1
             indices = assignment(t.shape[0], k, EXPERTS, "balanced" if warm else policy)

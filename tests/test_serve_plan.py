@@ -170,3 +170,26 @@ def test_cli_prints_every_term_and_json(capsys):
     data = json.loads("{" + raw)
     assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_982
     assert memlens.serve_plan is serve_plan
+
+
+def test_table_golden():
+    """The rendered table at 80 and 120 columns (MEMLENS_UPDATE_GOLDEN=1 rewrites it)."""
+    import io
+    import os
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from memlens.report.serve import serve_table
+
+    plan = serve_plan(
+        "llama-3-70b", gpu="h100-80gb", tp=4, context="500MiB", avg_len=2000, concurrency=100
+    )
+    for width in (80, 120):
+        console = Console(file=io.StringIO(), width=width, color_system=None, force_terminal=False)
+        console.print(serve_table(plan))
+        text = console.file.getvalue()
+        path = Path(__file__).parent / "golden" / f"serve-plan-{width}.txt"
+        if os.environ.get("MEMLENS_UPDATE_GOLDEN") == "1":
+            path.write_text(text)
+        assert text == path.read_text(), f"{path.name} differs (MEMLENS_UPDATE_GOLDEN=1)"

@@ -1,11 +1,13 @@
 """Accuracy benchmark: memlens's estimate against the real step, over a zoo of workloads.
 
-    python benchmarks/accuracy.py [--device cpu|cuda] [--only NAME] [--quick]
+    python benchmarks/accuracy.py [--device cpu|cuda] [--zoo default|broad] [--only NAME]
 
 Each workload is estimated (fake tensors) and then run for real on the device; the real
 run's peak comes from the allocator itself (CPU: the profiler's allocation records; CUDA:
 ``max_memory_allocated`` / ``max_memory_reserved``). Writes
-``benchmarks/results/accuracy-<device>.md`` and ``.json``. Timing is wall-clock on this
+``benchmarks/results/accuracy-<device>.md`` and ``.json`` (``--zoo broad``: the broad zoo of
+``zoo.py:BROAD``, by architecture family, without the what-if rows, to
+``accuracy-broad-<device>.*``). Timing is wall-clock on this
 machine, in one process; the estimate/step ratio compares one estimate (build + trace +
 allocator replay) with one steady-state real step.
 """
@@ -62,13 +64,27 @@ def _strategy_rows() -> list[tuple[str, str, str, dict[str, Any]]]:
     return [(r["label"], r["model"], r.get("kind", "strategy"), r["kwargs"]) for r in ROWS]
 
 
-def run_row(model: str, device: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+def _broad_rows() -> list[tuple[str, str, str, dict[str, Any], Any]]:
+    """The broad zoo (``zoo.py:BROAD``): its factories as paths, its input functions."""
+    sys.path.insert(0, str(HERE))
+    import zoo  # type: ignore[import-not-found]
+
+    def spec(model: str) -> str:
+        return model.replace("zoo.py:", f"{HERE / 'zoo.py'}:", 1)
+
+    return [
+        (label, spec(model), kind, shape, getattr(zoo, inputs) if inputs else None)
+        for label, model, kind, shape, inputs in zoo.BROAD
+    ]
+
+
+def run_row(model: str, device: str, kwargs: dict[str, Any], inputs: Any = None) -> dict[str, Any]:
     gc.collect()
     t0 = time.perf_counter()
-    est = memlens.estimate(model, device=device, **kwargs)
+    est = memlens.estimate(model, device=device, inputs=inputs, **kwargs)
     est_seconds = time.perf_counter() - t0
     gc.collect()
-    m = memlens.measure(model, device=device, **kwargs)
+    m = memlens.measure(model, device=device, inputs=inputs, **kwargs)
     row = {
         "estimate_bytes": est.peak_bytes,
         "measured_bytes": m.peak_bytes,
@@ -106,6 +122,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = {
         "train": stats([r for r in zoo if r["mode"] == "train"], "error"),
         "inference": stats([r for r in zoo if r["mode"] == "inference"], "error"),
+        "train sgd-momentum": stats([r for r in zoo if r["optimizer"] == "sgd-momentum"], "error"),
+        "train adam": stats([r for r in zoo if r["optimizer"] == "adam"], "error"),
         "strategies": stats([r for r in ok if r["group"] == "strategy"], "error"),
         "all": stats(ok, "error"),
         "median_ratio": statistics.median(r["ratio"] for r in zoo) if zoo else None,
@@ -129,7 +147,8 @@ def markdown(device: str, rows: list[dict[str, Any]], summary: dict[str, Any], c
         "| summary | median abs error | max abs error | rows |",
         "|---|---|---|---|",
     ]
-    for key in ("train", "inference", "strategies", "all", "reserved"):
+    keys = ("train", "train sgd-momentum", "train adam", "inference", "strategies", "all")
+    for key in (*keys, "reserved"):
         s = summary.get(key)
         if s:
             lines.append(
@@ -164,6 +183,7 @@ def markdown(device: str, rows: list[dict[str, Any]], summary: dict[str, Any], c
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--zoo", choices=("default", "broad"), default="default")
     parser.add_argument("--only", action="append", help="only these zoo labels")
     parser.add_argument("--no-strategies", action="store_true", help="skip the what-if rows")
     parser.add_argument("--out", default=str(HERE / "results"))
@@ -173,17 +193,20 @@ def main() -> None:
     memlens.estimate("squeezenet1_1", batch=1, device=args.device)
     memlens.estimate("gpt2", batch=1, seq_len=8, mode="inference", device=args.device)
     rows: list[dict[str, Any]] = []
-    workloads = [(*z, mode, "zoo") for z in ZOO for mode in MODES]
-    if not args.no_strategies:
-        workloads += [(*row, {}, "strategy") for row in _strategy_rows()]
-    for label, model, kind, shape, mode, group in workloads:
+    broad = args.zoo == "broad"
+    zoo_rows = _broad_rows() if broad else [(*z, None) for z in ZOO]
+    workloads = [(*z, mode, "zoo") for z in zoo_rows for mode in MODES]
+    if not args.no_strategies and not broad:
+        workloads += [(*row, None, {}, "strategy") for row in _strategy_rows()]
+    for label, model, kind, shape, inputs, mode, group in workloads:
         if args.only and label not in args.only:
             continue
         kwargs = {**shape, **mode}
         row: dict[str, Any] = {
             "label": label,
             "group": group,
-            "model": model if model != MLP else "zoo.py:mlp",
+            "model": model.replace(f"{HERE}/", "") if model != MLP else "zoo.py:mlp",
+            "inputs": inputs.__name__ if inputs else None,
             "kind": kind,
             "shape": ", ".join(f"{k}={v}" for k, v in shape.items()),
             "mode": kwargs.get("mode", "train"),
@@ -193,7 +216,7 @@ def main() -> None:
             "kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()},
         }
         try:
-            row.update(run_row(model, args.device, kwargs))
+            row.update(run_row(model, args.device, kwargs, inputs))
             print(
                 f"{label:20s} {row['mode']:9s} {row['optimizer'] or '':13s}"
                 f" error {100 * row['error']:+6.2f}%  est {row['estimate_seconds']:.2f}s"
@@ -207,13 +230,16 @@ def main() -> None:
     summary = summarize(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cmd = "python benchmarks/accuracy.py --device " + args.device
-    (out / f"accuracy-{args.device}.json").write_text(
+    cmd = (
+        "python benchmarks/accuracy.py --device " + args.device + (" --zoo broad" if broad else "")
+    )
+    name = f"accuracy-broad-{args.device}" if broad else f"accuracy-{args.device}"
+    (out / f"{name}.json").write_text(
         json.dumps(
             {"command": cmd, "torch": torch.__version__, "summary": summary, "rows": rows}, indent=2
         )
     )
-    (out / f"accuracy-{args.device}.md").write_text(markdown(args.device, rows, summary, cmd))
+    (out / f"{name}.md").write_text(markdown(args.device, rows, summary, cmd))
     print(json.dumps(summary, indent=2))
 
 

@@ -1,0 +1,269 @@
+"""Op-level differential test: every distinct ATen call of a trace, run alone for real on CPU.
+
+:func:`collect` records, while the engine traces a workload, each distinct op call it sees
+(op, argument shapes, strides, dtypes and values, grad mode) with what the engine counts for
+it: the bytes of its new output storages (as the target's rules size them, :class:`OutputBytes`)
+and its peak inside (the rules' op-internal buffers). :func:`replay` runs each call once on
+real CPU tensors of the same shapes, strides and dtypes, under the profiler's allocation
+records (as :mod:`memlens.measurement.cpu` measures a step), and reads the peak rise of the CPU
+allocator's running total during the call and the bytes still allocated when it returns. A
+call whose real bytes differ from the engine's by more than ``max(1%, 64 KiB)`` is a kernel
+the rules do not know (or know wrongly). Backward ops are ATen calls of the trace too, so a
+training trace checks them as well.
+
+Input values are not recorded: floating tensors are filled with normal samples, integer
+tensors with zeros (in range for every index), boolean tensors with ones (the engine's neutral
+mask). Calls that cannot run alone (an op refusing such values, a generator argument) are
+returned as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from torch.utils._pytree import tree_leaves
+
+from memlens.engine.recorder import Recorder
+from memlens.engine.rules import OpCall, OutputBytes
+
+aten = torch.ops.aten
+#: ATen ops with nothing to compare (other namespaces, the profiler's markers, are skipped).
+_IGNORED = {aten._local_scalar_dense.default}
+#: Differences at or below this many bytes (or 1% of the real bytes) are not reported.
+FLOOR = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TensorMeta:
+    """What a call's tensor argument is, without its values."""
+
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+
+    def __str__(self) -> str:
+        dtype = str(self.dtype).removeprefix("torch.")
+        contiguous = self.stride == _contiguous_strides(self.shape)
+        return f"{dtype}{list(self.shape)}" + ("" if contiguous else f"@{list(self.stride)}")
+
+    def real(self) -> torch.Tensor:
+        size = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True) if n)
+        if self.dtype.is_floating_point or self.dtype.is_complex:
+            flat = torch.randn(size, dtype=self.dtype)
+        elif self.dtype == torch.bool:
+            flat = torch.ones(size, dtype=torch.bool)
+        else:
+            flat = torch.zeros(size, dtype=self.dtype)
+        return flat.as_strided(self.shape, self.stride)
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for n in reversed(shape):
+        strides.append(acc)
+        acc *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def _freeze(x: Any) -> Any:
+    """A hashable description of an argument (tensors by :class:`TensorMeta`)."""
+    if isinstance(x, torch.Tensor):
+        return TensorMeta(tuple(x.shape), tuple(x.stride()), x.dtype)
+    if isinstance(x, (list, tuple)):
+        return tuple(_freeze(v) for v in x)
+    if isinstance(x, dict):
+        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+    if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.layout)):
+        return x
+    if isinstance(x, (torch.device, torch.memory_format)):
+        return x
+    return repr(x)
+
+
+def _thaw(x: Any) -> Any:
+    if isinstance(x, TensorMeta):
+        return x.real()
+    if isinstance(x, tuple):
+        return [_thaw(v) for v in x]
+    return x
+
+
+@dataclass
+class Call:
+    """One distinct op call of the traces, what the engine counts for it and (once
+    replayed) what the real kernel allocated."""
+
+    op: Any
+    args: tuple
+    kwargs: tuple
+    grad: bool
+    engine_kept: int
+    engine_peak: int
+    count: int = 0
+    workloads: set[str] = field(default_factory=set)
+    real_kept: int | None = None
+    real_peak: int | None = None
+    skipped: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.op).removeprefix("aten.")
+
+    @property
+    def signature(self) -> str:
+        def show(x: Any) -> str:
+            if isinstance(x, TensorMeta):
+                return str(x)
+            if isinstance(x, tuple) and any(isinstance(v, TensorMeta) for v in x):
+                return "[" + ", ".join(show(v) for v in x) + "]"
+            return repr(x)
+
+        parts = [show(a) for a in self.args] + [f"{k}={show(v)}" for k, v in self.kwargs]
+        return f"{self.name}({', '.join(parts)})" + (" [grad]" if self.grad else "")
+
+    @property
+    def difference(self) -> int:
+        """Largest of the peak and kept differences (real - engine), by magnitude."""
+        if self.real_peak is None or self.real_kept is None:
+            return 0
+        return max(self.real_peak - self.engine_peak, self.real_kept - self.engine_kept, key=abs)
+
+    @property
+    def reported(self) -> bool:
+        if self.real_peak is None:
+            return False
+        return abs(self.difference) > max(FLOOR, math.ceil(0.01 * max(self.real_peak, 1)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "op": self.name,
+            "call": self.signature,
+            "count": self.count,
+            "workloads": sorted(self.workloads),
+            "engine_peak_bytes": self.engine_peak,
+            "real_peak_bytes": self.real_peak,
+            "engine_kept_bytes": self.engine_kept,
+            "real_kept_bytes": self.real_kept,
+            "difference_bytes": self.difference,
+            "skipped": self.skipped,
+        }
+
+
+class Calls:
+    """Distinct op calls seen while tracing, keyed by op, arguments and grad mode."""
+
+    def __init__(self) -> None:
+        self.calls: dict[tuple, Call] = {}
+        self.workload = ""
+
+    def observe(self, recorder: Recorder, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
+        key = (func, _freeze(args), _freeze(kwargs), torch.is_grad_enabled())
+        call = self.calls.get(key)
+        if call is None:
+            kept, peak = _engine_bytes(recorder, func, args, kwargs, out)
+            call = self.calls[key] = Call(func, key[1], key[2], key[3], kept, peak)
+        call.count += 1
+        call.workloads.add(self.workload)
+
+
+def _engine_bytes(
+    recorder: Recorder, func: Any, args: tuple, kwargs: dict, out: Any
+) -> tuple[int, int]:
+    """(bytes of the call's new output storages, peak inside it) as the engine counts them."""
+    rule = recorder.rules.get(func)
+    buffers = (
+        list(rule(OpCall(func, args, kwargs, out, recorder.target.kind, recorder.target)))
+        if rule is not None
+        else []
+    )
+    sizes = {b.index: b.nbytes for b in buffers if isinstance(b, OutputBytes)}
+    inputs = {
+        t.untyped_storage()._cdata
+        for t in tree_leaves((args, kwargs))
+        if isinstance(t, torch.Tensor)
+    }
+    seen: set[int] = set()
+    kept = 0
+    for i, t in enumerate(tree_leaves(out)):
+        if not isinstance(t, torch.Tensor):
+            continue
+        storage = t.untyped_storage()
+        if storage._cdata in inputs or storage._cdata in seen:
+            continue
+        seen.add(storage._cdata)
+        kept += sizes.get(i, storage.nbytes())
+    inside = [b for b in buffers if isinstance(b, int)]
+    return kept, max([kept, *inside])
+
+
+@contextlib.contextmanager
+def collecting(calls: Calls) -> Iterator[Calls]:
+    """While active, every op the engine's recorder dispatches is observed into ``calls``."""
+    original = Recorder.dispatch
+
+    def dispatch(self: Recorder, func: Any, args: tuple, kwargs: dict) -> Any:
+        out = original(self, func, args, kwargs)
+        if func.namespace == "aten" and func not in _IGNORED:
+            calls.observe(self, func, args, kwargs, out)
+        return out
+
+    Recorder.dispatch = dispatch  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        Recorder.dispatch = original  # type: ignore[method-assign]
+
+
+def collect(calls: Calls, label: str, model: Any, *, inputs: Any = None, **fields: Any) -> None:
+    """Trace ``model`` for a CPU target (``memlens.estimate``'s arguments) into ``calls``."""
+    from memlens._estimate import estimate
+
+    calls.workload = label
+    with collecting(calls):
+        estimate(model, device="cpu", inputs=inputs, **fields)
+
+
+def _allocations(prof: profile) -> list[tuple[int, int, int]]:
+    out = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        node = stack.pop()
+        if node.tag == torch._C._profiler._EventType.Allocation:
+            f = node.extra_fields
+            out.append((node.start_time_ns, f.alloc_size, f.total_allocated))
+        stack.extend(node.children)
+    out.sort(key=lambda r: r[0])
+    return out
+
+
+def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, int]:
+    """(bytes kept, peak rise) of the CPU allocator's running total during one real call
+    (after a warm-up call: oneDNN primitive creation, lazy initialisation)."""
+    with torch.set_grad_enabled(grad):
+        op(*args, **kwargs)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            out = op(*args, **kwargs)
+    del out
+    records = _allocations(prof)
+    if not records:
+        return 0, 0
+    start = records[0][2] - records[0][1]
+    peak = max(total for _, _, total in records) - start
+    # the output is freed after profiling stops: what is still allocated at the end is kept
+    return records[-1][2] - start, peak
+
+
+def replay(call: Call) -> None:
+    """Run ``call`` once on real CPU tensors and record what the allocator saw."""
+    try:
+        args = tuple(_thaw(a) for a in call.args)
+        kwargs = {k: _thaw(v) for k, v in call.kwargs}
+        call.real_kept, call.real_peak = measure_call(call.op, args, kwargs, call.grad)
+    except Exception as e:  # a call that cannot run alone is a result too
+        call.skipped = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]

@@ -162,6 +162,9 @@ def test_ui_errors_are_the_clis_line():
         == str(cli.exception)
         == ("invalid --batch 'zero': must be a positive integer")
     )
+    with pytest.raises(MemlensError) as fit:
+        run_form({"model": "alexnet", "command": "fit", "batch": "zero"})
+    assert one_line(fit.value) == one_line(ui.value)
     with pytest.raises(MemlensError, match="not code"):
         run_form({"model": "tests/conftest.py:small_cnn"})
 

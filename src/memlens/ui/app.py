@@ -136,10 +136,13 @@ class Job:
     data: dict[str, Any] | None = None
     error: str = ""
     ended: float | None = None
+    tracer: Any = None  # a fit's Tracer: how many traces it has run
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"state": self.state, "what": self.what}
         out["elapsed"] = round((self.ended or time.monotonic()) - self.started, 1)
+        if self.tracer is not None:
+            out["traces"] = self.tracer.count
         if self.state == "done":
             out["data"] = self.data
         elif self.state == "error":
@@ -171,7 +174,7 @@ class Runner:
     def _run(self, job: Job, form: dict[str, Any]) -> None:
         job.started = time.monotonic()  # queued time is not the trace's
         try:
-            job.data = run_form(form)
+            job.data = run_form(form, job)
         except Exception as e:  # every error becomes the CLI's one line
             job.error = "error: " + one_line(e)
         job.ended = time.monotonic()
@@ -194,9 +197,9 @@ def one_line(e: BaseException) -> str:
     return f"unexpected {type(e).__name__}: {what}"
 
 
-def run_form(form: dict[str, Any]) -> dict[str, Any]:
+def run_form(form: dict[str, Any], job: Job | None = None) -> dict[str, Any]:
     """Run what the form asks and return the page's data; bad input raises the error the
-    CLI would."""
+    CLI would. ``job`` gets a fit's tracer (its trace count is the progress shown)."""
     from memlens.report.html import page_data
 
     model = str(form.get("model", "")).strip()
@@ -220,18 +223,26 @@ def run_form(form: dict[str, Any]) -> dict[str, Any]:
             fields[f.name] = str(value)
     device = str(form.get("device") or "cuda")
     budget = str(form.get("budget") or "") or None
-    if command == "fit":
-        from memlens._api import fit
+    if command == "fit":  # as memlens.fit does, keeping the tracer to count its traces
+        from memlens.plan import plan_fit
+        from memlens.plan.tracer import Tracer
 
         batch = fields.pop("batch", None)
-        result = fit(
-            model, batch=int(batch) if batch else None, device=device, budget=budget, **fields
-        )
+        target = _batch_field().parse("batch", batch) if batch else None
+        tracer = Tracer(model, None, "fit", fields, device=device, budget=budget)
+        if job is not None:
+            job.tracer = tracer
+        result = plan_fit(tracer, batch=target)
     else:
         from memlens._estimate import estimate
 
         result = estimate(model, device=device, budget=budget, **fields)
     return page_data(result)
+
+
+def _batch_field() -> OptionMeta:
+    """The batch option's metadata (fit's target batch is read by its parser)."""
+    return next(m for f, m, _ in options() if f.name == "batch")
 
 
 # -- the application --------------------------------------------------------------------------

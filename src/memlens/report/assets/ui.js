@@ -37,7 +37,8 @@
   function poll(id) {
     fetch("api/jobs/" + id).then(function (r) { return r.json(); }).then(function (job) {
       if (job.state === "running") {
-        status.textContent = job.what + "… " + job.elapsed.toFixed(1) + " s";
+        status.textContent = job.what + "… " + (job.traces !== undefined ? job.traces + " traces, " : "") +
+          job.elapsed.toFixed(1) + " s";
         setTimeout(function () { poll(id); }, 250);
         return;
       }

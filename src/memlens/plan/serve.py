@@ -566,6 +566,8 @@ def _tensors(name: str, config: Mapping[str, Any]) -> tuple[list[Any], str]:
             out.append(ParamTensor(tname, dims, "embeddings"))
         for i in range(shape.layers):
             for tname, dims, _ in shape.layer_tensors():
+                if shape.family == "gpt2" and len(dims) == 2:
+                    dims = dims[::-1]  # Conv1D is [in, out]; vLLM's linears are [out, in]
                 out.append(ParamTensor(f"layers.{i}.{tname}", dims, _role(tname)))
         head = shape.head_tensors()
         for tname, dims, _ in head[:-1] if shape.tied else head:

@@ -193,3 +193,12 @@ def test_table_golden():
         if os.environ.get("MEMLENS_UPDATE_GOLDEN") == "1":
             path.write_text(text)
         assert text == path.read_text(), f"{path.name} differs (MEMLENS_UPDATE_GOLDEN=1)"
+
+
+def test_fp32_checkpoints_are_served_in_half_precision():
+    # GPT-2's config names no torch_dtype: read as fp32, served in bf16 on sm80+, fp16 before
+    a100 = serve_plan("gpt2", gpu="a100-80gb")
+    t4 = serve_plan("gpt2", gpu="t4")
+    assert (a100.weights.scheme.compute_dtype, t4.weights.scheme.compute_dtype) == ("bf16", "fp16")
+    assert a100.weights.total_bytes == 124_439_808 * 2
+    assert "0.10.1" in a100.unknowns[0]

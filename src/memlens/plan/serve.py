@@ -199,7 +199,7 @@ def serve_plan(
         context=context,
         default_workspace_bytes=device.workspace_bytes,
     )
-    dtype, dtype_note = _dtype(config)
+    dtype, dtype_note = _dtype(config, device.arch)
     sch = scheme_from_config(config, dtype) if quantize == "auto" else None
     if sch is None:
         sch = scheme(dtype if quantize == "auto" else quantize, dtype)
@@ -588,16 +588,18 @@ def _role(name: str) -> str:
     return "biases" if name.endswith(".bias") else "weights"
 
 
-def _dtype(config: Mapping[str, Any]) -> tuple[str, str]:
+def _dtype(config: Mapping[str, Any], arch: str) -> tuple[str, str]:
     """vLLM's ``dtype="auto"`` (``vllm/config/model.py`` ``_get_and_verify_dtype``): the
-    config's ``torch_dtype``, except that float32 checkpoints are served in float16
-    ("following common practice"); with the reason."""
+    config's ``torch_dtype``; a float32 checkpoint (or none named, read as float32) is served
+    in half precision: float16 before vLLM 0.10.1, since then the platform's first supported
+    dtype, bf16 on sm80 and later (fp16 before); with the reason."""
     found = config_dtype(config) or config_dtype(config.get("text_config") or {})
-    if found is None:
-        return "bf16", "the config names no torch_dtype: bf16 assumed"
-    if found == "fp32":
-        return "fp16", "fp32 checkpoint served in fp16 (vLLM's dtype=auto)"
-    return found, f"{found} from the config's torch_dtype"
+    if found not in (None, "fp32"):
+        return found, f"{found} from the config's torch_dtype"
+    sm = int(arch[2:]) if arch.startswith("sm") and arch[2:].isdigit() else 0
+    half = "bf16" if sm >= 80 else "fp16"
+    what = "an fp32 checkpoint" if found else "no torch_dtype in the config (read as fp32)"
+    return half, f"{what}: served in {half} (vLLM >= 0.10.1 dtype=auto; fp16 before)"
 
 
 def _positions(config: Mapping[str, Any]) -> int:

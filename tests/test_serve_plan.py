@@ -133,12 +133,27 @@ def test_hybrid_sliding_and_full_groups():
     assert per_request(32768) == -(-(4095 + 8192) // 16) + 1
 
 
+GQA_12_3 = {
+    "model_type": "llama",
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": 1536,
+    "intermediate_size": 4096,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 3,
+    "vocab_size": 1024,
+    "max_position_embeddings": 2048,
+    "torch_dtype": "bfloat16",
+}
+
+
 @pytest.mark.parametrize(
     ("kw", "error", "match"),
     [
         ({"model": "no-such-model"}, ConfigError, "bundled LLM"),
         ({"model": "whisper-small"}, ConfigError, "encoder-decoder"),
         ({"tp": 3}, WorkloadError, "do not split"),
+        ({"model": GQA_12_3, "tp": 4}, WorkloadError, "neither split"),
         ({"gpu_memory_utilization": 1.5}, WorkloadError, "fraction"),
         ({"kv_dtype": "int4"}, WorkloadError, "fp8"),
         ({"quantize": "int3"}, WorkloadError, "allowed"),

@@ -287,6 +287,9 @@ def _plan(
         raise WorkloadError("tp", tp, f"{heads} attention heads do not split over {tp} GPUs")
     cache = kv_cache(config, kv_dtype=kv_dtype, dtype=sch.compute_dtype, runtime="vllm", tp=tp)
     kv_heads = _first_int(config, "num_key_value_heads") or heads
+    if not config.get("kv_lora_rank") and kv_heads % tp and tp % kv_heads:
+        # QKVParallelLinear: KV heads split over tp, or each replicated tp // kv times
+        raise WorkloadError("tp", tp, f"{kv_heads} KV heads neither split over nor divide {tp}")
     weights = (
         header_weights(header, sch.compute_dtype, tp=tp)
         if header
@@ -509,7 +512,7 @@ def _min_tp(target: int, config: Mapping[str, Any], common: dict[str, Any]) -> i
             continue
         try:
             plan = _plan(tp=tp, **common)
-        except ConfigError:  # a dimension that does not split over tp
+        except (ConfigError, WorkloadError):  # heads or a dimension that do not split
             continue
         reached = plan.concurrency_avg if plan.concurrency_avg is not None else plan.concurrency
         if plan.startup_ok and reached >= target:

@@ -553,7 +553,8 @@ class Workload:
     # precision
     precision: str = option(
         "fp32",
-        help="Number format of weights and compute; -amp autocasts with fp32 weights.",
+        help="Number format of weights and compute; -amp autocasts with fp32 weights "
+        "(inference of a checkpoint: its config's torch_dtype unless given).",
         group="precision",
         parse=_choice(PRECISIONS),
         choices=PRECISIONS,

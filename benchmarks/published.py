@@ -145,6 +145,14 @@ _A_ADAM8 = (
     "optimizer: bnb.optim.Adam8bit passed to the Trainer: memlens's Adam8bit layout "
     "(uint8 moments, blockwise fp32 absmax per 2048, fp32 state under 4096 elements)",
 )
+_A_SOFTMAX = (
+    "softmax as PyTorch 1.10 differentiated it: its backward was _softmax_backward_data(grad, "
+    "result, dim, self), so autograd kept softmax's input (BERT's fp32 attention scores "
+    "[B,H,S,S], under AMP the fp32 copy autocast made) beside its output in every layer; "
+    "PyTorch 1.11 replaced `Tensor self` by `ScalarType input_dtype` (tools/autograd/"
+    "derivatives.yaml, aten/src/ATen/native/native_functions.yaml); swapped in for "
+    "torch.nn.functional.softmax",
+)
 _A_FP16 = ("fp16=True: the Trainer's native AMP (autocast + GradScaler) with fp32 weights",)
 _A_CKPT = (
     "gradient_checkpointing=True: transformers 4.16 checkpoints each BertLayer with "
@@ -167,7 +175,8 @@ def _a(rid: str, label: str, published: int, **kw: Any) -> Row:
         options=opts,
         needs=dict(_A_NEEDS),
         why=dict(_A_WHY),
-        assumptions=_A_ASSUME + assume,
+        model_code="pt1.10-softmax",
+        assumptions=_A_ASSUME + assume + _A_SOFTMAX,
     )
 
 
@@ -304,6 +313,10 @@ _B_EAGER = (
 _B_SDPA = (
     "SDPA with an all-ones mask: transformers drops the mask and calls is_causal=True, "
     "which on sm89 fp16 head_dim 64 runs the flash kernel",
+    "SDPA attention as transformers 4.46.3 ran it (OPTSdpaAttention.forward: _shape's "
+    "contiguous [B,H,S,D] query, key and value; the flash output then comes back "
+    "[B,H,S,D]-contiguous and transpose(1, 2).contiguous() copies it), swapped in for the "
+    "installed sdpa_attention_forward",
 )
 
 
@@ -363,21 +376,97 @@ def opt_eager_attention_tf446(
     return out, None
 
 
+def opt_sdpa_attention_tf446(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """The SDPA attention of OPT as the published run executed it: transformers 4.46.3
+    ``models/opt/modeling_opt.py`` ``OPTSdpaAttention.forward``.
+
+    Its ``_shape`` made the [B, H, S, D] query, key and value contiguous copies (today's code
+    passes transposed views of the projections' outputs, so no copies). On CUDA the flash
+    kernel's output is ``empty_like`` of the transposed query (aten/src/ATen/native/
+    transformers/cuda/flash_attn/flash_api.cpp ``mha_fwd``), so with contiguous [B, H, S, D]
+    inputs it comes back [B, H, S, D]-contiguous and ``attn_output.transpose(1, 2)
+    .contiguous()`` copies it: both the kernel's output (saved for its backward) and the copy
+    (saved by ``out_proj``) stay alive. The engine's flash rule gives the output that layout.
+    """
+    q, k, v = query.contiguous(), key.contiguous(), value.contiguous()
+    mask = None if attention_mask is None else attention_mask[:, :, :, : k.shape[-2]]
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q,
+        k,
+        v,
+        attn_mask=mask,
+        dropout_p=dropout,
+        is_causal=mask is None and q.shape[2] > 1,
+        scale=1.0,
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+class _SoftmaxKeepingInput(torch.autograd.Function):
+    """``_softmax`` with PyTorch 1.10's autograd formula, which saved ``self`` as well."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
+        y = torch.softmax(x, dim)
+        ctx.save_for_backward(x, y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, y = ctx.saved_tensors
+        return torch._softmax_backward_data(grad, y, ctx.dim, x.dtype), None
+
+
+def softmax_pt110(
+    input: torch.Tensor, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None
+) -> torch.Tensor:
+    """``F.softmax`` as PyTorch 1.10 ran it in a training step: the input kept for backward
+    (see :data:`_A_SOFTMAX`). Under autocast, 1.10's CUDA policy for ``softmax`` was ``fp32``
+    (aten/src/ATen/autocast_mode.cpp): the fp32 copy is what the kernel saw and kept."""
+    if dtype is not None:
+        input = input.to(dtype)
+    elif torch.is_autocast_enabled("cpu") and input.dtype != torch.float32:
+        input = input.float()
+    with torch.autocast("cpu", enabled=False):
+        return _SoftmaxKeepingInput.apply(input, -1 if dim is None else dim)
+
+
 @contextlib.contextmanager
 def measured_model_code(row: Row):
     """Run ``row`` with the model code of the measured run where it differs from the installed
-    transformers in memory (see :func:`opt_eager_attention_tf446`)."""
-    if row.model_code != "opt-eager-tf4.46":
+    transformers in memory (see :func:`opt_eager_attention_tf446` and
+    :func:`opt_sdpa_attention_tf446`)."""
+    if row.model_code == "pt1.10-softmax":
+        saved_softmax = torch.nn.functional.softmax
+        torch.nn.functional.softmax = softmax_pt110
+        try:
+            yield
+        finally:
+            torch.nn.functional.softmax = saved_softmax
+        return
+    if row.model_code != "opt-tf4.46":
         yield
         return
     from transformers.models.opt import modeling_opt
 
     saved = modeling_opt.eager_attention_forward
     modeling_opt.eager_attention_forward = opt_eager_attention_tf446
+    modeling_opt.ALL_ATTENTION_FUNCTIONS["sdpa"] = opt_sdpa_attention_tf446
     try:
         yield
     finally:
         modeling_opt.eager_attention_forward = saved
+        del modeling_opt.ALL_ATTENTION_FUNCTIONS["sdpa"]
 
 
 def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
@@ -395,7 +484,7 @@ def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
         needs={"attention": attention, "step": logits_sum_step},
         why=dict(_B_WHY),
         inputs=(batch, seq),
-        model_code="opt-eager-tf4.46" if attention == "eager" else None,
+        model_code="opt-tf4.46",
         assumptions=_B_ASSUME + (_B_EAGER if attention == "eager" else _B_SDPA),
     )
 

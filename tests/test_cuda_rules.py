@@ -226,3 +226,22 @@ def test_fp16_softmax_under_autocast_is_fused_on_cuda():
     assert [b.nbytes for b in forward if b.op == "aten._softmax"] == [N * V * 4]
     grads = [b.nbytes for b in est.timeline.blocks if b.op == "aten._softmax_backward_data"]
     assert grads == [N * V * 2]
+
+
+def test_cuda_dropout_keeps_a_bool_mask_where_cpu_keeps_the_input_dtype() -> None:
+    """Training dropout of fp16 activations keeps 1 byte per element on CUDA (the fused
+    ``native_dropout``), 2 on CPU (unfused noise of the input's dtype)."""
+    model = nn.Sequential(nn.Linear(256, 1024), nn.Dropout(0.1), nn.Linear(1024, 256))
+    masks = {}
+    for device in ("h100-80gb", "cpu"):
+        est = memlens.estimate(
+            model, device=device, batch=64, input_shape=(256,), precision="fp16", optimizer="sgd"
+        )
+        masks[device] = sorted(
+            (b.tensor, b.op)
+            for b in est.timeline.blocks
+            if b.module == "1" and b.phase == Phase.FORWARD and b.tensor.endswith("[64, 1024]")
+        )
+    assert ("bool[64, 1024]", "aten.native_dropout") in masks["h100-80gb"]
+    assert not any(op == "aten.empty_like" for _, op in masks["h100-80gb"])
+    assert ("float16[64, 1024]", "aten.empty_like") in masks["cpu"]

@@ -11,7 +11,8 @@ the target's traits (:class:`memlens.targets.Target`):
   op (the cuBLAS workspace and cuBLAS's operand copies both rule ``mm``): the op gets both.
 - ``attention`` (the workload option) and the target route ``scaled_dot_product_attention``
   to the kernel the target runs (:mod:`.cuda_attention`), a choice no dispatch mode sees;
-  on CUDA, fp16 -> fp32 softmax takes the fused ``half_to_float`` kernel (:mod:`.cuda_softmax`).
+  on CUDA, fp16 -> fp32 softmax takes the fused ``half_to_float`` kernel (:mod:`.cuda_softmax`)
+  and training dropout the fused kernel with its bool mask (:mod:`.cuda_dropout`).
 - ``autocast`` picks the autocast op lists applied under AMP: CUDA's are registered at the
   ``AutocastCPU`` key while tracing (:mod:`.cuda_autocast`).
 - What a rule set cannot know about an op the step runs is listed in the estimate's
@@ -39,6 +40,8 @@ ops                                                         on CUDA
                                                             modelled, its workspace unknown
 ``softmax``/``log_softmax`` fp16 -> fp32 (explicit          modelled: fused, no fp32 copy
 dtype, or CUDA's autocast policy)                           (:mod:`.cuda_softmax`)
+``dropout`` in training                                     modelled: fused ``native_dropout``,
+                                                            bool mask (:mod:`.cuda_dropout`)
 ``embedding_dense_backward``                                modelled above 3072 indices
                                                             (:mod:`.cuda_embedding`); cub's
                                                             sort storage unknown
@@ -86,6 +89,7 @@ from memlens.engine.targets import (
 )
 from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
+from memlens.engine.targets.cuda_dropout import CudaDropout
 from memlens.engine.targets.cuda_softmax import CudaSoftmax
 from memlens.targets import Target
 
@@ -128,6 +132,7 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
             stack.enter_context(Attention(target, attention))
         if target.kernel_rules == "cuda":
             stack.enter_context(CudaSoftmax())
+            stack.enter_context(CudaDropout())
         if amp and target.autocast == "cuda":
             stack.enter_context(cuda_autocast_policy())
         yield

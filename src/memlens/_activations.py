@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from memlens._layers._report import layers
+from memlens._repr import brief, rows
 from memlens.categories import Category, Phase
 from memlens.timeline import Timeline
 from memlens.workload import Workload
@@ -62,6 +63,38 @@ class ActivationReport:
     tensor_curve: list[int] = field(repr=False, default_factory=list)
     peak_event: int = 0  # index of the peak in the curves
     device: str = ""  # the target traced for: its kernels' internal buffers differ
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            batch=self.workload.batch,
+            peak_bytes=self.peak_bytes,
+            baseline_bytes=self.baseline_bytes,
+            peak_module=self.peak_module,
+            live=len(self.live),
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: the peak, what is alive at it, the largest layer."""
+        from memlens.units import fmt_bytes
+
+        pairs = [
+            (
+                "peak",
+                f"{fmt_bytes(self.peak_bytes)} at {self.peak_module or '<root>'} ({self.peak_op})",
+            ),
+            ("of which weights and inputs", fmt_bytes(self.baseline_bytes)),
+            ("kernel workspaces at the peak", fmt_bytes(self.peak_workspace_bytes)),
+            ("every layer's outputs, summed", fmt_bytes(self.total_output_bytes)),
+            (
+                "largest layer input + output",
+                f"{fmt_bytes(self.max_layer_io_bytes)} ({self.max_layer or '<root>'})",
+            ),
+        ]
+        live = [(f"{t.module or '<root>'} {t.op}", fmt_bytes(t.nbytes)) for t in self.live]
+        lines = [f"{self.model}: inference activations at batch {self.workload.batch}"]
+        return "\n".join([*lines, *rows(pairs), "alive at the peak:", *rows(live, 4)])
 
     @property
     def peak_activation_bytes(self) -> int:

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from memlens._repr import brief, rows
 from memlens.allocator import AllocatorResult
 from memlens.categories import Category
 from memlens.devices import Device
@@ -125,6 +126,41 @@ class Estimate:
             ("other", other),
         ]
         return [(label, n) for label, n in rows if n]
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            device=self.device.name if self.device is not None else None,
+            mode=self.workload.mode,
+            batch=self.workload.batch,
+            peak_bytes=self.peak_bytes,
+            total_bytes=self.total_bytes,
+            fits=self.fits,
+            unknowns=len(self.unknowns),
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: the step, the budget at the peak by category, the
+        verdict, where the peak is, and what the estimate could not know."""
+        from memlens.units import fmt_bytes
+
+        w = self.workload
+        where = self.device.name if self.device is not None else "no device"
+        lines = [f"{self.model} ({self.source}) · {w.mode} · batch {w.batch} · on {where}"]
+        budget = [(cat.value, fmt_bytes(n)) for cat, n in self.budget() if n]
+        lines += rows([*budget, ("total", fmt_bytes(self.total_bytes))])
+        if self.fits is None:
+            lines.append("no device capacity: no verdict")
+        else:
+            free = self.free_bytes or 0
+            state = "TIGHT" if self.tight else "FITS" if self.fits else "DOES NOT FIT"
+            lines.append(f"{state}: {fmt_bytes(abs(free))} {'free' if free >= 0 else 'short'}")
+        lines.append(
+            f"peak in {self.peak_phase} at {self.peak_module or '<root>'} ({self.peak_op})"
+        )
+        lines += [f"note: {u}" for u in self.unknowns]
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         """The budget and verdict as an HTML table (Jupyter)."""

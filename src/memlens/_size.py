@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from memlens._errors import ConfigError
+from memlens._repr import brief
 from memlens.formats import NAMES, WEIGHT_FORMATS, WeightFormat
 
 if TYPE_CHECKING:
@@ -114,6 +115,23 @@ class SizeReport:
             if r.format == fmt:
                 return r
         raise KeyError(fmt)
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            num_params=self.num_params,
+            formats=[r.format for r in self.rows],
+            buffer_bytes=self.buffer_bytes,
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: the size in each weight format."""
+        from memlens._repr import rows
+        from memlens.units import fmt_bytes
+
+        pairs = [(r.format, fmt_bytes(r.total_bytes)) for r in self.rows]
+        return "\n".join([f"{self.model}: {self.num_params:,} parameters", *rows(pairs)])
 
 
 def _is_norm(module: nn.Module) -> bool:

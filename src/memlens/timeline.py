@@ -38,6 +38,9 @@ class Timeline:
     events: list[tuple[int, int]] = field(default_factory=list)
     phase_marks: list[tuple[int, Phase]] = field(default_factory=list)  # (event index, phase)
 
+    def __repr__(self) -> str:
+        return f"Timeline(blocks={len(self.blocks)}, events={len(self.events)})"
+
     def alloc(
         self, nbytes: int, category: Category, phase: Phase, module: str, op: str, tensor: str = ""
     ) -> int:

@@ -31,6 +31,7 @@ from memlens._layers._formulas import (
     shapes_formula,
 )
 from memlens._layers._observe import ModuleCalls, Observation, observe
+from memlens._repr import brief, rows
 from memlens._size import FORMATS, tensor_bytes
 from memlens.workload import Workload
 
@@ -134,6 +135,31 @@ class LayerReport:
     @property
     def mismatches(self) -> list[LayerRow]:
         return [r for r in self.rows if r.mismatch]
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            num_params=self.num_params,
+            rows=len(self.rows),
+            weight_bytes=self.totals.weight_bytes,
+            macs=self.totals.macs,
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: one line per row."""
+        from memlens.units import fmt_bytes, fmt_count
+
+        pairs = [
+            (
+                r.path or "<root>",
+                f"{r.type}: {fmt_count(r.params)} params, "
+                f"{fmt_bytes(r.weight_bytes)}, out {fmt_bytes(r.output_bytes)}",
+            )
+            for r in self.rows
+        ]
+        head = f"{self.model}: {fmt_count(self.num_params)} parameters in {self.dtype}"
+        return "\n".join([head, *rows(pairs)])
 
 
 def layers(

@@ -17,3 +17,20 @@ class Measurement:
     first_step_peak_bytes: int | None = None  # training: the first step's peak
     process_bytes: int | None = None  # CUDA: the process's device memory from NVML
     device_name: str = ""
+
+    def summary(self) -> str:
+        """The long form, as plain text (the repr is already short)."""
+        from memlens._repr import rows
+        from memlens.units import fmt_bytes
+
+        pairs = [
+            ("allocated peak", fmt_bytes(self.peak_bytes)),
+            ("reserved peak", fmt_bytes(self.reserved_peak_bytes)),
+            ("alive before the step", fmt_bytes(self.baseline_bytes)),
+        ]
+        if self.first_step_peak_bytes is not None:
+            pairs.append(("first step peak", fmt_bytes(self.first_step_peak_bytes)))
+        if self.process_bytes is not None:
+            pairs.append(("process (NVML)", fmt_bytes(self.process_bytes)))
+        head = f"measured on {self.device_name or self.device}: one step {self.step_seconds:.2f} s"
+        return "\n".join([head, *rows(pairs)])

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from memlens._errors import ConfigError
+from memlens._repr import brief, rows
 from memlens._results import Estimate
 from memlens.devices import Device
 from memlens.plan.batch import DEFAULT_CAP, BatchSearch, search_max_batch
@@ -51,6 +52,31 @@ class FitResult:
     def shortfall_bytes(self) -> int:
         """How far batch 1 is over the capacity (0 when it fits)."""
         return max(self.at_max.total_bytes - self.capacity_bytes, 0) if not self.max_batch else 0
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            device=self.device.name,
+            max_batch=self.max_batch,
+            capacity_bytes=self.capacity_bytes,
+            options=len(self.strategies.fitting) if self.strategies is not None else None,
+            traces=self.traces,
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: the largest batch, its peak, the options that fit."""
+        from memlens.units import fmt_bytes
+
+        lines = [
+            f"{self.model} on {self.device.name} ({fmt_bytes(self.capacity_bytes)}): "
+            f"max batch {self.max_batch}, {fmt_bytes(self.at_max.total_bytes)} at it"
+        ]
+        if self.strategies is not None:
+            lines.append(f"at batch {self.strategies.target_batch}:")
+            lines += rows([(o.label, fmt_bytes(o.total_bytes)) for o in self.strategies.fitting])
+        lines.append(f"{self.traces} traces in {self.seconds:.1f} s")
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         """The budget and verdict as an HTML table (Jupyter)."""

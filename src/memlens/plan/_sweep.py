@@ -6,6 +6,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from memlens._repr import brief, rows
 from memlens._results import Estimate
 from memlens.devices import Device
 from memlens.plan.tracer import Tracer
@@ -30,6 +31,30 @@ class SweepResult:
     @property
     def capacity_bytes(self) -> int | None:
         return self.device.capacity_bytes if self.device is not None else None
+
+    def __repr__(self) -> str:
+        return brief(
+            self,
+            model=self.model,
+            device=self.device.name if self.device is not None else None,
+            batches=self.batches,
+            peak_bytes=max((e.peak_bytes for e in self.estimates), default=None),
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: the peaks at each batch size."""
+        from memlens.units import fmt_bytes
+
+        pairs = [
+            (
+                f"batch {e.workload.batch}",
+                f"{fmt_bytes(e.peak_bytes)} allocated, "
+                f"{fmt_bytes(e.total_bytes)} total"
+                + ("" if e.fits is not False else ", does not fit"),
+            )
+            for e in self.estimates
+        ]
+        return "\n".join([f"{self.model}: memory against batch size", *rows(pairs)])
 
     def _repr_html_(self) -> str:
         """The budget and verdict as an HTML table (Jupyter)."""

@@ -38,9 +38,8 @@ def _estimate(cfg: dict, device: str = "cpu", **fields):
     return estimate_generation(_spec(cfg), work, resolve_target(device, None))
 
 
-@pytest.mark.parametrize("kv", ["dynamic", "static"])
-def test_tiny_llama_real_generate_within_2_percent(kv):
-    work = Workload(generate=True, prompt_len=96, new_tokens=6, attention="eager", kv_cache=kv)
+def test_tiny_llama_real_generate_within_2_percent():
+    work = Workload(generate=True, prompt_len=96, new_tokens=5, attention="eager")
     target = resolve_target("cpu", None)
     est = estimate_generation(_spec(TINY_LLAMA), work, target)
     real = measure_generation_cpu(_spec(TINY_LLAMA), work, WorkloadStrategies(work, target))
@@ -72,8 +71,9 @@ def test_traced_cache_equals_closed_form(name):
     cfg["num_hidden_layers"] = min(cfg.get("num_hidden_layers", layers), layers)
     if "layer_types" in cfg:
         cfg["layer_types"] = cfg["layer_types"][:layers]
-    if cfg["model_type"] == "deepseek_v2":
-        cfg["first_k_dense_replace"] = layers
+    for experts in ("num_experts", "num_local_experts", "n_routed_experts"):
+        if experts in cfg:  # experts hold no cache: fewer of them trace faster
+            cfg[experts] = cfg.get("num_experts_per_tok", 2)
     P = 24
     est = _estimate(cfg, prompt_len=P, new_tokens=1)
     closed = kv_cache(cfg, dtype="fp32")
@@ -93,15 +93,15 @@ def test_last_decode_cache_and_growth():
 
 def test_quadratic_term_eager_vs_flash_on_a_long_prompt():
     cfg = dict(TINY_LLAMA, max_position_embeddings=4096)
-    fields = dict(prompt_len=1024, new_tokens=1, precision="bf16", device="a100-80gb")
+    fields = dict(prompt_len=512, new_tokens=1, precision="bf16", device="a100-80gb")
     eager = _estimate(cfg, attention="eager", **fields).generation.steps[0]
     sdpa = _estimate(cfg, attention="sdpa", **fields).generation.steps[0]
     flash = _estimate(cfg, attention="flash", **fields).generation.steps[0]
-    heads_scores = 1 * 4 * 1024 * 1024 * 2  # batch x heads x seq x seq in bf16
+    heads_scores = 1 * 4 * 512 * 512 * 2  # batch x heads x seq x seq in bf16
     assert eager.quadratic_bytes >= heads_scores
     assert flash.quadratic_bytes == 0 and sdpa.quadratic_bytes == 0
     assert eager.peak_bytes - flash.peak_bytes >= heads_scores
-    chunked = _estimate(cfg, attention="eager", prefill_chunk=128, **fields).generation.steps[0]
+    chunked = _estimate(cfg, attention="eager", prefill_chunk=64, **fields).generation.steps[0]
     assert chunked.quadratic_bytes < eager.quadratic_bytes // 4
 
 
@@ -110,3 +110,15 @@ def test_refusals():
         _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, num_beams=2)
     with pytest.raises(ConfigError, match="kv_dtype"):
         _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, kv_dtype="fp8")
+
+
+def test_json_and_budget_row():
+    from memlens.report.json import to_json
+
+    est = _estimate(TINY_LLAMA, prompt_len=16, new_tokens=3)
+    out = to_json(est)
+    assert out["kind"] == "estimate"
+    assert out["budget"]["kv_cache"] == est.breakdown["kv_cache"] > 0
+    steps = out["generation"]["steps"]
+    assert [s["name"] for s in steps] == ["prefill", "first decode", "last decode"]
+    assert steps[-1]["kv_cache_bytes"] == kv_cache(TINY_LLAMA, dtype="fp32").sequence_bytes(18)

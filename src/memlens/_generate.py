@@ -32,8 +32,9 @@ TIMELINE_POINTS = 9
 METHOD = (
     "each traced step is a real model.generate(max_new_tokens=1) call on fake tensors: the "
     "prefill with an empty cache, the first decode step after it, and the last one with the "
-    "cache filled to prompt + new tokens - 2 by a fake prefill; decode peaks between traced "
-    "cache lengths are interpolated (every decode allocation is affine in the cache length)"
+    "cache filled to prompt + new tokens - 2 by a fake prefill and a decode step; decode "
+    "peaks between traced cache lengths are interpolated (every decode allocation is affine "
+    "in the cache length)"
 )
 
 
@@ -99,7 +100,6 @@ def _step(trace: StepTrace, target: Target) -> tuple[GenerationStep, Any]:
     def alive(ids: set[int]) -> int:
         return sum(sizes.get(b.id, b.nbytes) for b in live if b.id in ids)
 
-    carried = {b.id for b in live if b.alloc_at == 0 or b.op == "carried"}
     block = timeline.blocks[timeline.events[index][0]] if index >= 0 else None
     breakdown = {c.value: n for c, n in timeline.breakdown_at(index, sizes).items()} if live else {}
     step = GenerationStep(
@@ -110,7 +110,7 @@ def _step(trace: StepTrace, target: Target) -> tuple[GenerationStep, Any]:
         breakdown=breakdown,
         kv_cache_bytes=trace.kv_cache_bytes,
         logits_bytes=alive(trace.logits),
-        generate_bytes=alive(trace.outside - carried),
+        generate_bytes=alive(trace.outside),
         quadratic_bytes=alive(trace.quadratic),
         peak_module=block.module if block is not None else "",
         peak_op=block.op if block is not None else "",

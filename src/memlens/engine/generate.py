@@ -11,10 +11,10 @@ max_new_tokens=1)`` call:
   the last logits row, the token choice, the kwargs update;
 - **first decode**: ``generate(sequences, past_key_values=cache)`` right after it: the cache
   holds ``P`` tokens and generate's ``_get_initial_cache_position`` feeds only the new one;
-- **last decode**: the cache is filled by a fake prefill of ``P + N - 2`` tokens (traced, then
-  discarded: ``Recorder.new_timeline`` carries what is alive into the next timeline's setup),
-  then one decode step as above: the cache goes from ``P + N - 2`` to ``P + N - 1`` tokens
-  (the ``N``-th token is chosen, never fed back).
+- **last decode**: the cache is filled by a fake prefill of ``P + N - 3`` tokens and one
+  decode step (traced, then discarded: ``Recorder.new_timeline`` carries what is alive into
+  the next timeline's setup), then one decode step as above: the cache goes from
+  ``P + N - 2`` to ``P + N - 1`` tokens (the ``N``-th token is chosen, never fed back).
 
 A :class:`~transformers.StaticCache` is created with ``max_cache_len = P + N``, as generate's
 ``_prepare_cache_for_generation`` sizes it (``generation_config.max_length``); its occupied
@@ -325,11 +325,15 @@ def trace_generation(
             lengths += sorted(w - 1 for w in recorder.windows if P < w - 1 < P + N - 2)
             for length in lengths:
                 recorder.new_timeline()
-                filled = torch.randint(0, vocab, (B, length))
+                # a prefill of length - 1 tokens and one decode step: the cache's storages
+                # are then what decode steps leave (a sliding window's prefill keeps a view
+                # of its whole prompt, a decode step only the window)
+                filled = torch.randint(0, vocab, (B, length - 1))
                 recorder.track(filled, Category.INPUTS, "input")
                 cache = _new_cache(model, workload, P + N)
                 seq = run("fill", filled, cache, 0, False)
                 del filled
+                seq = run("fill", seq, cache, length - 1, False)
                 last = length == P + N - 2
                 seq = run("last decode" if last else "window decode", seq, cache, length, True)
                 del seq, cache

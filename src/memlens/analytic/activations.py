@@ -146,24 +146,31 @@ def hf_llama_terms(
     return terms
 
 
-def hf_llama_attention_backward(
+def hf_llama_layer_backward(
     shape: TransformerShape,
     seq: int,
     batch: int,
     dtype_bytes: int,
     attention: str,
     amp: bool = False,
-) -> tuple[list[Term], list[Term]]:
-    """The busiest moment of a layer's backward: its attention core's backward, after the
-    MLP's backward has freed the MLP's tensors. Returns (the layer's saved tensors still alive
-    then: the input norm's, q, k and what the kernel saves; the transient gradients then
-    alive). Eager: ``_softmax_backward_data`` reads the fp32 softmax output and the fp32
-    gradient of the probabilities (``.to(dtype)``'s backward) and writes an fp32 gradient;
-    the residual's gradient and the gradient of v (``bmm``) are alive. SDPA: the kernel's
-    backward writes dq, dk, dv beside the output's gradient and the residual's."""
+) -> dict[str, tuple[list[Term], list[Term]]]:
+    """The two busiest moments of a layer's backward, each as (the layer's saved tensors
+    still alive, the transient gradients alive):
+
+    - ``mlp``: ``mul``'s backward in ``down_proj(act(gate(x)) * up(x))``: every saved tensor
+      of the layer but the product (freed by ``down_proj``'s backward), the residual stream's
+      gradient, the gradient of the product and the two gradients it makes;
+    - ``attention``: the attention core's backward, the MLP's tensors freed: the input norm's,
+      q, k and what the kernel saves. Eager: ``_softmax_backward_data`` reads the fp32 softmax
+      output and the fp32 gradient of the probabilities (``.to(dtype)``'s backward) and writes
+      an fp32 gradient, beside the gradient of v (``bmm``); SDPA: the kernel's backward writes
+      dq, dk, dv beside the output's gradient.
+    """
     sb, d = seq * batch, dtype_bytes
-    h, q, kv, a = shape.hidden, shape.q_width, shape.kv_width, shape.heads
+    h, q, kv, a, f = shape.hidden, shape.q_width, shape.kv_width, shape.heads, shape.ffn
     layer = hf_llama_terms(shape, seq, batch, d, attention, amp)
+    residual = Term("gradient of the residual stream", d * sb * h, "sp")
+    mlp = [residual, Term("gradients of the product and its two inputs", 3 * d * sb * f, "tp")]
     keep = ("input_layernorm", "q (rotated)", "k (rotated)")
     if attention == "eager":
         keep += ("softmax output (fp32)",)
@@ -179,8 +186,12 @@ def hf_llama_attention_backward(
             Term("gradient of the output", d * sb * q, "tp"),
             Term("dq, dk, dv", d * sb * (q + 2 * kv), "tp"),
         ]
-    transient.append(Term("gradient of the residual stream", d * sb * h, "sp"))
-    return [t for t in layer if t.name.startswith(keep)], transient
+    transient.append(residual)
+    mlp_left = [t for t in layer if t.name != "down_proj input"]  # freed by its backward
+    return {
+        "mlp": (mlp_left, mlp),
+        "attention": ([t for t in layer if t.name.startswith(keep)], transient),
+    }
 
 
 def _rms_norm(

@@ -30,6 +30,7 @@ def analytic_estimate(
     the workload's parallel layout, in closed form."""
     from memlens._setup import prepare
 
+    fields = {"analytic": True, **fields}
     w, target = prepare(workload, fields, "estimate", device=device, budget=budget)
     shape = load_shape(model)
     if w.seq_len is None:

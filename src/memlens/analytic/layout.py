@@ -54,6 +54,8 @@ from memlens.workload import Layout, Workload
 VIRTUAL_STAGES = 2
 #: The first projections of a layer, whose gradients come last in its backward.
 _QKV = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+#: ... and, while its MLP's backward runs, the rest but the down projection.
+_MLP_EARLY = ("self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "input_layernorm", "post_")
 CATEGORIES = (
     "parameters",
     "buffers",
@@ -285,13 +287,22 @@ def estimate_layout(
     else:
         per_layer = per_layer_full
     recompute_peak = per_layer_full if checkpoint == "blocks" else 0
-    ckpt_args = attn_left = attn_transient = 0
+    ckpt_args = 0
+    # (moment, the layer's saved bytes still alive, transient bytes, parameters whose
+    # gradients are not yet made) inside the backward of a stage's first layer
+    inside: list[tuple[str, int, int, tuple[str, ...]]] = []
     if recipe == "hf-llama":
-        left, transient = act.hf_llama_attention_backward(
+        for where, (left, transient) in act.hf_llama_layer_backward(
             shape, seq, b, sizes.act, attention, w.amp
-        )
-        attn_left = sum(t.share(lay.tp, sp) for t in left)
-        attn_transient = sum(t.share(lay.tp, sp) for t in transient)
+        ).items():
+            inside.append(
+                (
+                    where,
+                    sum(t.share(lay.tp, sp) for t in left),
+                    sum(t.share(lay.tp, sp) for t in transient),
+                    _QKV + (() if where == "attention" else _MLP_EARLY),
+                )
+            )
         if checkpoint == "blocks":  # the checkpointed layers' other arguments, saved once
             ckpt_args = 8 * seq  # position ids
             if attention == "eager":  # the causal mask eager attention is given
@@ -417,27 +428,27 @@ def estimate_layout(
         start["collectives"] += extra_fwd
         start["parameters"] += root_unsharded + held_fwd
         moments["backward"] = start
-        if recipe == "hf-llama":
-            # the stage's first layer's attention backward, its MLP's already done
+        for where, left, transient, early_names in inside:
+            # inside the backward of the stage's first layer (the last one backward reaches)
             later = all_grads
             if not grads_resident:
-                early = [t for t in shape.layer_tensors() if t[0].startswith(_QKV)]
+                early = [t for t in shape.layer_tensors() if t[0].startswith(early_names)]
                 if first:
-                    early += shape.embedding_tensors()
+                    early += _vocab(shape.embedding_tensors(), vocab_parallel)
                 done = sizes.grad * sum(math.prod(x) for x in _local(early, lay.tp))
                 later = all_grads - (done if stage_kind < 2 else -(-done // shard_n))
             layer = dict(base, gradients=later)
             rest = (inflight - 1) * mb_acts + kept + rotary.share(lay.tp, sp)
             if checkpoint == "blocks":
                 layer["activations"] = rest + per_layer + ckpt_args
-                layer["temporaries"] = attn_left + attn_transient
+                layer["temporaries"] = left + transient
             else:
-                layer["activations"] = rest + attn_left
-                layer["temporaries"] = attn_transient
+                layer["activations"] = rest + left
+                layer["temporaries"] = transient
             layer["collectives"] += extra_bwd
             layer["parameters"] += root_unsharded
-            moments["backward (first layer)"] = layer
-        else:
+            moments[f"backward (first layer's {where})"] = layer
+        if not inside:
             end = dict(base, gradients=all_grads, temporaries=recompute_peak)
             end["collectives"] += extra_bwd
             end["parameters"] += root_unsharded

@@ -335,16 +335,3 @@ def deepspeed_states(
     if config.offload_optimizer == "cpu" or config.offload_param == "cpu":
         notes.append("host memory is per GPU; a node holds it once per local GPU")
     return States(device, host, tuple(notes))
-
-
-def stage_bytes_per_param(stage: int, dp: int, *, weights: int, grads: int, optim: int) -> float:
-    """Model-state bytes per parameter per GPU for the generic (FSDP-like) sharding of
-    ``stage``: what is sharded is divided by ``dp``."""
-    if stage == 0:
-        return float(weights + grads + optim)
-    if stage == 1:
-        return weights + grads + optim / dp
-    if stage == 2:
-        return weights + (grads + optim) / dp
-    return (weights + grads + optim) / dp
-

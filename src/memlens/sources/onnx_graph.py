@@ -67,6 +67,33 @@ class OnnxSummary:
 
     format = "onnx"
 
+    def __repr__(self) -> str:
+        from memlens._repr import brief
+
+        return brief(
+            self,
+            path=self.path,
+            batch=self.batch,
+            weight_bytes=self.weight_bytes,
+            peak_bytes=self.peak_bytes,
+            peak_node=self.peak_node,
+            unknown=len(self.unknown),
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text."""
+        from memlens._repr import rows
+        from memlens.units import fmt_bytes
+
+        pairs = [
+            ("parameters", f"{self.n_params:,}"),
+            ("weights", fmt_bytes(self.weight_bytes)),
+            ("inputs", fmt_bytes(self.input_bytes)),
+            ("inference peak", f"{fmt_bytes(self.peak_bytes)} at {self.peak_node}"),
+        ]
+        notes = [f"note: {n}" for n in self.notes]
+        return "\n".join([f"{self.path} (batch {self.batch})", *rows(pairs), *notes])
+
     @property
     def n_params(self) -> int:
         return sum(d.params for d in self.by_dtype.values())

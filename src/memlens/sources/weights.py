@@ -168,6 +168,30 @@ class WeightsSummary:
         """The tensor with the most bytes (first in file order on ties)."""
         return max(self.tensors, key=lambda t: t.nbytes, default=None)
 
+    def __repr__(self) -> str:
+        from memlens._repr import brief
+
+        return brief(
+            self,
+            format=self.format,
+            files=len(self.paths),
+            tensors=self.n_tensors,
+            params=self.n_params,
+            weight_bytes=self.weight_bytes,
+            dtypes=list(self.by_dtype),
+        )
+
+    def summary(self) -> str:
+        """The long form, as plain text: totals per dtype and the notes."""
+        from memlens._repr import rows
+        from memlens.units import fmt_bytes
+
+        pairs = [
+            (d, f"{t.params:,} params, {fmt_bytes(t.bytes)}") for d, t in self.by_dtype.items()
+        ]
+        head = f"{self.format}, {len(self.paths)} file(s): {self.n_params:,} parameters"
+        return "\n".join([head, *rows(pairs), *(f"note: {n}" for n in self.notes)])
+
 
 def merge_tensors(groups: Iterable[tuple[str, Iterable[TensorInfo]]]) -> tuple[TensorInfo, ...]:
     """Concatenate per-file tensor lists, refusing a name stored in two files."""

@@ -36,7 +36,8 @@ def test_llama_3_8b_on_a100_by_hand():
     sampler = 256 * 128_256 * (2 + 3 * 4)  # logits in bf16 and 3 fp32 copies
     assert sampler > mlp
     activation = sampler + workspace("sm80", 8_519_680)
-    available = requested - weights - activation
+    rope = 8192 * 128 * 2  # vLLM's cos_sin_cache: positions x head dim, bf16
+    available = requested - weights - rope - activation
     block = 2 * 16 * 8 * 128 * 2 * 32  # K and V, 16 tokens, 8 heads of 128, bf16, 32 layers
     blocks = available // block
     assert p.requested_bytes == requested
@@ -44,7 +45,8 @@ def test_llama_3_8b_on_a100_by_hand():
     assert p.activation_bytes == activation
     assert p.kv_available_bytes == available
     assert p.page_bytes * p.kv_layers == block
-    assert p.num_blocks == blocks == 28_982
+    assert p.buffer_bytes == rope
+    assert p.num_blocks == blocks == 28_981
     assert p.cached_tokens == blocks * 16
     assert p.request_blocks == 8192 // 16
     assert p.concurrency == pytest.approx(blocks / 512)
@@ -60,7 +62,7 @@ def test_llama_3_70b_tp4_by_hand():
     per_gpu = (2 * vocab * h + layers * linear) // 4 + (2 * layers + 1) * h  # norms replicated
     assert p.weights.total_bytes == per_gpu * 2
     assert p.page_bytes == 2 * 16 * 2 * 128 * 2  # 8 KV heads over 4 GPUs
-    available = int(H100 * 0.9) - per_gpu * 2 - p.activation_bytes
+    available = int(H100 * 0.9) - per_gpu * 2 - 8192 * 128 * 2 - p.activation_bytes
     assert p.num_blocks == available // (p.page_bytes * layers)
     assert p.concurrency == pytest.approx(p.num_blocks / 512)
     assert p.concurrency_avg == pytest.approx(p.num_blocks / 63)  # cdiv(1000, 16)
@@ -180,10 +182,10 @@ def test_cli_prints_every_term_and_json(capsys):
         sys.argv = argv
     out = capsys.readouterr().out
     text, _, raw = out.partition("{")
-    for term in ("weights", "activation peak", "KV cache memory", "cache blocks", "28,982"):
+    for term in ("weights", "activation peak", "KV cache memory", "cache blocks", "28,981"):
         assert term in text
     data = json.loads("{" + raw)
-    assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_982
+    assert data["kind"] == "serve-plan" and data["num_blocks"] == 28_981
     assert memlens.serve_plan is serve_plan
 
 

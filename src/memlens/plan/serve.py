@@ -91,6 +91,7 @@ class ServePlan:
     scheme: str
     scheme_source: str
     weights: InferenceWeights
+    buffers: list[Term]  # tensors loaded with the weights that are not parameters
     activation_terms: list[Term]  # the profile run's peak, term by term
     activation_bytes: int
     activation_method: str
@@ -118,8 +119,12 @@ class ServePlan:
 
     @property
     def non_kv_bytes(self) -> int:
-        """Weights + activation peak (vLLM's ``non_kv_cache_memory``)."""
-        return self.weights.total_bytes + self.activation_bytes
+        """Weights, buffers and activation peak (vLLM's ``non_kv_cache_memory``)."""
+        return self.weights.total_bytes + self.buffer_bytes + self.activation_bytes
+
+    @property
+    def buffer_bytes(self) -> int:
+        return sum(t.bytes for t in self.buffers)
 
     @property
     def fits(self) -> bool:
@@ -335,7 +340,8 @@ def _plan(
         unknowns.append(ASSUMPTION)
     if sch.format not in ("bf16", "fp16", "fp32"):
         unknowns.append(f"weights: {sch.name} from {sch.source}; {kernel}")
-    available = requested - weights.total_bytes - activation
+    buffers = rope_cache(config, sch.compute_dtype)
+    available = requested - weights.total_bytes - sum(t.bytes for t in buffers) - activation
     layers, groups, group_size, page, per_request = _blocks(cache, block_size, batched)
     num_blocks = max(0, available) // (page * group_size) if page else 0
     request_blocks = per_request(mml)
@@ -354,6 +360,7 @@ def _plan(
         scheme=sch.name,
         scheme_source=sch.source,
         weights=weights,
+        buffers=buffers,
         activation_terms=terms,
         activation_bytes=activation,
         activation_method="closed form (vLLM decoder layer)",
@@ -377,6 +384,32 @@ def _plan(
         startup_ok=startup_ok,
         unknowns=unknowns,
     )
+
+
+def rope_cache(config: Mapping[str, Any], dtype: str) -> list[Term]:
+    """vLLM's rotary position table, loaded with the weights: ``RotaryEmbedding``
+    (``vllm/model_executor/layers/rotary_embedding``) registers ``cos_sin_cache`` of
+    ``[max_position, rotary_dim]`` (cos and sin halves) in the model dtype, one per distinct
+    rope configuration (``get_rope`` caches instances): so once per model. Models with learned
+    positions (GPT-2, OPT) have none."""
+    cfg = config.get("text_config") or config
+    if config.get("model_type") in ("gpt2", "opt", "bloom", "gpt_bigcode"):
+        return []
+    positions = _first_int(cfg, "max_position_embeddings")
+    if positions is None:
+        return []
+    if cfg.get("kv_lora_rank"):
+        rotary = _req(cfg, "qk_rope_head_dim")
+    else:
+        heads = _heads(cfg)
+        head_dim = cfg.get("head_dim") or _req(cfg, "hidden_size") // heads
+        rotary = int(head_dim * float(cfg.get("partial_rotary_factor", 1.0)))
+    n = positions * rotary * _BYTES[dtype]
+    note = f"{positions:,} positions x {rotary}, {dtype}"
+    out = [Term("rotary cos/sin cache", n, note)]
+    if cfg.get("rope_local_base_freq"):  # Gemma-3: a second rope for its sliding layers
+        out.append(Term("rotary cos/sin cache (local layers)", n, note))
+    return out
 
 
 def _communication(tp: int) -> list[Term]:

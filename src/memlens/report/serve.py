@@ -39,6 +39,8 @@ def serve_table(plan: ServePlan) -> RenderableType:
     if plan.tp > 1:
         weights_how += f"; 1/{plan.tp} by tensor parallelism"
     add("- weights", fmt_bytes(w.total_bytes), weights_how)
+    for term in plan.buffers:
+        add(f"- {term.name}", fmt_bytes(term.bytes), term.note)
     for term in plan.activation_terms:
         add(f"  {term.name}", fmt_bytes(term.bytes), term.note, step=False)
     add(
@@ -50,7 +52,7 @@ def serve_table(plan: ServePlan) -> RenderableType:
     add(
         "= KV cache memory",
         fmt_bytes(plan.kv_available_bytes),
-        "requested - weights - activation peak",
+        "requested - weights - buffers - activation peak",
     )
     block = plan.page_bytes * (plan.kv_layers if plan.kv_groups == 1 else 1)
     per_block = (

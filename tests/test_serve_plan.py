@@ -219,3 +219,14 @@ def test_fp32_checkpoints_are_served_in_half_precision():
     assert (a100.weights.scheme.compute_dtype, t4.weights.scheme.compute_dtype) == ("bf16", "fp16")
     assert a100.weights.total_bytes == 124_439_808 * 2
     assert "0.10.1" in a100.unknowns[0]
+
+
+def test_weights_match_a_published_vllm_log():
+    """vllm-project/vllm PR #12569 (January 2025) logs ``Loading model weights took 67.7229
+    GB`` (vLLM's GB is GiB_bytes) for neuralmagic/Meta-Llama-3.1-70B-Instruct-quantized.w8a8:
+    int8 linears with a fp32 scale per output channel, bf16 embeddings and head, and the
+    rotary cache of 131,072 positions. Llama-3.1-70B is Llama-3-70B's shapes with 131,072
+    positions."""
+    config = {**bundled.config("llama-3-70b"), "max_position_embeddings": 131_072}
+    p = serve_plan(config, gpu="h100-80gb", quantize="int8", max_model_len=2048)
+    assert abs((p.weights.total_bytes + p.buffer_bytes) / 2**30 - 67.7229) < 1e-4

@@ -2,7 +2,8 @@
 
 Every top-level output is an object that starts with ``schema_version`` and ``kind``
 (``"estimate"``, ``"measurement"``, ``"fit"``, ``"sweep"``, ``"layers"``, ``"activations"``,
-``"size"``, ``"inspect"``), then the result's own keys. One walker converts every value:
+``"size"``, ``"inspect"``, ``"analytic-estimate"``, ``"layouts"``), then the result's own
+keys. One walker converts every value:
 
 - a dataclass becomes an object of its fields, in declaration order, shaped by its
   :class:`Rule` in :data:`RULES` (fields left out, derived values added);
@@ -91,6 +92,15 @@ RULES: dict[str, Rule] = {
     "AllocatorResult": Rule(omit=("sizes", "allocated", "reserved")),  # per-event curves
     "HostMemory": Rule(derived=("total_bytes",)),
     "Workload": Rule(derived=("effective_batch",)),
+    "ZeroConfig": Rule(derived=("overlap",)),
+    # closed form under a parallel layout (memlens.analytic) and fit --gpus (plan.layouts)
+    "LayoutEstimate": Rule(
+        kind="analytic-estimate",
+        derived=("peak_bytes", "total_bytes", "capacity_bytes", "free_bytes", "fits"),
+    ),
+    "Communication": Rule(derived=("total_bytes",)),
+    "LayoutPlan": Rule(kind="layouts"),
+    "LayoutRow": Rule(derived=("comm_per_sample",)),
     # measure
     "Measurement": Rule(kind="measurement"),
     # fit and sweep

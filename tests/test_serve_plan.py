@@ -231,3 +231,23 @@ def test_weights_match_a_published_vllm_log():
     config = {**bundled.config("llama-3-70b"), "max_position_embeddings": 131_072}
     p = serve_plan(config, gpu="h100-80gb", quantize="int8", max_model_len=2048)
     assert abs((p.weights.total_bytes + p.buffer_bytes) / 2**30 - 67.7229) < 2e-4
+
+
+@pytest.mark.parametrize(("tokens", "peak_torch_gib"), [(20_000, 17.06), (29_000, 17.98)])
+def test_activation_peak_matches_published_vllm_profiles(tokens, peak_torch_gib):
+    """vllm-project/vllm issue #10517 (RTX 3090, Llama-3.1-8B-Instruct, bf16, chunked prefill
+    off so the profile forward runs ``max_model_len`` tokens): ``Loading model weights took
+    14.9888 GB`` and ``peak_torch_memory`` 17.06 GiB at 20,000 tokens, 17.98 GiB at 29,000
+    (two decimals: +-0.005). The closed form gives 2.0679 and 2.9948 GiB of activations
+    against 2.0712 and 2.9912 logged."""
+    config = {**bundled.config("llama-3-8b"), "max_position_embeddings": 131_072}
+    p = serve_plan(
+        config,
+        gpu="rtx-3090",
+        max_model_len=tokens,
+        max_num_batched_tokens=tokens,
+        max_num_seqs=256,
+    )
+    weights = (p.weights.total_bytes + p.buffer_bytes) / 2**30
+    assert abs(weights - 14.9888) < 1e-4
+    assert abs(p.activation_bytes / 2**30 - (peak_torch_gib - 14.9888)) < 0.006

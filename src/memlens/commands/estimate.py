@@ -52,7 +52,9 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(est, measured=measured)
         else:
-            show(render_estimate(est, measured), *_step_note(est))
+            from memlens.report.distributed import render_ranks
+
+            show(render_estimate(est, measured), *render_ranks(est), *_step_note(est))
 
 
 def _step_note(est: Any) -> list[str]:

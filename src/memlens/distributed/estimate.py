@@ -20,6 +20,7 @@ from memlens._errors import ConfigError
 from memlens._pipeline import from_trace
 from memlens._results import Estimate
 from memlens.distributed import nccl
+from memlens.distributed.gloo import gloo_rules
 from memlens.distributed.result import ParallelInfo, RankRow
 from memlens.distributed.strategies import ParallelStrategies, check_traceable
 from memlens.distributed.world import coordinates, fake_world, torch_supports_layouts
@@ -49,7 +50,8 @@ def estimate_parallel(
     t0 = time.perf_counter()
     with fake_world(layout, rank) as meshes:
         strategies = ParallelStrategies(WorkloadStrategies(workload, target), workload, meshes)
-        result = trace(spec, workload, target, strategies, loss=loss)
+        extra = gloo_rules() if target.kind == "cpu" else None  # a CPU target runs on gloo
+        result = trace(spec, workload, target, strategies, loss=loss, extra_rules=extra)
     est = from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
     lines = nccl.nccl_lines(layout) if target.kind in ("cuda", "rocm") else []
     notes = _notes(workload, bool(lines))

@@ -49,15 +49,22 @@ def check_traceable(workload: Workload) -> None:
 
 class ParallelStrategies:
     """``inner`` (a workload's strategies) plus the layout on ``meshes``
-    (:func:`memlens.distributed.world.meshes`)."""
+    (:func:`memlens.distributed.world.meshes`); DDP's buckets are modelled unless
+    ``model_ddp`` is false (a real run wraps its model in the real DDP)."""
 
     def __init__(
-        self, inner: StepStrategies, workload: Workload, meshes: dict[str, DeviceMesh]
+        self,
+        inner: StepStrategies,
+        workload: Workload,
+        meshes: dict[str, DeviceMesh],
+        *,
+        model_ddp: bool = True,
     ) -> None:
         self.inner = inner
         self.workload = workload
         self.layout = workload.layout
         self.meshes = meshes
+        self.model_ddp = model_ddp  # False: the caller wraps the real model in DDP itself
         self.buckets: ReducerBuckets | None = None
 
     def prepare(self, model: nn.Module, inputs: Inputs) -> Applied:
@@ -73,7 +80,7 @@ class ParallelStrategies:
             # its own tensors derive from the (fake) parameters
             with unset_fake_temporarily():
                 apply_fsdp(model, self.meshes["fsdp"], blocks, layout, self.workload)
-        elif layout.ddp and self.workload.training:
+        elif layout.ddp and self.workload.training and self.model_ddp:
             self.buckets = ReducerBuckets(
                 model, self.workload.bucket_cap_mb, self.workload.gradient_as_bucket_view
             )

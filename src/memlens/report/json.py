@@ -67,6 +67,7 @@ def _estimate_extra(e: Any) -> dict[str, Any]:
             "context": e.context_label,
             "workspaces": e.workspaces(),
             "allocator_slack_bytes": e.slack_bytes,
+            "nccl": dict(e.parallel.nccl) if e.parallel is not None else {},
         },
         "peak": {"phase": e.peak_phase, "module": e.peak_module, "op": e.peak_op},
         "fits": e.fits,
@@ -91,6 +92,8 @@ RULES: dict[str, Rule] = {
     ),
     "AllocatorResult": Rule(omit=("sizes", "allocated", "reserved")),  # per-event curves
     "HostMemory": Rule(derived=("total_bytes",)),
+    "ParallelInfo": Rule(derived=("outside_bytes",)),
+    "Layout": Rule(derived=("distributed", "ddp")),
     "Workload": Rule(derived=("effective_batch",)),
     "ZeroConfig": Rule(derived=("overlap",)),
     # closed form under a parallel layout (memlens.analytic) and fit --gpus (plan.layouts)

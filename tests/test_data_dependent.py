@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import memlens
+from memlens.engine import shadow
 from memlens.engine.explore import MAX_BRANCHES
 
 KW = {"device": "cpu"}
@@ -136,3 +137,29 @@ def test_exploration_is_bounded():
 def _line(text: str) -> int:
     lines = Path(__file__).read_text().splitlines()
     return next(i for i, line in enumerate(lines, 1) if text in line and "if " in line)
+
+
+class _Halving(nn.Module):
+    """``while`` on an input-dependent value: the neutral answer (True) never ends it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.proj(x)
+        while y.abs().max() > 1:
+            y = y / 2
+        return y
+
+
+def test_a_loop_on_input_values_ends_with_the_other_answer_and_says_so(monkeypatch):
+    monkeypatch.setattr(shadow, "LOOP_LIMIT", 50)  # the mechanism, not the default's time
+    inputs = {"inputs": lambda: (torch.randn(8, 16),), "mode": "inference"}
+    est = memlens.estimate(_Halving, **inputs)
+    found = est.strategies["data_dependent"]
+    assert found["branches"][0]["branch"].startswith("neutral (the loop at ")
+    assert found["branches"][0]["error"]
+    assert any("real iteration count is unknown" in u for u in est.unknowns)
+    with pytest.raises(memlens.TraceError, match="loop whose condition depends"):
+        memlens.estimate(_Halving, data_dependent="neutral", **inputs)

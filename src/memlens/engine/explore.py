@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from memlens._errors import TraceError
+from memlens.engine.shadow import EndlessRead
 from memlens.engine.trace import Trace
 from memlens.units import fmt_bytes
 
@@ -32,18 +33,29 @@ def explore(
 ) -> Trace:
     """The trace ``run(None)`` (neutral answers) or, under ``explore``, the one of largest
     ``peak`` among it and ``run(site)`` for each read site (that site's other answer)."""
-    base = run(None)
+    endless: list[dict[str, Any]] = []
+    done: list[str] = []
+    try:
+        base = run(None)
+    except EndlessRead as e:
+        if policy != "explore":
+            raise
+        # the neutral answer never ends the loop: its other answer does
+        endless.append({"branch": "neutral", "peak_bytes": None, "error": e.reason})
+        done.append(e.site)
+        base = run(e.site)
     if not base.reads or policy == "fail":
         return base
     sites = _sites(base)
+    if endless:
+        endless[0]["branch"] = f"neutral (the loop at {done[0]})"
     if policy != "explore":
         base.branches = _summary(policy, sites, [_row(None, peak(base))], 0, [])
         return base
     peaks = [peak(base)]
-    rows: list[dict[str, Any]] = [_row(None, peaks[0])]
+    rows: list[dict[str, Any]] = [*endless, _row(done[0] if done else None, peaks[0], sites)]
     traces: list[Trace] = [base]
-    queue = list(sites)
-    done: list[str] = []
+    queue = [site for site in sites if site not in done]
     while queue and len(done) < limit:
         site = queue.pop(0)
         done.append(site)
@@ -75,6 +87,7 @@ def _sites(t: Trace) -> dict[str, dict[str, Any]]:
         )
         site["reads"] += 1
         site.setdefault("answer", r.answer)
+        site["module"] = site["module"] or r.module  # the warm-up step runs without modules
     return out
 
 
@@ -136,7 +149,15 @@ def unknowns(branches: dict[str, Any] | None) -> list[str]:
         f"{head}; explored {branches['explored']} other answer(s): peaks from {fmt_bytes(lo)} to "
         f"{fmt_bytes(hi)}, the estimate is the largest (branch {branches['chosen']})"
     ]
-    failed = [r["branch"] for r in branches["branches"] if r["error"]]
+    rows = branches["branches"]
+    for r in rows:
+        if r["error"] and r["branch"].startswith("neutral (the loop at "):
+            site = r["branch"].removeprefix("neutral (the loop at ").removesuffix(")")
+            out.append(
+                f"the loop at {site} runs while a value computed from the inputs holds: traced "
+                "with the answer that ends it at once (its real iteration count is unknown)"
+            )
+    failed = [r["branch"] for r in rows if r["error"] and not r["branch"].startswith("neutral")]
     if failed:
         out.append(f"branches that fail when traced (cannot run for real): {', '.join(failed)}")
     if branches["unexplored"]:

@@ -34,6 +34,8 @@ from memlens._errors import TraceError
 
 #: Largest floating-point tensor (in elements) given a real shadow.
 LIMIT = 4096
+#: Reads at one site after which a trace stops (a ``while`` on input values never ends).
+LOOP_LIMIT = 2_000
 #: Largest integer or boolean tensor given a real shadow (a router's one-hot expert mask of
 #: 32k tokens x top-2 x 8 experts is 512k elements).
 INDEX_LIMIT = 1 << 24
@@ -149,6 +151,19 @@ def call_site() -> str:
     return "<unknown>"
 
 
+class EndlessRead(TraceError):
+    """A site read :data:`LOOP_LIMIT` times with the same answer: a ``while`` loop on input
+    values, which the neutral answer never ends."""
+
+    def __init__(self, site: str, what: str, module: str) -> None:
+        self.site = site
+        super().__init__(
+            f"{what} read {LOOP_LIMIT} times at {site} with the same answer: a loop whose "
+            "condition depends on the input values, which a trace does not have",
+            module=module,
+        )
+
+
 @dataclass(frozen=True)
 class Read:
     """One data-dependent read: where (``site``, ``module``), what was read (``bool``,
@@ -174,6 +189,7 @@ class Reads:
         self.policy = policy
         self.flipped = flipped
         self.log: list[Read] = []
+        self._count: dict[str, int] = {}
 
     def _site(self, module: str, what: str) -> tuple[str, bool]:
         site = call_site()
@@ -183,6 +199,9 @@ class Reads:
                 f"{site} (data_dependent=fail; use explore or neutral to estimate anyway)",
                 module=module,
             )
+        count = self._count[site] = self._count.get(site, 0) + 1
+        if count > LOOP_LIMIT:
+            raise EndlessRead(site, what, module)
         return site, site == self.flipped
 
     def scalar(self, t: torch.Tensor, module: str) -> bool | int | float:

@@ -154,8 +154,9 @@ def unknowns(branches: dict[str, Any] | None) -> list[str]:
         if r["error"] and r["branch"].startswith("neutral (the loop at "):
             site = r["branch"].removeprefix("neutral (the loop at ").removesuffix(")")
             out.append(
-                f"the loop at {site} runs while a value computed from the inputs holds: traced "
-                "with the answer that ends it at once (its real iteration count is unknown)"
+                f"{site} was read over and over with the neutral answer (a loop on values "
+                "computed from the inputs): traced with its other answer, which ends it; how "
+                "often a real run reads it (its real iteration count) is unknown"
             )
     failed = [r["branch"] for r in rows if r["error"] and not r["branch"].startswith("neutral")]
     if failed:

@@ -18,6 +18,16 @@ TargetBatch = Annotated[
     ),
 ]
 MaxBatch = Annotated[int, typer.Option("--max-batch", help="Largest batch size searched.")]
+Gpus = Annotated[
+    int | None,
+    typer.Option(
+        "--gpus",
+        min=1,
+        help="Plan a training step on this many GPUs: the DP/FSDP/TP/PP/CP layouts and "
+        "checkpointing that fit, each with its largest micro-batch, least communication first "
+        "(closed form, memlens.analytic).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -27,13 +37,26 @@ def register(app: typer.Typer) -> None:
         model: Model,
         batch: TargetBatch = None,
         max_batch: MaxBatch = 2**16,
+        gpus: Gpus = None,
         html: Html = None,
         markdown: Markdown = None,
         *,
         api: Any,
         as_json: bool,
     ) -> None:
-        """The largest batch size that fits the device, and ranked options for a target batch."""
+        """The largest batch size that fits the device, and ranked options for a target batch;
+        with --gpus, the parallel layouts that fit."""
+        if gpus is not None:
+            from memlens.plan.layouts import fit_layouts
+            from memlens.report.layouts import render_layout_plan
+
+            with progress(f"planning {model} on {gpus} GPUs…"):
+                plan = fit_layouts(model, gpus, **api)
+            if as_json:
+                print_json(plan)
+            else:
+                show(render_layout_plan(plan))
+            return
         from memlens._api import fit as run_fit
         from memlens.report.plan import render_fit
 

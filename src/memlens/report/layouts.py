@@ -105,7 +105,7 @@ def render_layout_estimate(est: LayoutEstimate) -> RenderableType:
 
 
 def render_layout_plan(plan: LayoutPlan, top: int = 15) -> RenderableType:
-    """The layouts that fit, least communication first, each with its largest micro-batch."""
+    """The layouts that fit, best first, each with its largest micro-batch."""
     w = plan.workload
     head = header_line(
         [f"{plan.model} ({plan.num_params / 1e9:.2f}B) on {plan.gpus} x {plan.device.name}"],
@@ -113,40 +113,36 @@ def render_layout_plan(plan: LayoutPlan, top: int = 15) -> RenderableType:
         [step(w)],
     )
     table = titled_table(
-        f"Layouts that fit, least communication first ({len(plan.fits)} of "
-        f"{plan.considered}; binary units)",
+        f"Layouts that fit, best first ({len(plan.fits)} of {plan.considered})",
         "#>",
-        "dp>",
-        "sharding",
-        "tp>",
-        "pp>",
-        "cp>",
-        "checkpoint",
-        "micro-batch>",
-        "peak / GPU>",
-        "comm / GPU / step>",
-        "all-gather + RS>",
+        "dp.tp.pp.cp",
+        "shard",
+        "ckpt",
+        "micro>",
+        "peak GiB>",
+        "sent GiB>",
+        "DP GiB>",
         "bubble>",
     )
     for i, row in enumerate(plan.fits[:top], 1):
         table.add_row(
             str(i),
-            str(row.dp),
-            row.sharding,
-            str(row.tp),
-            str(row.pp),
-            str(row.cp),
+            f"{row.dp}.{row.tp}.{row.pp}.{row.cp}",
+            row.sharding.removeprefix("fsdp "),
             row.checkpoint,
             str(row.micro_batch),
-            fmt_bytes(row.peak_bytes),
-            fmt_bytes(row.comm_bytes),
-            fmt_bytes(row.gather_scatter_bytes),
+            f"{row.peak_bytes / 2**30:.1f}",
+            f"{row.comm_bytes / 2**30:.1f}",
+            f"{row.gather_scatter_bytes / 2**30:.1f}",
             f"{row.bubble:.1%}",
         )
     lines: list[RenderableType] = [
         head,
         Text(
-            f"answered in closed form ({plan.seconds:.2f} s for {plan.considered} layouts)",
+            f"answered in closed form ({plan.seconds:.2f} s for {plan.considered} layouts); "
+            "shard: ddp, fsdp full or grad-op, zero-N; micro: the largest micro-batch per GPU; "
+            "peak: the worst GPU's device total; sent: what each GPU sends per step (DP: "
+            "its data-parallel collectives); GiB = 2^30 bytes",
             style="dim",
         ),
         table,

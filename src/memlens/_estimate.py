@@ -50,10 +50,14 @@ def estimate(
 
     Example usage::
 
+        import memlens
+        import torch
+
         est = memlens.estimate("resnet50", batch=32, optimizer="adam", device="v100-16gb")
         print(est.peak_bytes, est.breakdown, est.fits)
+        print(est)  # one line; est.summary() is the long form
         est = memlens.estimate("llama-3-8b", quantize="nf4", lora="r=16", precision="bf16",
-                               checkpoint="blocks", device="rtx4090-24gb")
+                               checkpoint="blocks", device="rtx-4090")
 
         def my_step(model, batch, optimizer):
             loss = model(**batch).loss
@@ -61,7 +65,9 @@ def estimate(
             optimizer.step()
             optimizer.zero_grad()
 
-        est = memlens.estimate(model, step=my_step, inputs=batch, device="a100-80gb")
+        batch = {"input_ids": torch.randint(0, 50257, (2, 128))}
+        batch["labels"] = batch["input_ids"]
+        est = memlens.estimate("gpt2", step=my_step, inputs=batch, device="a100-80gb")
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
     if work.generate:

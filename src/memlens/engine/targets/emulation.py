@@ -80,6 +80,7 @@ from memlens.engine.rules import Rule, Rules, rules_of
 from memlens.engine.targets import (
     cpu_conv,
     cpu_fft,
+    cpu_norm,
     cpu_reduce,
     cpu_rnn,
     cuda_blas,
@@ -113,7 +114,7 @@ def _chain(fns: list[Rule]) -> Rule:
 
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
-    "cpu": rules_of(cpu_conv, cpu_fft, cpu_reduce, cpu_rnn),
+    "cpu": rules_of(cpu_conv, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }
 

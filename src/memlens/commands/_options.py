@@ -274,13 +274,24 @@ def print_json(result: Any, *, detail: bool = False, **attached: Any) -> None:
 
 
 @contextmanager
-def progress(text: str, delay: float = 1.0) -> Iterator[None]:
+def progress(
+    text: str, delay: float = 1.0, *, traces: bool = False, quiet: bool = False
+) -> Iterator[None]:
     """Run the block that calls the model's code: a spinner on stderr with ``text`` if it
     takes longer than ``delay`` s, the code's own ``print`` output sent to stderr (stdout is
     the report's, so ``--json`` stays valid JSON), torch's log lines and warnings silenced,
-    and the command's ``--timeout`` applied."""
+    and the command's ``--timeout`` applied.
+
+    With ``traces`` (a planner's many estimates), each finished trace is shown: in the
+    spinner's line on a terminal, else as one line on stderr (none when ``quiet``: ``--json``).
+    """
     status = Console(stderr=True).status(text)
     started = threading.Event()
+    hook_token = None
+    if traces:
+        from memlens.plan.tracer import TRACE_HOOK
+
+        hook_token = TRACE_HOOK.set(_trace_feed(status, text, quiet))
 
     def start() -> None:
         started.set()
@@ -296,6 +307,31 @@ def progress(text: str, delay: float = 1.0) -> Iterator[None]:
         timer.cancel()
         if started.is_set():
             status.stop()
+        if hook_token is not None:
+            from memlens.plan.tracer import TRACE_HOOK
+
+            TRACE_HOOK.reset(hook_token)
+
+
+def _trace_feed(status: Any, text: str, quiet: bool) -> Callable[..., None]:
+    """A tracer hook: the spinner's text on a terminal, one stderr line per trace when
+    piped (nothing when ``quiet``)."""
+    from memlens.units import fmt_bytes
+
+    console = Console(stderr=True)
+    count = 0
+
+    def feed(batch: int, changes: dict[str, Any], est: Any, seconds: float) -> None:
+        nonlocal count
+        count += 1
+        what = f"batch {batch}" + "".join(f", {k}={v}" for k, v in sorted(changes.items()))
+        line = f"trace {count}: {what}: {fmt_bytes(est.total_bytes)} ({seconds:.1f} s)"
+        if console.is_terminal:
+            status.update(f"{text} {line}")
+        elif not quiet:
+            console.print(line, highlight=False, soft_wrap=True, markup=False)
+
+    return feed
 
 
 @contextmanager

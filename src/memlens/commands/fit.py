@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
         from memlens._api import fit as run_fit
         from memlens.report.plan import render_fit
 
-        with progress(f"searching the largest batch of {model}…"):
+        with progress(f"searching the largest batch of {model}…", traces=True, quiet=as_json):
             result = run_fit(model, batch=batch, max_batch=max_batch, **api)
         if export(result, html, markdown, as_json):
             return

@@ -46,7 +46,7 @@ def register(app: typer.Typer) -> None:
         from memlens.report.plan import plot_sweep, render_sweep
 
         check_output(plot, (".png", ".svg", ".pdf"), "--plot")
-        with progress(f"tracing {model}…"):
+        with progress(f"tracing {model}…", traces=True, quiet=as_json):
             result = run_sweep(model, batches=batches, **api)
         if plot is not None:
             plot_sweep(result, plot)

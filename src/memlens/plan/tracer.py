@@ -7,7 +7,9 @@ in traces (one trace is one :func:`memlens.estimate` call).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -22,6 +24,11 @@ from memlens.workload import Workload
 
 #: Errors that mean "this option or value is not supported", raised before any tracing.
 UNSUPPORTED = (WorkloadError, ConfigError)
+#: Called after each new trace with ``(batch, changes, estimate, seconds)``: the command line
+#: sets it to show progress.
+TRACE_HOOK: ContextVar[Callable[[int, dict[str, Any], Estimate, float], None] | None] = ContextVar(
+    "memlens_trace_hook", default=None
+)
 
 
 class Tracer:
@@ -57,8 +64,12 @@ class Tracer:
         if key not in self._cache:
             workload = self.workload.with_(batch=batch, **changes)
             check_target(workload, self.target)
+            started = time.perf_counter()
             self._cache[key] = estimate_step(self.spec, workload, self.target, self.loss)
             self.count += 1
+            hook = TRACE_HOOK.get()
+            if hook is not None:
+                hook(batch, changes, self._cache[key], time.perf_counter() - started)
         return self._cache[key]
 
     def cached(self, batch: int, **changes: Any) -> Estimate | None:

@@ -9,6 +9,8 @@ import torch
 
 from memlens._results import Estimate
 from memlens._setup import prepare, resolve_model
+from memlens.analytic.estimate import analytic_estimate, closed_form_reason
+from memlens.analytic.layout import LayoutEstimate
 from memlens.devices import Device
 from memlens.plan._checkpoint import estimate_step
 from memlens.workload import Workload
@@ -23,7 +25,7 @@ def estimate(
     inputs: Any = None,
     loss: Callable[..., torch.Tensor] | None = None,
     **fields: Any,
-) -> Estimate:
+) -> Estimate | LayoutEstimate:
     """Estimate the peak memory of one step of ``model``.
 
     ``model`` is a name (``"resnet50"``, ``"timm/vit_base_patch16_224"``), a factory spec
@@ -68,8 +70,17 @@ def estimate(
         batch = {"input_ids": torch.randint(0, 50257, (2, 128))}
         batch["labels"] = batch["input_ids"]
         est = memlens.estimate("gpt2", step=my_step, inputs=batch, device="a100-80gb")
+
+    A parallel layout (``dp``, ``fsdp``, ``tp``, ``pp``, ``cp``, ``deepspeed``...) is traced
+    per rank, or answered in closed form (:mod:`memlens.analytic`, a
+    :class:`~memlens.analytic.layout.LayoutEstimate`: per pipeline stage) with
+    ``analytic=True``, for DeepSpeed and sequence parallelism, and by default for models
+    above 20B parameters; its ``method`` says which.
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
+    reason = closed_form_reason(model, work)
+    if reason is not None:
+        return analytic_estimate(model, work, device=target, method=reason)
     if work.generate:
         from memlens._generate import estimate_generation
         from memlens._setup import model_spec

@@ -787,12 +787,15 @@ class Workload:
         parse=_flag,
         uses=_PARALLEL,
     )
-    analytic: bool = option(
-        False,
-        help="Answer in closed form (memlens.analytic: Korthikanti et al. activations, ZeRO and "
-        "DeepSpeed model states) instead of tracing: instant at any scale.",
+    analytic: bool | None = option(
+        None,
+        help="Answer in closed form (memlens.analytic: the layer code's saved tensors or "
+        "Korthikanti et al., ZeRO and DeepSpeed model states) instead of tracing: instant at "
+        "any scale. Default: closed form for a parallel layout of a model above 20B "
+        "parameters (minutes to trace), else traced.",
         group="parallel",
-        parse=_flag,
+        parse=_optional_flag,
+        flag="--analytic/--traced",
         uses=_PARALLEL,
     )
     # data loading: host memory only (see memlens.strategies.data)
@@ -1003,7 +1006,7 @@ class Workload:
     def closed_form(self) -> bool:
         """Whether the step is answered by :mod:`memlens.analytic` (asked for, or a DeepSpeed
         or sequence-parallel layout, which only the closed form models)."""
-        return self.analytic or self.deepspeed is not None or self.sequence_parallel
+        return bool(self.analytic) or self.deepspeed is not None or self.sequence_parallel
 
     @property
     def layout(self) -> Layout:

@@ -90,8 +90,9 @@ class Communication:
     """Bytes each GPU sends per optimizer step, by collective, and the pipeline bubble.
 
     Ring algorithms: an all-reduce of ``n`` bytes over ``k`` ranks sends ``2n(k-1)/k``, an
-    all-gather or reduce-scatter ``n(k-1)/k``. ``bubble`` is the idle fraction of a
-    pipeline step, ``(pp - 1)/M`` (``/v`` interleaved; Narayanan et al. 2021, Section 2.2).
+    all-gather or reduce-scatter ``n(k-1)/k``. ``bubble`` is the share of a step a GPU idles
+    in the pipeline's fill and drain, ``(pp - 1)/(v M + pp - 1)`` (Narayanan et al. 2021,
+    Section 2.2: bubble time ``(pp - 1)/(v M)`` of the ideal time; ``v`` virtual stages).
     """
 
     data_parallel: int
@@ -447,7 +448,7 @@ def estimate_layout(
                 layer["temporaries"] = transient
             layer["collectives"] += extra_bwd
             layer["parameters"] += root_unsharded
-            moments[f"backward (first layer's {where})"] = layer
+            moments[f"backward ({where})"] = layer
         if not inside:
             end = dict(base, gradients=all_grads, temporaries=recompute_peak)
             end["collectives"] += extra_bwd
@@ -561,5 +562,5 @@ def _communication(
         kv = 2 * sizes.act * seq * b * shape.kv_width // lay.tp
         cp = 3 * kv * (lay.cp - 1) * worst_layers * m
     v = VIRTUAL_STAGES if lay.pp_schedule == "interleaved" else 1
-    bubble = (lay.pp - 1) / (v * lay.microbatches) if lay.pp > 1 else 0.0
+    bubble = (lay.pp - 1) / (v * lay.microbatches + lay.pp - 1) if lay.pp > 1 else 0.0
     return Communication(dp_bytes, tp, pp, cp, bubble)

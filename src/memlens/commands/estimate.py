@@ -31,8 +31,10 @@ def register(app: typer.Typer) -> None:
         from memlens._estimate import estimate as run_estimate
         from memlens.report.budget import render_estimate
 
-        with progress(f"tracing {model}…"):
+        with progress(f"estimating {model}…"):
             est = run_estimate(model, **api)
+        if _closed_form(est, compare or bool(html or markdown), as_json):
+            return
         if est.workload.generate:
             if compare:
                 raise ConfigError("--compare runs one step, not generate(); see benchmarks")
@@ -55,6 +57,23 @@ def register(app: typer.Typer) -> None:
             from memlens.report.distributed import render_ranks
 
             show(render_estimate(est, measured), *render_ranks(est), *_step_note(est))
+
+
+def _closed_form(est: Any, traced_only: bool, as_json: bool) -> bool:
+    """Show a closed-form answer (:mod:`memlens.analytic`); False for a traced estimate."""
+    from memlens.analytic.layout import LayoutEstimate
+
+    if not isinstance(est, LayoutEstimate):
+        return False
+    if traced_only:
+        raise ConfigError(f"--compare, --html and --markdown need a traced step: {est.method}")
+    if as_json:
+        print_json(est)
+    else:
+        from memlens.report.layouts import render_layout_estimate
+
+        show(render_layout_estimate(est))
+    return True
 
 
 def _step_note(est: Any) -> list[str]:

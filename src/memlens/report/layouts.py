@@ -20,12 +20,15 @@ if TYPE_CHECKING:
 _COLUMNS = (
     ("parameters", "params"),
     ("gradients", "grads"),
-    ("optimizer_state", "optimizer"),
-    ("activations", "activations"),
+    ("optimizer_state", "optim"),
+    ("activations", "acts"),
     ("temporaries", "temps"),
-    ("collectives", "collectives"),
-    ("framework_overhead", "workspaces"),
+    ("collectives", "comm"),
 )
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
 
 
 def layout_text(est: LayoutEstimate) -> str:
@@ -55,11 +58,10 @@ def render_layout_estimate(est: LayoutEstimate) -> RenderableType:
     )
     shown = [(k, name) for k, name in _COLUMNS if any(s.breakdown.get(k) for s in est.stages)]
     table = titled_table(
-        "Per GPU, by pipeline stage (binary units)",
+        f"Per GPU, by pipeline stage ({est.stages[0].ranks_alike} GPUs each; GiB = 2^30 bytes)",
         "stage",
-        "GPUs>",
         "layers>",
-        "in flight>",
+        "flight>",
         *(f"{name}>" for _, name in shown),
         "peak>",
         "peak in",
@@ -68,16 +70,15 @@ def render_layout_estimate(est: LayoutEstimate) -> RenderableType:
     worst = est.worst
     for s in est.stages:
         row = [
-            str(s.stage) + (" *" if s is worst else ""),
-            str(s.ranks_alike),
+            str(s.stage) + ("*" if s is worst else ""),
             str(s.layers),
             str(s.in_flight),
-            *(fmt_bytes(s.breakdown.get(k, 0)) for k, _ in shown),
-            fmt_bytes(s.peak_bytes),
+            *(_gib(s.breakdown.get(k, 0)) for k, _ in shown),
+            _gib(s.peak_bytes),
             s.peak_phase,
         ]
         if any(x.host_bytes for x in est.stages):
-            row.append(fmt_bytes(s.host_bytes))
+            row.append(_gib(s.host_bytes))
         table.add_row(*row)
     lines: list[RenderableType] = [
         head,

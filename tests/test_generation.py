@@ -105,9 +105,15 @@ def test_quadratic_term_eager_vs_flash_on_a_long_prompt():
     assert chunked.quadratic_bytes < eager.quadratic_bytes // 4
 
 
+def test_beam_search_caches_every_beam():
+    est = _estimate(TINY_LLAMA, prompt_len=16, new_tokens=4, num_beams=3)
+    closed = kv_cache(TINY_LLAMA, dtype="fp32")
+    steps = est.generation.steps
+    assert steps[0].kv_cache_bytes == closed.sequence_bytes(16, batch=3)
+    assert steps[-1].kv_cache_bytes == closed.sequence_bytes(16 + 4 - 1, batch=3)
+
+
 def test_refusals():
-    with pytest.raises(ConfigError, match="num-beams"):
-        _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, num_beams=2)
     with pytest.raises(ConfigError, match="kv_dtype"):
         _estimate(TINY_LLAMA, prompt_len=8, new_tokens=2, kv_dtype="fp8")
 

@@ -195,9 +195,15 @@ def estimate_generation(spec: ModelSpec, workload: Workload, target: Target) -> 
     )
     unknowns = [f"data-dependent read answered: {r}" for r in result.value_reads]
     unknowns += [
-        "generation: greedy decoding with no end-of-sequence token (every sequence runs "
+        "generation: greedy or beam search, no end-of-sequence token (every sequence runs "
         f"{workload.new_tokens} tokens); sampling's top-k/top-p temporaries are not traced"
     ]
+    if workload.num_beams > 1:
+        unknowns.append(
+            "beam search: each traced call stops after its one iteration (the real stop test "
+            "reads the beams' scores); its final cut of the returned sequences reads the beams' "
+            "indices (the reads above): the trace discards those sequences"
+        )
     unknowns += target.assumptions
     unknowns += kernel_unknowns(target, {b.op for b in timeline.blocks})
     return GenerationEstimate(

@@ -104,10 +104,15 @@ class _GenerationRecorder(Recorder):
         self.logits: set[int] = set()
         self.quadratic: set[int] = set()
         self._head = head
+        # the previous iteration's loop variables, each freed when generate() makes the
+        # tensor that replaces it (same bytes and dtype, outside the model, after a forward)
+        self.previous: list[torch.Tensor] = []
+        self.forwarded = False
 
     def on_tokens(self, query: int) -> None:
         """A forward pass (or prefill chunk) starts reading ``query`` tokens."""
         past, self.query = self.seen, query
+        self.forwarded = True
         self.seen += query
         self.key_lengths = {past + query, *self.fixed_keys}
         self.key_lengths |= {min(past, w - 1) + query for w in self.windows}
@@ -115,6 +120,16 @@ class _GenerationRecorder(Recorder):
     def new_timeline(self) -> Timeline:
         self.outside, self.logits, self.quadratic = set(), set(), set()
         return super().new_timeline()
+
+    def _replace_previous(self, out: Any) -> None:
+        for t in torch.utils._pytree.tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            size = t.untyped_storage().nbytes()
+            for i, old in enumerate(self.previous):
+                if old.dtype == t.dtype and old.untyped_storage().nbytes() == size:
+                    del self.previous[i]  # the last reference: its free is recorded now
+                    break
 
     def dispatch(self, func: Any, args: tuple, kwargs: dict) -> Any:
         first = len(self.timeline.blocks)
@@ -125,6 +140,8 @@ class _GenerationRecorder(Recorder):
         current = self.modules.current
         if current == "":
             self.outside.update(made)
+            if self.forwarded and self.previous:
+                self._replace_previous(out)
         elif self._head is not None and current == self._head:
             self.logits.update(made)
         if self.query > 1:
@@ -150,12 +167,45 @@ def _check(model: nn.Module, name: str, workload: Workload) -> None:
         raise ConfigError(
             f"{name} is an encoder-decoder model: --generate traces decoder-only causal LMs"
         )
-    if workload.num_beams > 1:
-        raise ConfigError(
-            "--num-beams > 1 is not traced yet: beam search decides when to stop from the "
-            "beams' scores (_beam_search_has_unfinished_sequences), values a fake tensor does "
-            "not have"
-        )
+
+
+def _previous_iteration(workload: Workload, B: int, vocab: int, max_len: int) -> tuple:
+    """The decoding loop's variables of the previous iteration, alive through this step's
+    forward pass until the loop rebinds them (in this order).
+
+    ``_sample``: the fp32 row of logits (``next_token_logits``, which ``next_token_scores``
+    is without logits processors) and the chosen tokens (``next_tokens``). ``_beam_search``:
+    ``logits`` (fp32, ``batch x beams`` rows) and ``log_probs`` (``log_softmax`` plus the
+    running scores, ``batch x (beams x vocab)``), and the top-``2 x beams`` continuations
+    (``topk_log_probs``, ``topk_running_sequences`` of ``max_length`` tokens,
+    ``topk_running_beam_indices``, ``next_token_hits_stopping_criteria``) and ``beam_idx``.
+    """
+    K = workload.num_beams
+    if K == 1:
+        return torch.empty((B, vocab), dtype=torch.float32), torch.empty((B,), dtype=torch.int64)
+    keep = 2 * K  # beams_to_keep = max(2, 1 + len(eos)) * num_beams, without an eos token
+    return (
+        torch.empty((B * K, vocab), dtype=torch.float32),
+        torch.empty((B, K * vocab), dtype=torch.float32),
+        torch.empty((B, keep), dtype=torch.float32),
+        torch.empty((B, keep, max_len), dtype=torch.int64),
+        torch.empty((B, keep, workload.new_tokens), dtype=torch.int32),
+        torch.empty((B, keep), dtype=torch.bool),
+        torch.empty((B * K,), dtype=torch.int64),
+    )
+
+
+def _stop_after_one(model: nn.Module) -> Any:
+    """``_beam_search_has_unfinished_sequences`` answering False after its computation: each
+    traced call runs one iteration of the loop (the real test reads the beams' scores, which
+    fake tensors do not have)."""
+    real = model._beam_search_has_unfinished_sequences  # a static method in 4.57
+
+    def stop(*args: Any, **kwargs: Any) -> torch.Tensor:
+        real(*args, **kwargs)
+        return torch.zeros((), dtype=torch.bool)  # a factory: its value is known (shadow)
+
+    return stop
 
 
 def _new_cache(model: nn.Module, workload: Workload, max_len: int) -> Any:
@@ -272,17 +322,25 @@ def trace_generation(
         if cached and workload.kv_cache == "static":
             positions = torch.ones(ids.shape[-1], dtype=torch.int64).cumsum(0) - 1
             extra["cache_position"] = positions[cached:]
-        # _sample's loop variables of the previous iteration, rebound only after this
-        # forward: the fp32 row of logits (next_token_logits, which next_token_scores is
-        # without logits processors) and the chosen tokens (next_tokens)
-        previous = (
-            (torch.empty((B, vocab), dtype=torch.float32), torch.empty((B,), dtype=torch.int64))
-            if cached
-            else ()
-        )
-        config = generation_config(model, workload, 1, name == "prefill")
-        out = model.generate(ids, generation_config=config, past_key_values=cache, **extra)
-        del previous
+        recorder.previous = list(_previous_iteration(workload, B, vocab, P + N)) if cached else []
+        recorder.forwarded = False
+        if workload.num_beams > 1:
+            # the real run's max_length (the beams' state is sized by it); one iteration
+            new = P + N - ids.shape[-1]
+            model._beam_search_has_unfinished_sequences = _stop_after_one(model)
+        else:
+            new = 1
+        config = generation_config(model, workload, new, name == "prefill")
+        try:
+            out = model.generate(ids, generation_config=config, past_key_values=cache, **extra)
+        finally:
+            vars(model).pop("_beam_search_has_unfinished_sequences", None)
+        recorder.previous = []
+        if workload.num_beams > 1:
+            # beam search returns the best beams, cut at a length it reads from the beams'
+            # indices; the next call's input is the sequences so far, one token longer
+            del out
+            out = torch.randint(0, vocab, (B, ids.shape[-1] + 1))
         storages = {}
         for t in _cache_tensors(cache):
             recorder.set_category(t, Category.KV_CACHE)

@@ -93,7 +93,7 @@ def checkpoint_defaults(spec: ModelSpec, workload: Workload, explicit: set[str])
             raise ConfigError(
                 f"{spec.name}: its {where} is {text}, a layout memlens cannot trace yet; "
                 f"pass --quantize ({', '.join(QUANTIZE)}) to trace another, or see its "
-                "weights with memlens size"
+                "served memory in closed form with memlens serve-plan"
             )
         changes["quantize"] = quant["quantize"]
         if quant.get("compute_dtype") and "bnb_compute_dtype" not in explicit:

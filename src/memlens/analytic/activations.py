@@ -122,12 +122,12 @@ def hf_llama_terms(
     terms = [
         *(Term(f"input_layernorm: {n}", b, s) for n, b, s in _rms_norm(sb, h, d, amp, 3)),
         Term("q (rotated)", d * sb * q, "tp"),
-        Term("k (rotated)", d * sb * kv, "tp"),
-        Term("v", d * sb * kv, "tp"),
+        # eager attention's repeat_kv copies k and v to every query head (expand + reshape);
+        # the matmuls save the copies and the grouped originals are freed
+        Term("k (rotated)", d * sb * (q if attention == "eager" else kv), "tp"),
+        Term("v", d * sb * (q if attention == "eager" else kv), "tp"),
     ]
     if attention == "eager":
-        if kv != q:  # repeat_kv expands k and v before the matmuls, which save the copies
-            terms.append(Term("k, v repeated (repeat_kv)", 2 * d * sb * q, "tp"))
         scores = a * seq * seq * batch
         terms.append(Term("softmax output (fp32)", 4 * scores, "core"))
         if d != 4:

@@ -351,6 +351,13 @@ def estimate_layout(
                 live_params=min(
                     ds.stage3_max_live_parameters, block + ds.stage3_prefetch_bucket_size
                 ),
+                persistent_params=sum(
+                    n
+                    for n in (math.prod(x) for x in local)
+                    if n < ds.stage3_param_persistence_threshold
+                )
+                if ds.stage == 3
+                else 0,
             )
             for k, v in states.device.items():
                 device_cats[k] += v

@@ -62,17 +62,26 @@ def _first_layer(c_in: int, groups: int) -> bool:
     return groups == 1 and c_in < 4  # oneDNN keeps an RGB-like source plain
 
 
+def _first_layer_forward(x: torch.Tensor, groups: int) -> bool:
+    """Whether the forward keeps the source plain: ``is_1stconv`` in
+    src/cpu/x64/jit_avx512_common_conv_kernel.cpp takes fewer than 16 input channels on
+    AVX-512 (fp32); elsewhere an RGB-like source."""
+    if "AVX512" in isa() and x.dtype == torch.float32:
+        return groups == 1 and x.shape[1] < 16
+    return _first_layer(x.shape[1], groups)
+
+
 def forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> list[int]:
     """Peak bytes inside oneDNN's forward: reorders, blocked result, output."""
     block, elem = _block(), x.element_size()
-    first = _first_layer(x.shape[1], groups)
+    first = _first_layer_forward(x, groups)
     src = 0 if first else _blocked(x.shape, elem, block)
     dst = _blocked(out.shape, elem, block)
     wts = _weights(w, groups, block, first)
     return [max(src + wts + dst, dst + out.untyped_storage().nbytes())]
 
 
-def _avx2_direct_weight_grad(
+def _direct_weight_grad(
     x: torch.Tensor,
     w: torch.Tensor,
     out_hw: tuple[int, int],
@@ -81,16 +90,46 @@ def _avx2_direct_weight_grad(
     dilation: list[int],
     groups: int,
 ) -> bool:
-    """Whether ``jit_avx2_conv_bwd_weights_kernel_f32_t::init_conf`` accepts the problem
-    (its boundary and ``params_ok`` tests; depthwise problems go to ``jit_uni_dw``)."""
+    """Whether a direct (blocked-layout) kernel takes the fp32 weight gradient.
+
+    Depthwise problems go to ``jit_uni_dw_conv_bwd_weights_kernel_t::init_conf``
+    (src/cpu/x64/jit_uni_dw_conv_kernel_utils.cpp, every ISA): ``kw <= 3``, ``stride_w <=
+    kw`` and paddings of at most half the filter, so ConvNeXt's 7x7 depthwise gradient falls
+    to gemm. Others, on AVX2, to ``jit_avx2_conv_bwd_weights_kernel_f32_t::init_conf`` (its
+    boundary and ``params_ok`` tests); AVX-512's direct kernel has no such limits."""
     c, o, (kh, kw), (ih, iw), (oh, ow) = x.shape[1], w.shape[0], w.shape[-2:], x.shape[-2:], out_hw
-    if groups > 1 and c == groups and o == groups:
-        return True
-    if any(d != 1 for d in dilation):
-        return False
     (sh, sw), (t, left) = stride, padding
     bottom = max(0, (oh - 1) * sh + kh - ih - t)  # calculate_end_padding
     right = max(0, (ow - 1) * sw + kw - iw - left)
+    if groups > 1 and c == groups and o == groups:
+        pads = max(t, bottom) <= kh // 2 and max(left, right) <= kw // 2
+        return kw <= 3 and sw <= kw and pads
+    args = (x, w, out_hw, stride, padding, dilation, groups)
+    if "AVX512" in isa():  # jit_avx512_common, else jit_avx2 (cpu_convolution_list.cpp)
+        threads = torch.get_num_threads()
+        if _avx512_direct_scratchpad(*args, False, threads) is not None:
+            return True
+    elif isa() != "AVX2":
+        return True
+    return _avx2_direct_accepts(*args)
+
+
+def _avx2_direct_accepts(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> bool:
+    """Whether ``jit_avx2_conv_bwd_weights_kernel_f32_t::init_conf`` accepts a non-depthwise
+    problem (its boundary and ``params_ok`` tests)."""
+    c, o, (kh, kw), (ih, iw), (oh, ow) = x.shape[1], w.shape[0], w.shape[-2:], x.shape[-2:], out_hw
+    (sh, sw), (t, left) = stride, padding
+    bottom, right = _end_pad(t, oh, ih, sh, kh), _end_pad(left, ow, iw, sw, kw)
+    if any(d != 1 for d in dilation):
+        return False
     boundaries = t < kh and bottom < kh and left < kw and right < kw
     channels = groups == 1 or (c // groups % 8 == 0 and o // groups % 8 == 0)
     return boundaries and channels and kw < 14 and kh <= ih
@@ -99,12 +138,13 @@ def _avx2_direct_weight_grad(
 def _gemm_weight_grad_scratchpad(
     x: torch.Tensor, w: torch.Tensor, out_hw: tuple[int, int], stride: list[int], groups: int
 ) -> int:
-    """Bytes of ``gemm_convolution_bwd_weights_t``'s scratchpad for fp32 NCHW on AVX2 (0 when
-    it refuses the problem and the reference kernel, without one, runs)."""
+    """Bytes of ``gemm_convolution_bwd_weights_t``'s scratchpad for fp32 NCHW (0 when it
+    refuses the problem and the reference kernel, without one, runs)."""
     n, c, ih, iw = x.shape
     (kh, kw), (oh, ow) = w.shape[-2:], out_hw
     ic, ks, os_ = c // groups, kh * kw, oh * ow
-    threads, simd_w = torch.get_num_threads(), 32 // 4  # dnnl_get_max_threads(); 256-bit f32
+    # dnnl_get_max_threads(); f32 lanes of the vector ISA (512 or 256 bits)
+    threads, simd_w = torch.get_num_threads(), 16 if "AVX512" in isa() else 8
     weights, src, dst = 4 * w.numel(), 4 * x.numel(), 4 * n * w.shape[0] * os_
     limit = min(1 << 30, 15 * threads * (src + weights + dst))
     unit = oh == ih and ow == iw and ks == 1 and all(s == 1 for s in stride)
@@ -123,6 +163,225 @@ def _gemm_weight_grad_scratchpad(
     return total if total <= limit else 0
 
 
+_PAGE = 4096  # simple_barrier::ctx_t's alignment and size (cpu_barrier.hpp, not Windows)
+
+
+def _book(nbytes: int, align: int = _ALIGN) -> int:
+    """Bytes ``registry_t::book`` reserves for an entry: its size plus its alignment (none
+    for an empty entry)."""
+    return nbytes + max(align, _ALIGN) if nbytes else 0
+
+
+def _reducer_scratchpad(
+    nthr: int, job_size: int, njobs: int, reduction_size: int, max_buffer: int
+) -> int:
+    """Bytes ``cpu_reducer_t<f32>::conf_t::init_scratchpad`` books (src/cpu/x64/cpu_reducer.cpp):
+    ``reduce_balancer_t::balance`` (lock-free, so threads may share a group) splits ``njobs``
+    jobs of ``job_size`` floats, each summed over ``reduction_size``, into groups; every thread
+    of a group but the first gets a page-aligned buffer, and each group a barrier."""
+    min_jobs = max(1, njobs // nthr)
+    max_jobs = max(1, max_buffer // (nthr * job_size))
+    groups = min(njobs // min_jobs, nthr)
+    per_group = min(nthr // groups, reduction_size)
+    jobs_ub = -(-njobs // groups)
+    best = njobs * job_size * reduction_size
+    for jobs in range(min_jobs, njobs):
+        c_groups = min(njobs // jobs, nthr)
+        c_per_group = min(nthr // c_groups, reduction_size)
+        c_jobs_ub = -(-njobs // c_groups)
+        if c_per_group > 1 and c_jobs_ub > max_jobs:
+            continue
+        cost = job_size * c_jobs_ub * (-(-reduction_size // c_per_group) + (c_per_group != 1))
+        if cost < best:
+            groups, per_group, jobs_ub, best = c_groups, c_per_group, c_jobs_ub, cost
+    if per_group == 1:
+        return 0
+    space = groups * (per_group - 1) * jobs_ub * job_size
+    return _book(4 * space, _PAGE) + _book(_PAGE * groups, _PAGE)
+
+
+def _end_pad(pad: int, out: int, size: int, stride: int, ext_k: int) -> int:
+    """``calculate_end_padding`` (src/common/utils.hpp), clamped at zero."""
+    return max(0, (out - 1) * stride + ext_k - size - pad)
+
+
+def _avx2_direct_reducers(
+    x: torch.Tensor, w: torch.Tensor, groups: int, bias: bool, threads: int
+) -> int:
+    """Scratchpad of ``jit_avx2_convolution_bwd_weights_t`` (init_balancers in
+    src/cpu/x64/jit_avx2_convolution.hpp): a reducer over the batch for the weights, one for
+    the bias, each with a 2 MiB buffer cap; channels padded to 8 except a 3-channel source
+    (``flat``), and a padded bias when the output channels are not a multiple of 8."""
+    n, c = x.shape[:2]
+    ic, oc = c // groups, w.shape[0] // groups
+    ic_block = ic if ic == 3 else 8
+    nb_ic = -(-ic // ic_block)
+    nb_oc = -(-oc // 8)
+    job = math.prod(w.shape[-2:]) * ic_block * 8
+    total = _reducer_scratchpad(threads, job, groups * nb_ic * nb_oc, n, 1 << 21)
+    if bias:
+        total += _reducer_scratchpad(threads, 8, groups * nb_oc, n, 1 << 21)
+        if oc % 8:
+            total += _book(4 * groups * nb_oc * 8)  # key_conv_padded_bias
+    return total
+
+
+def _avx512_balance(
+    mb: int,
+    ngroups: int,
+    nb_oc: int,
+    nb_ic: int,
+    ic_block: int,
+    src: tuple[int, int],
+    dst: tuple[int, int],
+    k: tuple[int, int],
+    stride: tuple[int, int],
+    two_d: bool,
+    threads: int,
+) -> tuple[int, int]:
+    """``jit_avx512_common_conv_bwd_weights_kernel_f32_t::balance``: the threads in all and
+    those splitting the batch (``nthr``, ``nthr_mb``), minimising its memory, then compute,
+    cost model. ``src``/``dst`` are the (h, w) it sees (transposed for the ``ow == 1`` kernel)."""
+    if threads < ngroups:
+        return threads, 1
+    nthr_g, nthr = ngroups, threads // ngroups
+    (ih, iw), (oh, ow), (kh, kw), (sh, sw) = src, dst, k, stride
+    ih_red, oh_red = (ih, oh) if two_d else (1, 1)
+    ih_no, oh_no = (1, 1) if two_d else (ih, oh)
+    nthr_oh = max(1, oh_red // 9)  # min_oh_reduce
+    g = -(-ngroups // nthr_g)
+
+    def mem(t_mb: int, t_oc: int, t_ic: int) -> int:
+        src_cost = -(-mb * ih_red // t_mb) * g * -(-nb_ic // t_ic) * ic_block * ih_no * iw
+        dst_cost = -(-mb * oh_red // t_mb) * g * -(-nb_oc // t_oc) * 16 * oh_no * ow
+        wei_cost = 8 * g * -(-nb_oc // t_oc) * -(-nb_ic // t_ic) * kh * kw * ic_block * 16
+        return src_cost // sh // sw + dst_cost + wei_cost
+
+    def comp(t_mb: int, t_oc: int, t_ic: int) -> int:
+        return -(-mb * oh_red // t_mb) * g * -(-nb_oc // t_oc) * -(-nb_ic // t_ic)
+
+    mb_max = min(nthr, mb * nthr_oh)
+    splits = [
+        (t_mb, t_oc, min(nthr // t_mb // t_oc, nb_ic))
+        for t_mb in range(1, mb_max + 1)
+        for t_oc in range(1, min(nthr // t_mb, nb_oc) + 1)
+    ]
+    best = (1, 1, 1)
+    best_mem = mem(*best)
+    for split in splits:  # step 1: lowest memory cost, the last of equals
+        if mem(*split) <= best_mem:
+            best, best_mem = split, mem(*split)
+    best_comp = comp(*best)
+    for split in splits:  # step 2: lower compute cost within 110% of that memory
+        cost = comp(*split)
+        if (cost <= best_comp and mem(*split) < 1.1 * best_mem) or 4 * cost <= 3 * best_comp:
+            best, best_comp = split, cost
+    t_mb, t_oc, t_ic = best
+    if threads // 2 < t_mb < threads:
+        t_mb = min(mb * nthr_oh, threads)
+    return t_mb * nthr_g * t_oc * t_ic, t_mb
+
+
+def _avx512_direct_scratchpad(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    bias: bool,
+    threads: int,
+) -> int | None:
+    """Scratchpad of ``jit_avx512_common_convolution_bwd_weights_t<f32>`` on plain PyTorch
+    tensors, None where its ``init_conf`` refuses the problem
+    (src/cpu/x64/jit_avx512_common_conv_kernel.cpp, ``..._bwd_weights_kernel_f32_t::init_conf``,
+    ``balance`` and ``init_scratchpad``; ``init_balancers`` in
+    jit_avx512_common_convolution.hpp). When ``balance`` splits the batch over ``nthr_mb``
+    threads, all but the first accumulate into their own copy of the weight (and bias)
+    gradient: ``(nthr_mb - 1) * (wei_size + bia_size)`` floats, plus a page-aligned barrier.
+    A bias gradient adds a batch reducer and, for output channels not a multiple of 16, a
+    padded bias."""
+    n, c, ih, iw = x.shape
+    (oh, ow), (kh, kw), (sh, sw), (t, left) = out_hw, w.shape[-2:], stride, padding
+    ic, oc = c // groups, w.shape[0] // groups
+    dh, dw = dilation[0] - 1, dilation[1] - 1
+    ext_kh, ext_kw = (kh - 1) * (dh + 1) + 1, (kw - 1) * (dw + 1) + 1
+    if (dh and (sh != 1 or ext_kh > ih)) or (dw and sw != 1):
+        return None
+    right, bottom = _end_pad(left, ow, iw, sw, ext_kw), _end_pad(t, oh, ih, sh, ext_kh)
+    hw_transp = (
+        14 <= kw < 20
+        and ow == 1
+        and kw == iw
+        and sh == sw == 1
+        and dh == dw == 0
+        and t == left == right == bottom == 0
+    )
+    first = ic < 16 and groups == 1  # is_1stconv: source kept plain, weights Ohwi16o
+    oc_pad = -(-oc // 16) * 16 if groups == 1 else oc
+    ic_block = ic if first else 16
+    ic_pad = -(-ic // 16) * 16 if groups == 1 and not first else ic
+    if (
+        oc_pad % 16
+        or ic_pad % ic_block
+        or (first and ic > 3)
+        or not (left < ext_kw and right < ext_kw and left <= 28 and right <= 28)
+        or not (t <= ext_kh // 2 and bottom <= ext_kh // 2)
+        or (kw > 14 and not hw_transp)
+    ):
+        return None
+    two_d = dh == 0 and oh > 9 and not hw_transp  # harness_2d_reduction
+    src, dst = ((iw, ih), (ow, oh)) if hw_transp else ((ih, iw), (oh, ow))
+    k = (kw, kh) if hw_transp else (kh, kw)
+    nb_oc, nb_ic = oc_pad // 16, ic_pad // ic_block
+    nthr, nthr_mb = _avx512_balance(
+        n, groups, nb_oc, nb_ic, ic_block, src, dst, k, (sh, sw), two_d, threads
+    )
+    total = 0
+    if nthr_mb > 1:  # key_conv_wei_bia_reduction and its barrier
+        size = groups * oc_pad * (ic_pad * kh * kw + 1)
+        total += _book(4 * size * (nthr_mb - 1)) + _book(_PAGE, _PAGE)
+    if bias:
+        if oc % 16:
+            total += _book(4 * groups * oc_pad)  # key_conv_padded_bias
+        total += _reducer_scratchpad(nthr, 16, groups * nb_oc, n, nthr * 3 * 5 * 5 * 16 * 16)
+    return total
+
+
+def _weight_grad_kernel(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    bias: bool,
+) -> tuple[int, bool, int]:
+    """The direct weight-gradient kernel oneDNN picks: its channel block, whether it keeps
+    the source plain, and its scratchpad bytes (the first in ``backward_weights, f32`` of
+    src/cpu/cpu_convolution_list.cpp that accepts the problem). On AVX-512 a problem
+    ``jit_avx512_common`` refuses (4 to 15 input channels, its padding limits) falls to
+    ``jit_avx2``, with 8-channel blocks."""
+    threads = torch.get_num_threads()  # dnnl_get_max_threads()
+    c, o = x.shape[1], w.shape[0]
+    depthwise = groups > 1 and c == groups == o  # jit_*_dw: its scratchpad is not modelled
+    avx2_first = groups == 1 and c == 3  # jit_avx2's "flat" source
+    if x.dtype != torch.float32 or depthwise:
+        return _block(), _first_layer(c, groups), 0
+    if isa() == "AVX2":
+        return 8, avx2_first, _avx2_direct_reducers(x, w, groups, bias, threads)
+    if "AVX512" in isa():
+        args = (x, w, out_hw, stride, padding, dilation, groups, bias, threads)
+        scratch = _avx512_direct_scratchpad(*args)
+        if scratch is not None:
+            return 16, _first_layer(c, groups), scratch
+        if _avx2_direct_accepts(x, w, out_hw, stride, padding, dilation, groups):
+            return 8, avx2_first, _avx2_direct_reducers(x, w, groups, bias, threads)
+    return _block(), _first_layer(c, groups), 0
+
+
 def backward(
     grad_out: torch.Tensor,
     x: torch.Tensor,
@@ -138,7 +397,6 @@ def backward(
     first = _first_layer(x.shape[1], groups)
     go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
     go_b = _blocked(grad_out.shape, elem, block)
-    src_b = 0 if first else _blocked(x.shape, elem, block)
     wts = _weights(w, groups, block, first)
     gi = x.numel() * elem
     high = 0
@@ -149,14 +407,19 @@ def backward(
         held += gi
     if mask[1]:  # grad_weight: reorder grad_out and source, blocked result, reorder back
         gw = w.numel() * elem
+        gb = w.shape[0] * elem if mask[2] else 0  # ideep's bias gradient, made before the call
         out_hw = (grad_out.shape[-2], grad_out.shape[-1])
-        if (
-            isa() == "AVX2"
-            and x.dtype == torch.float32
-            and not _avx2_direct_weight_grad(x, w, out_hw, stride, padding, dilation, groups)
+        if x.dtype == torch.float32 and not _direct_weight_grad(
+            x, w, out_hw, stride, padding, dilation, groups
         ):  # gemm on plain layouts: the result in ideep's buffer, then the copy out
             scratch = _gemm_weight_grad_scratchpad(x, w, out_hw, stride, groups)
-            high = max(high, held + gw + scratch, held + 2 * gw)
+            high = max(high, held + gb + gw + scratch, held + gb + 2 * gw)
         else:
-            high = max(high, held + go_b + src_b + wts, held + wts + gw)
+            wblock, wfirst, scratch = _weight_grad_kernel(
+                x, w, out_hw, stride, padding, dilation, groups, mask[2]
+            )
+            go_w = _blocked(grad_out.shape, elem, wblock)
+            src_w = 0 if wfirst else _blocked(x.shape, elem, wblock)
+            wts_w = _weights(w, groups, wblock, wfirst)
+            high = max(high, held + gb + go_w + src_w + wts_w + scratch, held + gb + wts_w + gw)
     return [go_copy + high]

@@ -144,3 +144,19 @@ def test_zero_config_refusals(value: str, message: str) -> None:
 def test_deepspeed_replaces_fsdp() -> None:
     with pytest.raises(WorkloadError, match="replaces --fsdp"):
         Workload(deepspeed="stage=3", fsdp="full", dp=2)
+
+
+def test_against_deepspeed_when_installed() -> None:
+    """The reimplemented estimators equal DeepSpeed's own (the ``deepspeed`` extra)."""
+    stage12 = pytest.importorskip("deepspeed.runtime.zero.stage_1_and_2")
+    stage3 = pytest.importorskip("deepspeed.runtime.zero.stage3")
+    for offload in (True, False):
+        args = (7_000_000_000, 8, 4, offload)
+        assert estimate_zero2_model_states_mem_needs(*args) == tuple(
+            stage12.estimate_zero2_model_states_mem_needs(*args)
+        )
+        for params in (True, False):
+            args3 = (7_000_000_000, 500_000_000, 8, 4, offload, params, True)
+            assert estimate_zero3_model_states_mem_needs(*args3) == tuple(
+                stage3.estimate_zero3_model_states_mem_needs(*args3)
+            )

@@ -71,14 +71,18 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _freeze(x: Any) -> Any:
-    """A hashable description of an argument (tensors by :class:`TensorMeta`)."""
+def _freeze(x: Any, resized: dict[int, int]) -> Any:
+    """A hashable description of an argument (tensors by :class:`TensorMeta`; a byte buffer
+    the fake kernel returned empty, by its real size: ``resized``, storage -> bytes)."""
     if isinstance(x, torch.Tensor):
+        real = resized.get(x.untyped_storage()._cdata)
+        if real is not None and x.dtype == torch.uint8 and x.numel() == 0:
+            return TensorMeta((real,), (1,), torch.uint8)
         return TensorMeta(tuple(x.shape), tuple(x.stride()), x.dtype)
     if isinstance(x, (list, tuple)):
-        return tuple(_freeze(v) for v in x)
+        return tuple(_freeze(v, resized) for v in x)
     if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in x.items()))
+        return tuple(sorted((k, _freeze(v, resized)) for k, v in x.items()))
     if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.layout)):
         return x
     if isinstance(x, (torch.device, torch.memory_format)):
@@ -161,12 +165,17 @@ class Calls:
     def __init__(self) -> None:
         self.calls: dict[tuple, Call] = {}
         self.workload = ""
+        self.resized: dict[int, int] = {}  # storage of an output a rule sized -> real bytes
 
     def observe(self, recorder: Recorder, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
-        key = (func, _freeze(args), _freeze(kwargs), torch.is_grad_enabled())
+        frozen = (_freeze(args, self.resized), _freeze(kwargs, self.resized))
+        key = (func, *frozen, torch.is_grad_enabled())
+        kept, peak, sizes = _engine_bytes(recorder, func, args, kwargs, out)
+        outs = tree_leaves(out)
+        for i, nbytes in sizes.items():
+            self.resized[outs[i].untyped_storage()._cdata] = nbytes
         call = self.calls.get(key)
         if call is None:
-            kept, peak = _engine_bytes(recorder, func, args, kwargs, out)
             call = self.calls[key] = Call(func, key[1], key[2], key[3], kept, peak)
         call.count += 1
         call.workloads.add(self.workload)
@@ -174,8 +183,9 @@ class Calls:
 
 def _engine_bytes(
     recorder: Recorder, func: Any, args: tuple, kwargs: dict, out: Any
-) -> tuple[int, int]:
-    """(bytes of the call's new output storages, peak inside it) as the engine counts them."""
+) -> tuple[int, int, dict[int, int]]:
+    """(bytes of the call's new output storages, peak inside it, outputs a rule sized) as the
+    engine counts them."""
     rule = recorder.rules.get(func)
     buffers = (
         list(rule(OpCall(func, args, kwargs, out, recorder.target.kind, recorder.target)))
@@ -199,7 +209,7 @@ def _engine_bytes(
         seen.add(storage._cdata)
         kept += sizes.get(i, storage.nbytes())
     inside = [b for b in buffers if isinstance(b, int)]
-    return kept, max([kept, *inside])
+    return kept, max([kept, *inside]), sizes
 
 
 @contextlib.contextmanager
@@ -259,8 +269,28 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
     return records[-1][2] - start, peak
 
 
+#: Ops whose integer inputs are index structures their forward pass built (bag offsets, bag
+#: sizes, arg-max indices): zeros are not a valid one, and the kernels do not check.
+_STRUCTURED = {
+    aten._embedding_bag_backward.default,
+    aten._embedding_bag_dense_backward.default,
+    aten._embedding_bag_sparse_backward.default,
+    aten._embedding_bag_per_sample_weights_backward.default,
+}
+
+#: Ops reading a workspace their forward returned (argument index): replayed only when a rule
+#: gave its real size.
+_WORKSPACE = {aten.mkldnn_rnn_layer_backward.default: 22}
+
+
 def replay(call: Call) -> None:
     """Run ``call`` once on real CPU tensors and record what the allocator saw."""
+    if call.op in _STRUCTURED:
+        call.skipped = "IndexStructure: its forward's bag offsets and sizes are not recorded"
+        return
+    if call.op in _WORKSPACE and call.args[_WORKSPACE[call.op]].shape == (0,):
+        call.skipped = "Workspace: no rule sized the forward's workspace (the kernel would crash)"
+        return
     try:
         args = tuple(_thaw(a) for a in call.args)
         kwargs = {k: _thaw(v) for k, v in call.kwargs}

@@ -1,0 +1,141 @@
+"""Op-level differential test over the broad zoo: each distinct ATen call, run alone for real.
+
+    python benchmarks/opdiff.py [--only LABEL] [--out DIR]
+
+Every workload of ``zoo.py:BROAD`` is traced for a CPU target (inference and training with
+Adam, whose ops include SGD-momentum's); each distinct op call the engine saw (op, shapes,
+strides, dtypes, arguments, grad mode) is run once on real CPU tensors under the profiler's
+allocation records (``memlens.measurement.opdiff``). Reported: every call whose peak or kept
+bytes differ from the engine's by more than ``max(1%, 64 KiB)``. Writes
+``benchmarks/results/opdiff-cpu.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memlens.measurement.opdiff import FLOOR, Calls, collect, replay
+
+HERE = Path(__file__).resolve().parent
+MODES: list[dict[str, Any]] = [{"mode": "inference"}, {"mode": "train", "optimizer": "adam"}]
+
+
+def _size(n: int) -> str:
+    sign = "-" if n < 0 else ("+" if n > 0 else "")
+    n = abs(n)
+    if n >= 2**20:
+        return f"{sign}{n / 2**20:,.2f} MiB"
+    return f"{sign}{n / 2**10:,.1f} KiB"
+
+
+def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
+    every = list(calls.calls.values())
+    replayed = [c for c in every if c.real_peak is not None]
+    reported = sorted((c for c in every if c.reported), key=lambda c: -abs(c.difference))
+    skipped = Counter(c.skipped.split(":")[0] + f" ({c.name})" for c in every if c.skipped)
+    lines = [
+        "# Op-level differential test on cpu",
+        "",
+        f"Reproduce: `{cmd}` (torch {torch.__version__}, {platform.machine()}, "
+        f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+        f"{seconds / 60:.0f} min). Each distinct ATen call of the broad zoo's CPU traces "
+        "(inference, training with Adam) run alone on real tensors of the same shapes, strides "
+        "and dtypes; peak = largest rise of the CPU allocator's running total during the call, "
+        "kept = what it still holds when the call returns. Reported: a difference above "
+        f"max(1%, {FLOOR // 1024} KiB).",
+        "",
+        f"- distinct calls: {len(every)} (from {sum(c.count for c in every)} calls)",
+        f"- replayed: {len(replayed)}; could not run alone: {len(every) - len(replayed)}",
+        f"- reported: {len(reported)}",
+        f"- workloads that failed to trace: {len(failed)}",
+        "",
+    ]
+    if reported:
+        lines += [
+            "| difference | op call | engine peak / kept | real peak / kept | calls | in |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in reported:
+            where = ", ".join(sorted(c.workloads)[:3]) + (" ..." if len(c.workloads) > 3 else "")
+            lines.append(
+                f"| {_size(c.difference)} | `{c.signature[:160]}` | {_size(c.engine_peak)} / "
+                f"{_size(c.engine_kept)} | {_size(c.real_peak or 0)} / "
+                f"{_size(c.real_kept or 0)} | {c.count} | {where} |"
+            )
+    if skipped:
+        lines += ["", "Calls that could not run alone (inputs without their values):", ""]
+        lines += [f"- {reason}: {n}" for reason, n in skipped.most_common()]
+    if failed:
+        lines += ["", "Workloads that failed to trace:", "", *[f"- {f}" for f in failed]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", action="append", help="only these zoo labels")
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    sys.path.insert(0, str(HERE))
+    import zoo  # type: ignore[import-not-found]
+
+    t0 = time.perf_counter()
+    calls, failed = Calls(), []
+    for label, model, _, shape, inputs in zoo.BROAD:
+        if args.only and label not in args.only:
+            continue
+        spec = model.replace("zoo.py:", f"{HERE / 'zoo.py'}:", 1)
+        for mode in MODES:
+            name = f"{label} {mode['mode']}"
+            try:
+                collect(
+                    calls,
+                    name,
+                    spec,
+                    inputs=getattr(zoo, inputs) if inputs else None,
+                    **shape,
+                    **mode,
+                )
+            except Exception as e:  # a failure is a result too
+                failed.append(f"{name}: {type(e).__name__}: {e}"[:300])
+        print(f"{label:20s} {len(calls.calls)} distinct calls", flush=True)
+    for i, call in enumerate(calls.calls.values()):
+        replay(call)
+        if call.reported:
+            print(f"{_size(call.difference):>12s} {call.signature[:150]}", flush=True)
+        if i % 500 == 499:
+            print(f"... {i + 1} replayed", flush=True)
+    seconds = time.perf_counter() - t0
+    cmd = "python benchmarks/opdiff.py" + "".join(f" --only {o}" for o in args.only or [])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    every = list(calls.calls.values())
+    (out / "opdiff-cpu.json").write_text(
+        json.dumps(
+            {
+                "command": cmd,
+                "torch": torch.__version__,
+                "isa": torch.backends.cpu.get_cpu_capability(),
+                "threads": torch.get_num_threads(),
+                "distinct_calls": len(every),
+                "reported": [c.to_dict() for c in every if c.reported],
+                "skipped": [c.to_dict() for c in every if c.skipped],
+                "failed": failed,
+            },
+            indent=1,
+        )
+    )
+    (out / "opdiff-cpu.md").write_text(markdown(calls, failed, cmd, seconds))
+    print(f"{sum(c.reported for c in every)} reported of {len(every)} distinct calls")
+
+
+if __name__ == "__main__":
+    main()

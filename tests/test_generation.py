@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from memlens._errors import ConfigError
+from memlens._errors import ConfigError, WorkloadError
 from memlens._generate import estimate_generation
 from memlens.analytic.kv_cache import kv_cache
 from memlens.measurement.generation import measure_generation_cpu
@@ -128,3 +128,29 @@ def test_json_and_budget_row():
     steps = out["generation"]["steps"]
     assert [s["name"] for s in steps] == ["prefill", "first decode", "last decode"]
     assert steps[-1]["kv_cache_bytes"] == kv_cache(TINY_LLAMA, dtype="fp32").sequence_bytes(18)
+
+
+def test_prompt_past_the_positions_refused():
+    with pytest.raises(WorkloadError, match="positions"):
+        _estimate(TINY_LLAMA, prompt_len=500, new_tokens=20)
+
+
+def test_cli_generate(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY_LLAMA))
+    args = ["estimate", str(path), "--generate", "--prompt-len", "300", "--new-tokens", "4"]
+    args += ["--device", "a100-80gb", "--attention", "eager", "--precision", "bf16"]
+    text = CliRunner().invoke(app, args, terminal_width=120)
+    assert text.exit_code == 0, text.output
+    assert "generation: prompt 300, 4 new tokens" in text.output
+    assert "quadratic term" in text.output
+    out = CliRunner().invoke(app, [*args, "--json"])
+    doc = json.loads(out.output)
+    assert doc["budget"]["kv_cache"] > 0
+    assert doc["generation"]["steps"][0]["quadratic_bytes"] > 0

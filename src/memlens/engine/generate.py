@@ -46,11 +46,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from memlens._errors import ConfigError
+from memlens._errors import ConfigError, WorkloadError
 from memlens.categories import Category, Phase
 from memlens.engine.build import build_fake
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
+from memlens.engine.shadow import Reads
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
 from memlens.targets import Target
@@ -93,8 +94,8 @@ class _GenerationRecorder(Recorder):
     """The engine's recorder, also noting which blocks ``generate()`` made outside the model,
     which the output embeddings made (logits), and which are (query x key) tensors."""
 
-    def __init__(self, model: nn.Module, target: Target, head: nn.Module | None) -> None:
-        super().__init__(model, kernel_rules(target, None), target)
+    def __init__(self, model: nn.Module, target: Target, head: str | None, reads: Reads) -> None:
+        super().__init__(model, kernel_rules(target, None), target, reads)
         self.seen = 0  # tokens the cache has seen, before the current forward
         self.query = 0  # tokens the current forward reads
         self.key_lengths: set[int] = set()  # key counts of the current forward's attention
@@ -298,11 +299,23 @@ def trace_generation(
         applied = strategies.prepare(model, built.inputs)
     del built
     P, N = prompt_len(spec, workload), workload.new_tokens
+    text = model.config.get_text_config()
+    limit = getattr(text, "max_position_embeddings", None) or getattr(text, "n_positions", None)
+    if isinstance(limit, int) and limit < P + N and not workload.allow_long_context:
+        raise WorkloadError(
+            "new_tokens",
+            N,
+            f"prompt + new tokens ({P + N}) pass the model's {limit} positions; "
+            "--allow-long-context for a model that extrapolates",
+        )
     B = workload.batch
     vocab = model.config.get_text_config().vocab_size
     head = model.get_output_embeddings()
     names = {id(m): n for n, m in model.named_modules()}
-    recorder = _GenerationRecorder(model, target, names.get(id(head)) if head else None)
+    # data_dependent=fail refuses a read; otherwise it is answered neutrally and listed (the
+    # reads of generate() that a trace meets do not change its allocations)
+    reads = Reads("fail" if workload.data_dependent == "fail" else "neutral")
+    recorder = _GenerationRecorder(model, target, names.get(id(head)) if head else None, reads)
     recorder.windows = _windows(model.config)
     if workload.kv_cache == "static":
         recorder.fixed_keys = {P + N}

@@ -12,11 +12,12 @@ from memlens.categories import Category
 from memlens.report._style import titled_table
 from memlens.units import fmt_bytes
 
-_ROWS = (
-    Category.PARAMETERS,
-    Category.KV_CACHE,
-    Category.ACTIVATIONS,
-    Category.TEMPORARIES,
+#: Rows of the steps table: categories, or several summed.
+_COLUMNS: tuple[tuple[str, tuple[Category, ...]], ...] = (
+    ("weights", (Category.PARAMETERS, Category.BUFFERS)),
+    ("kv cache", (Category.KV_CACHE,)),
+    ("activations", (Category.ACTIVATIONS,)),
+    ("temporaries", (Category.TEMPORARIES,)),
 )
 
 
@@ -25,35 +26,28 @@ def _share(n: int, of: int) -> str:
 
 
 def steps_table(est: GenerationEstimate) -> RenderableType:
-    """Rows: the traced steps; columns: the peak and what is alive at it."""
+    """Columns: the traced steps; rows: the peak and what is alive at it."""
     gen = est.generation
     assert gen is not None
+    steps = gen.steps
     table = titled_table(
         f"generation: prompt {gen.prompt_len}, {gen.new_tokens} new tokens, batch {gen.batch}, "
         f"{gen.cache_class} ({', '.join(gen.cache_layers)}, {gen.cache_dtype})",
-        "step",
-        "cache>",
-        "peak>",
-        "weights>",
-        "kv cache>",
-        "activ.>",
-        "temp.>",
-        "logits>",
-        "q x k>",
+        "at the step's peak",
+        *(f"{s.name}>" for s in steps),
     )
-    for s in gen.steps:
-        other = s.peak_bytes - sum(s.breakdown.get(c.value, 0) for c in _ROWS)
-        cells = [fmt_bytes(s.breakdown.get(c.value, 0)) for c in _ROWS]
-        if other:
-            cells[-1] = fmt_bytes(s.breakdown.get(Category.TEMPORARIES.value, 0) + other)
-        table.add_row(
-            s.name,
-            f"{s.cached_tokens:,}",
-            fmt_bytes(s.peak_bytes),
-            *cells,
-            fmt_bytes(s.logits_bytes),
-            fmt_bytes(s.quadratic_bytes),
-        )
+    table.add_row("tokens cached before", *(f"{s.cached_tokens:,}" for s in steps))
+    table.add_row("tokens fed", *(f"{s.fed_tokens:,}" for s in steps))
+    shown = []
+    for name, cats in _COLUMNS:
+        cells = [sum(s.breakdown.get(c.value, 0) for c in cats) for s in steps]
+        shown.append(cells)
+        table.add_row(name, *(fmt_bytes(n) for n in cells))
+    other = [s.peak_bytes - sum(col[i] for col in shown) for i, s in enumerate(steps)]
+    table.add_row("other (inputs, workspaces)", *(fmt_bytes(n) for n in other))
+    table.add_row("peak", *(fmt_bytes(s.peak_bytes) for s in steps), style="bold")
+    table.add_row("  of which logits", *(fmt_bytes(s.logits_bytes) for s in steps))
+    table.add_row("  of which q x k (attention)", *(fmt_bytes(s.quadratic_bytes) for s in steps))
     return table
 
 
@@ -95,8 +89,7 @@ def tokens_table(est: GenerationEstimate) -> RenderableType:
     gen = est.generation
     assert gen is not None
     table = titled_table(
-        f"peak over the generated tokens (KV cache grows {fmt_bytes(gen.kv_growth_per_token)} "
-        f"per token and sequence; between traced steps: linear, {gen.interpolation})",
+        "peak per generated token",
         "token>",
         "cache>",
         "kv_cache>",
@@ -116,7 +109,13 @@ def tokens_table(est: GenerationEstimate) -> RenderableType:
 
 def render_generation(est: GenerationEstimate) -> RenderableType:
     """The generation section printed under the budget table."""
+    gen = est.generation
+    assert gen is not None
+    growth = Text(
+        f"the KV cache grows {fmt_bytes(gen.kv_growth_per_token)} per generated token and "
+        f"sequence; between traced steps the peak is linear in the cache length "
+        f"({gen.interpolation})"
+    )
     parts: list[RenderableType] = [steps_table(est), *dominant_lines(est), tokens_table(est)]
-    assert est.generation is not None
-    parts.append(Text(f"method: {est.generation.method}", style="dim"))
+    parts += [growth, Text(f"method: {gen.method}", style="dim")]
     return Group(*parts)

@@ -65,23 +65,26 @@ class Term:
         return -(-self.nbytes // tp)
 
 
-def korthikanti_terms(shape: TransformerShape, seq: int, batch: int) -> list[Term]:
-    """Korthikanti et al. Section 4.1, one layer (see the module docstring)."""
-    sb = seq * batch
+def korthikanti_terms(
+    shape: TransformerShape, seq: int, batch: int, dtype_bytes: int = 2
+) -> list[Term]:
+    """Korthikanti et al. Section 4.1, one layer (see the module docstring); the paper's
+    2-byte activations are ``dtype_bytes`` (4 in fp32 training), masks stay 1 byte."""
+    sb, d = seq * batch, dtype_bytes
     h, a = shape.hidden, shape.heads
     return [
-        Term("layernorm inputs", 2 * 2 * sb * h, "sp"),
-        Term("QKV input", 2 * sb * h, "sp"),
-        Term("Q, K", 2 * sb * (shape.q_width + shape.kv_width), "tp"),
-        Term("softmax output", 2 * a * seq * seq * batch, "core"),
+        Term("layernorm inputs", 2 * d * sb * h, "sp"),
+        Term("QKV input", d * sb * h, "sp"),
+        Term("Q, K", d * sb * (shape.q_width + shape.kv_width), "tp"),
+        Term("softmax output", d * a * seq * seq * batch, "core"),
         Term("softmax dropout mask", a * seq * seq * batch, "core"),
-        Term("attention over V input", 2 * a * seq * seq * batch, "core"),
-        Term("V", 2 * sb * shape.kv_width, "tp"),
-        Term("output projection input", 2 * sb * shape.q_width, "tp"),
+        Term("attention over V input", d * a * seq * seq * batch, "core"),
+        Term("V", d * sb * shape.kv_width, "tp"),
+        Term("output projection input", d * sb * shape.q_width, "tp"),
         Term("attention dropout mask", sb * h, "sp"),
-        Term("MLP input", 2 * sb * h, "sp"),
-        Term("GeLU input", 2 * sb * shape.ffn, "tp"),
-        Term("GeLU output", 2 * sb * shape.ffn, "tp"),
+        Term("MLP input", d * sb * h, "sp"),
+        Term("GeLU input", d * sb * shape.ffn, "tp"),
+        Term("GeLU output", d * sb * shape.ffn, "tp"),
         Term("MLP dropout mask", sb * h, "sp"),
     ]
 

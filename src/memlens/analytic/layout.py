@@ -261,10 +261,10 @@ def estimate_layout(
                 "padding mask: transformers' use_gqa_in_sdpa)"
             )
     else:
-        terms = act.korthikanti_terms(shape, seq, b)
+        terms = act.korthikanti_terms(shape, seq, b, sizes.act)
         unknowns.append(
             f"{shape.name}: activations from Korthikanti et al. 2022 Section 4.1 (Megatron's "
-            "GPT layer, 16-bit activations, dropout masks), not traced from this model's code"
+            "GPT layer: dropout masks, no flash attention), not traced from this model's code"
         )
     if w.amp:
         linear = [s for _, s, split in shape.layer_tensors() if len(s) == 2]

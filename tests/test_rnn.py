@@ -124,3 +124,10 @@ def test_onednn_lstm_layer_rules_match_the_allocator(steps, batch, inputs, hidde
     bargs = (*bargs, [], False, out[3])
     grads = bwd(*bargs)
     assert predicted(bwd, bargs, grads)[0] == _allocator_peak(lambda: bwd(*bargs))
+
+
+def test_cuda_target_lists_the_cudnn_reserve_space() -> None:
+    est = memlens.estimate(
+        lambda: Tagger("LSTM", 1, False, False), device="cuda", batch=BATCH, inputs=_tokens
+    )
+    assert any("cudnnGetRNNTempSpaceSizes" in u for u in est.unknowns)

@@ -50,6 +50,12 @@ class Tracer:
         self.workload, self.target = prepare(
             workload, fields or {}, use, device=device, budget=budget
         )
+        if self.workload.closed_form:  # the trace cannot run what only the closed form models
+            raise ConfigError(
+                f"{use} traces its steps; the closed form (--analytic, --deepspeed, "
+                "--sequence-parallel, --checkpoint selective) answers `memlens estimate` and "
+                "`memlens fit --gpus N`"
+            )
         self.device = self.target.device
         self.spec, self.workload = resolve_model(
             model, self.workload, fields or {}, workload, inputs

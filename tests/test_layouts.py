@@ -116,3 +116,10 @@ def test_cli_refusals_are_one_line(args: list[str], message: str, capsys, monkey
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+def test_fit_without_gpus_refuses_the_closed_form() -> None:
+    import memlens
+
+    with pytest.raises(memlens.ConfigError, match="fit --gpus N"):
+        memlens.fit("gpt2", deepspeed="stage=2", dp=2, device="t4")

@@ -32,6 +32,38 @@ def mlp() -> nn.Module:
 # -- vision --------------------------------------------------------------------------------
 
 
+def resnext_small() -> nn.Module:
+    """torchvision's ResNeXt (bottlenecks with 32 groups of width 4), one block per stage."""
+    from torchvision.models.resnet import Bottleneck, ResNet
+
+    return ResNet(Bottleneck, [1, 1, 1, 1], groups=32, width_per_group=4)
+
+
+def convnext_small() -> nn.Module:
+    """torchvision's ConvNeXt (LayerNorm2d, layer scale, stochastic depth 0.1), widths
+    48-96-192, two blocks per stage."""
+    from torchvision.models.convnext import CNBlockConfig, ConvNeXt
+
+    stages = [CNBlockConfig(48, 96, 2), CNBlockConfig(96, 192, 2), CNBlockConfig(192, None, 2)]
+    return ConvNeXt(stages, stochastic_depth_prob=0.1, num_classes=100)
+
+
+def swin_small() -> nn.Module:
+    """torchvision's Swin Transformer (shifted 4x4 windows, patch merging), embed dim 48,
+    depths 2-2-2."""
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    return SwinTransformer(
+        patch_size=[4, 4],
+        embed_dim=48,
+        depths=[2, 2, 2],
+        num_heads=[3, 6, 12],
+        window_size=[4, 4],
+        stochastic_depth_prob=0.1,
+        num_classes=100,
+    )
+
+
 def tiny_vit() -> nn.Module:
     """torchvision's ViT with 4 layers of width 128 on 32x32 images in 4x4 patches."""
     from torchvision.models import VisionTransformer
@@ -623,15 +655,8 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
     # classic and modern CNNs
     ("resnet18", "resnet18", "residual CNN", {"batch": 8, "input_shape": (3, 64, 64)}, None),
     (
-        "vgg11_bn",
-        "vgg11_bn",
-        "plain CNN + BatchNorm",
-        {"batch": 4, "input_shape": (3, 64, 64)},
-        None,
-    ),
-    (
-        "resnext50",
-        "resnext50_32x4d",
+        "resnext_small",
+        "zoo.py:resnext_small",
         "grouped-conv CNN",
         {"batch": 4, "input_shape": (3, 64, 64)},
         None,
@@ -667,7 +692,13 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
         {"batch": 4, "input_shape": (3, 96, 96)},
         None,
     ),
-    ("convnext_tiny", "convnext_tiny", "ConvNeXt", {"batch": 2, "input_shape": (3, 64, 64)}, None),
+    (
+        "convnext_small",
+        "zoo.py:convnext_small",
+        "ConvNeXt",
+        {"batch": 2, "input_shape": (3, 64, 64)},
+        None,
+    ),
     (
         "convnext_blocks",
         "zoo.py:convnext_small_blocks",
@@ -685,8 +716,8 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
         None,
     ),
     (
-        "swin_t",
-        "swin_t",
+        "swin_small",
+        "zoo.py:swin_small",
         "windowed vision transformer",
         {"batch": 2, "input_shape": (3, 64, 64)},
         None,

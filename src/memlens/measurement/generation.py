@@ -4,7 +4,8 @@ The CPU allocator's running total is read from the profiler's allocation records
 :mod:`memlens.measurement.cpu` does for a step. A forward pre-hook on the input embeddings
 (which runs once per forward pass and per prefill chunk) allocates and frees a marker of
 :data:`~memlens.measurement.cpu._MARK_BYTES` bytes, splitting the records into forward
-passes: the prefill is everything before the first decode forward (the prompt's forward or
+passes (a marker's allocation opens a pass wherever its free lands, and its bytes are not
+counted): the prefill is everything before the first decode forward (the prompt's forward or
 chunks, the first token's choice), the last step everything from the last forward to the
 end of ``generate()``. A step's peak is the bytes alive before ``generate()`` (weights,
 buffers, the prompt) plus the largest rise of the running total within it.
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from memlens._errors import MeasureError
 from memlens.engine.build import skip_init
 from memlens.engine.generate import generation_config, prompt_len
 from memlens.engine.protocol import StepStrategies
@@ -78,27 +80,31 @@ def measure_generation_cpu(
         handle.remove()
     seconds = time.perf_counter() - t0
     records = _allocations(prof)
-    marks = [
-        i
-        for i in range(len(records) - 1)
-        if records[i][1] == _MARK_BYTES and records[i + 1][1] == -_MARK_BYTES
-    ]
-    decode_forwards = N - 1
-    marks_set = set(marks)
-    if not records or len(marks) <= decode_forwards:
-        raise RuntimeError("the profiler lost the markers between the forward passes")
+    if not records:
+        raise MeasureError("the profiler recorded no allocation during generate()")
     start = records[0][2] - records[0][1]  # running total before the first record
-    first_decode = marks[len(marks) - decode_forwards] if decode_forwards else len(records)
-    prefill = [
-        r
-        for i, r in enumerate(records[:first_decode])
-        if i not in marks_set and i - 1 not in marks_set
-    ]
-    last = [r for i, r in enumerate(records) if i >= marks[-1] + 2] if N > 1 else prefill
+    # each record's total without a live marker (another thread's allocation may land
+    # between a marker's allocation and its free), and the forward pass it belongs to
+    totals, forward, live = [], [], 0
+    for _, size, total in records:
+        if abs(size) == _MARK_BYTES:
+            live += 1 if size > 0 else -1
+            if size > 0:
+                forward.append(len(totals))
+            continue
+        totals.append(total - start - live * _MARK_BYTES)
+    decode_forwards = N - 1
+    if len(forward) <= decode_forwards:
+        raise MeasureError(
+            f"the profiler recorded {len(forward)} forward passes, not more than {N - 1}"
+        )
+    first_decode = forward[len(forward) - decode_forwards] if decode_forwards else len(totals)
+    prefill = totals[:first_decode]
+    last = totals[forward[-1] :] if decode_forwards else prefill
     return GenerationMeasurement(
-        prefill_peak_bytes=baseline + max(0, max(r[2] for r in prefill) - start),
-        last_step_peak_bytes=baseline + max(0, max(r[2] for r in last) - start),
+        prefill_peak_bytes=baseline + max(0, *prefill),
+        last_step_peak_bytes=baseline + max(0, *last),
         baseline_bytes=baseline,
-        forwards=len(marks),
+        forwards=len(forward),
         seconds=seconds,
     )

@@ -35,6 +35,7 @@ LAYOUTS: list[tuple[str, dict[str, Any]]] = [
     ("DDP dp 2, bf16", {"precision": "bf16", "dp": 2}),
     ("FSDP full dp 2, bf16", {"precision": "bf16", "fsdp": "full", "dp": 2}),
     ("FSDP grad-op dp 2, bf16", {"precision": "bf16", "fsdp": "grad-op", "dp": 2}),
+    ("FSDP full dp 2, bf16-amp", {"precision": "bf16-amp", "fsdp": "full", "dp": 2}),
     (
         "FSDP full dp 4, fp32, checkpoint blocks",
         {"precision": "fp32", "fsdp": "full", "dp": 4, "checkpoint": "blocks"},

@@ -243,6 +243,11 @@ def estimate_layout(
         if n % lay.tp:
             raise ConfigError(f"tp = {lay.tp} does not divide the {n} {name} of {shape.name}")
     sizes = _precision(w)
+    # FSDP2 under AMP: a MixedPrecisionPolicy (param_dtype half, reduce_dtype fp32, as
+    # torchtitan and the traced path set it) gathers half-precision parameters, so the step
+    # computes in half precision throughout, without autocast's casts
+    autocast = w.amp and w.fsdp == "none"
+    gathered = sizes.act if w.amp else sizes.weight  # bytes of a gathered parameter
     row = OPTIMIZERS[w.optimizer]
     unknowns: list[str] = []
     recipe = "hf-llama" if shape.family == "llama" else "korthikanti"
@@ -254,7 +259,7 @@ def estimate_layout(
     sp = w.sequence_parallel
     attention = "eager" if w.attention == "eager" else "flash"
     if recipe == "hf-llama":
-        terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention, w.amp)
+        terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention, autocast)
         if attention == "flash" and shape.kv_heads != shape.heads:
             unknowns.append(
                 "GQA under SDPA: keys and values not repeated (enable_gqa, torch >= 2.5, no "
@@ -266,7 +271,7 @@ def estimate_layout(
             f"{shape.name}: activations from Korthikanti et al. 2022 Section 4.1 (Megatron's "
             "GPT layer: dropout masks, no flash attention), not traced from this model's code"
         )
-    if w.amp:
+    if autocast:
         linear = [s for _, s, split in shape.layer_tensors() if len(s) == 2]
         cast = sum(math.prod(s) for s in _local([("", s, True) for s in linear], lay.tp))
         terms.append(
@@ -294,7 +299,7 @@ def estimate_layout(
     inside: list[tuple[str, int, int, tuple[str, ...]]] = []
     if recipe == "hf-llama":
         for where, (left, transient) in act.hf_llama_layer_backward(
-            shape, seq, b, sizes.act, attention, w.amp
+            shape, seq, b, sizes.act, attention, autocast
         ).items():
             inside.append(
                 (
@@ -383,14 +388,15 @@ def estimate_layout(
                 device_cats["collectives"] += sizes.grad * params  # reducer bucket buffers
             if w.fsdp != "none":
                 # the root group (embedding, final norm, head) is not resharded after forward
-                root_unsharded = sizes.weight * (params - n_layers * layer_local)
-                extra_bwd += 2 * layer_local * sizes.grad  # unsharded grads + RS input
+                root_unsharded = gathered * (params - n_layers * layer_local)
+                # a block's unsharded gradients and the reduce-scatter input (reduce dtype)
+                extra_bwd += layer_local * (gathered + sizes.grad)
             if w.fsdp in ("full", "hybrid"):  # one block gathered, the next prefetched
-                extra_fwd += sizes.weight * layer_local
-                extra_bwd += sizes.weight * layer_local
+                extra_fwd += gathered * layer_local
+                extra_bwd += gathered * layer_local
             elif w.fsdp == "grad-op":  # every block stays unsharded until its backward
-                held_fwd = sizes.weight * (n_layers - 1) * layer_local
-                root_unsharded += sizes.weight * layer_local
+                held_fwd = gathered * (n_layers - 1) * layer_local
+                root_unsharded += gathered * layer_local
             if w.offload_optimizer:  # memlens.strategies.offload: fp32 masters, grads, state
                 host += opt_full * 4 // sizes.state + 4 * params + 4 * params
                 device_cats["optimizer_state"] = 0
@@ -412,7 +418,7 @@ def estimate_layout(
         head_acts = loss_temp = kept = 0
         if last:
             head_terms = (
-                act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output, w.amp)
+                act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output, autocast)
                 if recipe == "hf-llama"
                 else act.korthikanti_head(shape, seq, b)
             )
@@ -425,7 +431,7 @@ def estimate_layout(
                 kept = _share(act.logits_term(shape, seq, b, sizes.act), lay.tp, sp, False)
         if recipe == "hf-llama":
             device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
-            rotary = act.hf_llama_rotary(shape, seq, 4 if w.amp else sizes.act)
+            rotary = act.hf_llama_rotary(shape, seq, 4 if autocast else sizes.act)
             mb_acts += rotary.share(lay.tp, sp) + ckpt_args
         device_cats["framework_overhead"] = workspace_bytes
         base = dict(device_cats)

@@ -1,5 +1,7 @@
 """CPU kernel rules, op by op: one real call's allocator peak (profiler records) against the
-op's outputs plus what its rule says it allocates inside, on this machine's ISA."""
+op's outputs plus what its rule says it allocates inside, on this machine's ISA. An AVX-512
+host checks the AVX2 rules too when run with ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2``."""
 
 from __future__ import annotations
 
@@ -46,6 +48,10 @@ def _predicted_peak(func, args: tuple, out) -> int:
 CONVS = [
     (2, 64, 16, 64, 3, 1, 1, 1, torch.float32, False),  # oneDNN, blocked layouts
     (2, 3, 32, 16, 7, 2, 3, 1, torch.float32, False),  # oneDNN, plain first-layer source
+    (4, 3, 32, 8, 3, 1, 1, 1, torch.float32, True),  # first layer: batch-split reductions
+    (16, 3, 16, 8, 5, 1, 2, 1, torch.float32, True),
+    (4, 1, 28, 16, 5, 1, 2, 1, torch.float32, False),  # one channel: AVX2 pads it to 8
+    (2, 8, 16, 16, 3, 1, 1, 1, torch.float32, False),  # AVX-512 hands 4-15 channels to jit_avx2
     (2, 64, 2, 64, 3, 1, 1, 1, torch.float32, False),  # filter taller than the input
     (1, 64, 1, 64, 3, 1, 1, 1, torch.float32, True),  # batch 1 on 1x1 maps
     (1, 16, 8, 32, 3, 1, 1, 1, torch.float32, True),  # small problem: Slow2d

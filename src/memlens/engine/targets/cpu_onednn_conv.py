@@ -394,16 +394,16 @@ def backward(
 ) -> list[int]:
     """Peak bytes inside oneDNN's backward, the gradients it returns included."""
     block, elem = _block(), x.element_size()
-    first = _first_layer(x.shape[1], groups)
     go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
     go_b = _blocked(grad_out.shape, elem, block)
-    wts = _weights(w, groups, block, first)
     gi = x.numel() * elem
     high = 0
     held = 0  # outputs already produced inside the op
     if mask[0]:  # grad_input: reorder grad_out and weights, blocked result, reorder back
-        gi_b = _blocked(x.shape, elem, block) if not first else gi
-        high = max(high, go_b + wts + gi_b, gi_b + gi)
+        # the data-gradient kernels have no plain first-layer variant: a 1-3 channel input
+        # gradient is blocked (padded) too, and so are the weights
+        gi_b = _blocked(x.shape, elem, block)
+        high = max(high, go_b + _weights(w, groups, block, False) + gi_b, gi_b + gi)
         held += gi
     if mask[1]:  # grad_weight: reorder grad_out and source, blocked result, reorder back
         gw = w.numel() * elem

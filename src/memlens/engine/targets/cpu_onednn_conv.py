@@ -5,10 +5,23 @@ With plain NCHW tensors the primitive works on *blocked* layouts (``nChw16c`` on
 padded to the block), computes into a blocked destination, then reorders that into the plain
 output PyTorch returns. Backward does the same for each gradient, after making the incoming
 gradient contiguous. The first layer of a network (few input channels) keeps its source
-plain. None of these buffers is an op output, so no dispatch mode sees them; measured with
-the profiler's allocation records they are exactly these sizes.
+plain in the forward and the weight gradient (not in the input gradient). None of these
+buffers is an op output, so no dispatch mode sees them; measured with the profiler's
+allocation records they are exactly these sizes. Sources cited are oneDNN v3.12 (commit
+80afa71, the one bundled with torch 2.14); the ISA is PyTorch's CPU capability.
 
-**AVX2 weight gradients that fall back to gemm.** oneDNN picks the first implementation in
+**Direct weight gradients and their reductions.** The direct kernels split the batch over
+threads and reduce the partial weight gradients in a scratchpad that ideep allocates as a
+tensor once the inputs are reordered. AVX-512's ``jit_avx512_common_convolution_bwd_weights_t``
+(``balance`` chooses ``nthr_mb``) books ``(nthr_mb - 1)`` copies of the padded weight and
+bias gradient plus a page-aligned barrier (``init_scratchpad`` in
+src/cpu/x64/jit_avx512_common_conv_kernel.cpp), 17.4 KiB for a 3->16 7x7 first layer at
+batch 2 on two threads; AVX2's ``jit_avx2_convolution_bwd_weights_t`` uses
+``cpu_reducer_t`` buffers (src/cpu/x64/cpu_reducer.cpp). The AVX-512 kernel takes 1-3 or a
+multiple of 16 input channels and limited paddings; a problem it refuses falls to the AVX2
+kernel (8-channel blocks) and then to gemm, in the order of cpu_convolution_list.cpp.
+
+**Weight gradients that fall back to gemm.** oneDNN picks the first implementation in
 its list that accepts the problem (src/cpu/cpu_convolution_list.cpp, ``backward_weights,
 f32``). On AVX2 the direct kernel refuses a filter taller than the input
 (``jit_avx2_conv_bwd_weights_kernel_f32_t::init_conf`` in

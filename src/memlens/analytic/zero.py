@@ -109,7 +109,10 @@ class ZeroConfig:
     ``deepspeed/runtime/zero/config.py``, ``DeepSpeedZeroConfig``).
 
     Sizes are element counts, as DeepSpeed's are. ``overlap_comm`` ``None`` is DeepSpeed's
-    dynamic default: on for stage 3 only (``overlap_comm_valid``).
+    dynamic default: on for stage 3 only (``overlap_comm_valid``). ``allgather_bucket_size``
+    allocates nothing: stages 1-2 gather the updated partitions into the flat bit16
+    parameters themselves (``deepspeed/runtime/utils.py``, ``all_gather_dp_groups``:
+    ``all_gather_into_tensor`` on the flat groups, or shards of them as views).
     """
 
     stage: int = 2

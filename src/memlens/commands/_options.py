@@ -52,6 +52,21 @@ _TIMEOUT_HELP = (
 )
 #: The ``--timeout`` of the running command (seconds), read by :func:`progress`.
 _timeout: contextvars.ContextVar[float | None] = contextvars.ContextVar("timeout", default=None)
+Timeout = Annotated[
+    float | None,
+    typer.Option("--timeout", metavar="SECONDS", min=0.001, help=_TIMEOUT_HELP),
+]
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """The ``--timeout`` of a command that declares its own options (``size``)."""
+    token = _timeout.set(seconds)
+    try:
+        yield
+    finally:
+        _timeout.reset(token)
+
 
 #: Options of the target device, by parameter name.
 _TARGET = {

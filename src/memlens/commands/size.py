@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from memlens.commands._options import Json, print_json, progress, show
+from memlens.commands._options import Json, Timeout, print_json, progress, show, time_limit
 
 Model = Annotated[
     str, typer.Argument(help="Model name, config.json, file.py:fn, or a count such as 175B.")
@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         keep_dtype: KeepDtype = "bf16",
         plain: Plain = False,
         as_json: Json = False,
+        timeout: Timeout = None,
     ) -> None:
         """Model size in every weight format (fp32 to nf4), decimal and binary."""
         from memlens._size import parse_count
@@ -44,7 +45,7 @@ def register(app: typer.Typer) -> None:
         from memlens.report.size import size_table
 
         count = parse_count(model)
-        with progress(f"building {model} on fake tensors…"):
+        with time_limit(timeout), progress(f"building {model} on fake tensors…"):
             report = run_size(
                 count if count is not None else model,
                 group_size=group_size,

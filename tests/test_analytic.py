@@ -162,3 +162,28 @@ def test_refusals(tmp_path, fields, message) -> None:
 def test_unknown_family_is_refused() -> None:
     with pytest.raises(ConfigError, match="no closed form"):
         load_shape({"model_type": "t5"})
+
+
+def test_first_stage_equals_megatrons_theoretical_memory() -> None:
+    """Megatron's ``compute_activation_memory`` (megatron/training/theoretical_memory_usage.py:
+    sequence parallelism and selective recompute): ``(34 sbh L + 8 sb p + sbh p) / t`` on the
+    first stage, its p micro-batches in flight."""
+    s, b, t, p = 2048, 1, 8, 8
+    est = analytic_estimate(
+        "gpt-3-175b",
+        tp=t,
+        pp=p,
+        dp=16,
+        microbatches=p,
+        seq_len=s,
+        batch=b,
+        precision="bf16",
+        sequence_parallel=True,
+        checkpoint="selective",
+        device="a100-80gb",
+    )
+    h, layers = 12288, 96
+    megatron = (34 * s * b * h * layers + 8 * s * b * p + s * b * h * p) // t
+    first = est.stages[0]
+    assert first.peak_phase == "backward" and first.in_flight == p
+    assert first.breakdown["activations"] == megatron

@@ -198,6 +198,11 @@ def estimate_generation(spec: ModelSpec, workload: Workload, target: Target) -> 
         "generation: greedy or beam search, no end-of-sequence token (every sequence runs "
         f"{workload.new_tokens} tokens); sampling's top-k/top-p temporaries are not traced"
     ]
+    if result.routed:
+        unknowns.append(
+            f"MoE routing: {workload.moe_routing} (memlens.routing) at {len(result.routed)} "
+            "router(s)"
+        )
     if workload.num_beams > 1:
         unknowns.append(
             "beam search: each traced call stops after its one iteration (the real stop test "

@@ -85,6 +85,7 @@ class GenerationTrace:
     value_reads: list[str] = field(default_factory=list)
     applied: Applied = field(default_factory=Applied)
     flops: dict[str, int] = field(default_factory=dict)  # per step name
+    routed: list[str] = field(default_factory=list)  # MoE routers routed by the policy
 
 
 _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
@@ -317,6 +318,7 @@ def trace_generation(
     reads = Reads("fail" if workload.data_dependent == "fail" else "neutral")
     recorder = _GenerationRecorder(model, target, names.get(id(head)) if head else None, reads)
     recorder.windows = _windows(model.config)
+    recorder.routing = workload.moe_routing  # MoE experts chosen by the policy
     if workload.kv_cache == "static":
         recorder.fixed_keys = {P + N}
     for p in model.parameters():
@@ -423,6 +425,7 @@ def trace_generation(
         value_reads=[f"{r.site} ({r.module or '<root>'}): {r.answer}" for r in recorder.reads.log],
         applied=applied,
         flops=flops,
+        routed=sorted(set(recorder.routed)),
     )
 
 

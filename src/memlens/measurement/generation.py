@@ -50,7 +50,7 @@ def _live(model: nn.Module, prompt: torch.Tensor) -> int:
 def measure_generation_cpu(
     spec: ModelSpec, workload: Workload, strategies: StepStrategies
 ) -> GenerationMeasurement:
-    """Build ``spec``'s model on the CPU (values uninitialised: they never change memory),
+    """Build ``spec``'s model on the CPU (random weights, not the model's initialisation),
     apply the workload's strategies, and measure ``generate()`` of ``workload.new_tokens``
     tokens after a prompt of ``prompt_len`` random tokens."""
     with skip_init(), building(workload):
@@ -59,6 +59,10 @@ def measure_generation_cpu(
     vocab = model.config.get_text_config().vocab_size
     prompt = torch.randint(0, vocab, (workload.batch, P))
     strategies.prepare(model, Inputs(kwargs={"input_ids": prompt}))
+    with torch.no_grad():  # finite weights: beam search stops on its scores (NaN stops it)
+        for p in model.parameters():
+            if p.is_floating_point():
+                p.normal_(0.0, 0.02)
     config = generation_config(model, workload, N, True, real=True)
 
     def marker(module: nn.Module, args: tuple) -> None:

@@ -123,3 +123,34 @@ def test_fit_without_gpus_refuses_the_closed_form() -> None:
 
     with pytest.raises(memlens.ConfigError, match="fit --gpus N"):
         memlens.fit("gpt2", deepspeed="stage=2", dp=2, device="t4")
+
+
+def test_deepspeed_offload_reports_host_memory() -> None:
+    kw = dict(dp=64, precision="bf16", seq_len=4096, checkpoint="blocks", device="h100-80gb")
+    on_gpu = analytic_estimate("llama-3-70b", deepspeed="stage=3", **kw).worst
+    off = analytic_estimate(
+        "llama-3-70b", deepspeed="stage=3,offload_optimizer=cpu,offload_param=cpu", **kw
+    ).worst
+    assert on_gpu.host_bytes == 0 and off.host_bytes > 0
+    assert "optimizer_state" not in off.breakdown
+    assert off.peak_bytes < on_gpu.peak_bytes
+
+
+def test_context_parallel_splits_the_sequence() -> None:
+    kw = dict(precision="bf16", seq_len=16384, fsdp="full", checkpoint="blocks")
+    one = analytic_estimate("llama-3-8b", dp=8, **kw).worst.breakdown["activations"]
+    two = analytic_estimate("llama-3-8b", dp=4, cp=2, **kw).worst.breakdown["activations"]
+    assert two < 0.6 * one
+
+
+def test_cli_estimate_closed_form_table() -> None:
+    result = runner.invoke(
+        app,
+        ["estimate", "llama-3-70b", "--fsdp", "full", "--world-size", "64", "--gpu", "h100-80gb"],
+        env={"COLUMNS": "120"},
+    )
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())  # rich wraps at the terminal's width
+    assert "Per GPU, by pipeline stage" in text
+    assert "70.6B parameters take minutes to trace" in text
+    assert "worst GPU (stage 0)" in text and "fits" in text

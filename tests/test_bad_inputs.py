@@ -490,6 +490,11 @@ def test_measure_refuses_a_step_larger_than_free_memory(monkeypatch: pytest.Monk
     with pytest.raises(memlens.MeasureError, match="free: a real run would swap"):
         memlens.measure(_MLP(), device="cpu", input_shape=(8,))
     assert memlens.measure(_MLP(), device="cpu", input_shape=(8,), force=True).peak_bytes > 0
+    from memlens.measurement.compare import compare_with_run
+
+    est = memlens.estimate(_MLP(), device="cpu", input_shape=(8,))
+    with pytest.raises(memlens.MeasureError, match="memlens measure --force"):
+        compare_with_run(_MLP(), est)
 
 
 def test_result_reprs_are_short_and_summary_is_the_long_form() -> None:

@@ -127,6 +127,13 @@ class Estimate:
         ]
         return [(label, n) for label, n in rows if n]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Subclasses (a generation estimate) keep the short repr: ``@dataclass`` writes its
+        long one only where the class body has none."""
+        super().__init_subclass__(**kwargs)
+        if "__repr__" not in cls.__dict__:
+            cls.__repr__ = Estimate.__repr__  # type: ignore[method-assign]
+
     def __repr__(self) -> str:
         return brief(
             self,

@@ -21,9 +21,15 @@ def compare_with_run(
     inputs: Any = None,
     loss: Callable[..., torch.Tensor] | None = None,
 ) -> Measurement:
-    """Measure the same model and workload as ``est`` on the real device."""
+    """Measure the same model and workload as ``est`` on the real device, refused when
+    ``est`` exceeds the memory free there now (:func:`~memlens.measurement.guard.check_room`;
+    ``memlens measure --force`` runs it anyway)."""
+    from memlens.measurement.guard import check_room
+
     # An estimate without a catalog device was made for a generic GPU: a "cuda" device.
     target = resolve_target(est.device if est.device is not None else "cuda")
+    kind = "cuda" if target.kind == "cuda" else "cpu"
+    check_room(est.peak_bytes if kind == "cpu" else est.total_bytes, kind)
     return measure_spec(resolve(model, inputs=inputs), est.workload, target, loss=loss)
 
 

@@ -41,5 +41,5 @@ def check_room(needed: int, kind: str) -> None:
         raise MeasureError(
             f"the step needs about {fmt_bytes(needed)} (its estimate) but {where} has "
             f"{fmt_bytes(free)} free: a real run would swap or be killed; run it anyway with "
-            "--force (force=True)"
+            "memlens measure --force (force=True)"
         )

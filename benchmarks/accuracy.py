@@ -180,6 +180,30 @@ def markdown(device: str, rows: list[dict[str, Any]], summary: dict[str, Any], c
     return "\n".join(lines) + "\n"
 
 
+def _merge(args: argparse.Namespace) -> None:
+    """One result from runs of disjoint ``--only`` shards (run side by side), in zoo order."""
+    broad = args.zoo == "broad"
+    name = f"accuracy-broad-{args.device}" if broad else f"accuracy-{args.device}"
+    rows = [
+        r for d in args.merge for r in json.loads((Path(d) / f"{name}.json").read_text())["rows"]
+    ]
+    order = [z[0] for z in (_broad_rows() if broad else ZOO)]
+    rows.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
+    summary = summarize(rows)
+    cmd = (
+        "python benchmarks/accuracy.py --device " + args.device + (" --zoo broad" if broad else "")
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(
+        json.dumps(
+            {"command": cmd, "torch": torch.__version__, "summary": summary, "rows": rows}, indent=2
+        )
+    )
+    (out / f"{name}.md").write_text(markdown(args.device, rows, summary, cmd))
+    print(json.dumps(summary, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +211,16 @@ def main() -> None:
     parser.add_argument("--only", action="append", help="only these zoo labels")
     parser.add_argument("--no-strategies", action="store_true", help="skip the what-if rows")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="DIR",
+        help="only merge the results of runs of disjoint --only shards (in DIRs) into --out",
+    )
     args = parser.parse_args()
+    if args.merge:
+        _merge(args)
+        return
     # One-time imports (torchvision, transformers) are not part of any row's estimate time.
     memlens.estimate(MLP, batch=1, input_shape=(3, 64, 64), device=args.device)
     memlens.estimate("squeezenet1_1", batch=1, device=args.device)

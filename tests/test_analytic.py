@@ -187,3 +187,17 @@ def test_first_stage_equals_megatrons_theoretical_memory() -> None:
     first = est.stages[0]
     assert first.peak_phase == "backward" and first.in_flight == p
     assert first.breakdown["activations"] == megatron
+
+
+def test_interleaved_schedule(tmp_path) -> None:
+    """Megatron's interleaved penalty: the first stage holds (1 + (p - 1) / (p v)) p
+    micro-batches' worth (v = 2 virtual stages assumed, said in the unknowns)."""
+    config = dict(TINY, num_hidden_layers=8)
+    path = tmp_path / "deeper.json"
+    path.write_text(json.dumps(config))
+    est = analytic_estimate(
+        str(path), seq_len=128, pp=4, microbatches=8, pp_schedule="interleaved", precision="bf16"
+    )
+    assert est.stages[0].in_flight == 6  # ceil((1 + 3 / 8) * 4)
+    assert est.communication.bubble == pytest.approx(3 / (2 * 8 + 3))
+    assert any("virtual stages" in u for u in est.unknowns)

@@ -78,13 +78,13 @@ def estimate(
     above 20B parameters; its ``method`` says which.
     """
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
+    if work.generate:
+        from memlens._generate import estimate_generation
+
+        spec, work = resolve_model(model, work, fields, workload, inputs)
+        return estimate_generation(spec, work, target)
     reason = closed_form_reason(model, work)
     if reason is not None:
         return analytic_estimate(model, work, device=target, method=reason)
-    if work.generate:
-        from memlens._generate import estimate_generation
-        from memlens._setup import model_spec
-
-        return estimate_generation(model_spec(model, work, inputs), work, target)
     spec, work = resolve_model(model, work, fields, workload, inputs)
     return estimate_step(spec, work, target, loss)

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from memlens._errors import ConfigError
+from memlens._errors import ConfigError, WorkloadError
 from memlens._results import Estimate
-from memlens._setup import model_spec, prepare
+from memlens._setup import prepare, resolve_model
 from memlens.allocator import replay
 from memlens.devices import Device
 from memlens.engine.generate import GenerationTrace, StepTrace, prompt_len, trace_generation
@@ -161,17 +161,35 @@ def _tokens(steps: list[GenerationStep], new_tokens: int) -> tuple[list[TokenPoi
     return points, "exact" if exact else "upper bound"
 
 
+def _refuse(workload: Workload) -> None:
+    """What generation is not traced with: a closed form, a parallel layout, a KV dtype
+    transformers' generate() does not store."""
+    if workload.analytic or workload.deepspeed is not None or workload.sequence_parallel:
+        raise WorkloadError(
+            "generate", True, "is traced; memlens serve-plan answers serving in closed form"
+        )
+    if workload.layout.distributed:
+        raise WorkloadError(
+            "generate", True, "traces one device; memlens serve-plan --tp plans tensor parallelism"
+        )
+    if workload.kv_dtype in ("fp8", "int8", "int4"):
+        raise ConfigError(
+            f"kv_dtype={workload.kv_dtype}: transformers' quantised caches need optimum-quanto "
+            "or hqq (not installed with memlens), fp8 is vLLM's; memlens serve-plan models them"
+        )
+
+
 def estimate_generation(spec: ModelSpec, workload: Workload, target: Target) -> GenerationEstimate:
     """Trace ``workload``'s generation of ``spec`` on ``target`` and summarise it."""
     t0 = time.perf_counter()
+    _refuse(workload)
     result: GenerationTrace = trace_generation(
         spec, workload, target, WorkloadStrategies(workload, target)
     )
     if workload.kv_dtype not in ("auto", result.cache_dtype):
         raise ConfigError(
             f"kv_dtype={workload.kv_dtype}: transformers' generate() caches keys and values in "
-            f"the compute dtype ({result.cache_dtype} here; set --precision), and its quantised "
-            "caches need optimum-quanto or hqq; memlens serve-plan models fp8/int8/int4 caches"
+            f"the compute dtype ({result.cache_dtype} here; set --precision)"
         )
     steps, allocs = zip(*(_step(s, target) for s in result.steps), strict=True)
     top = max(range(len(steps)), key=lambda i: steps[i].peak_bytes)
@@ -260,4 +278,5 @@ def generate_estimate(
     """
     fields.update(generate=True, prompt_len=prompt_len, new_tokens=new_tokens)
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
-    return estimate_generation(model_spec(model, work), work, target)
+    spec, work = resolve_model(model, work, fields, workload)
+    return estimate_generation(spec, work, target)

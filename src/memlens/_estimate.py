@@ -50,6 +50,10 @@ def estimate(
     ``step=fn``, the user's own ``fn(model, batch, optimizer)`` (or ``"module:function"``),
     traced as written at steady state, ``batch`` being ``inputs`` as given.
 
+    ``generate=True`` traces generation instead of one step (``prompt_len``, ``new_tokens``,
+    ``num_beams``, ``prefill_chunk``, ``kv_cache``): a
+    :class:`~memlens.GenerationEstimate`, as :func:`memlens.generate_estimate` returns.
+
     Example usage::
 
         import memlens

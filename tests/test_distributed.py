@@ -92,6 +92,26 @@ def test_nccl_buffers_are_overhead_outside_the_allocator(tiny: str) -> None:
     assert any("NCCL" in u for u in est.unknowns)
 
 
+def test_deep_models_are_traced_at_three_and_four_blocks_and_extrapolated(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import memlens.distributed.estimate as parallel
+
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps({**TINY, "num_hidden_layers": 6}))
+    fields = {"fsdp": "full", "dp": 2, "tp": 2, "batch": 2, "seq_len": 32, "device": "cpu"}
+    monkeypatch.setattr(parallel, "SCALE_ABOVE", 100)
+    whole = memlens.estimate(str(path), **fields)
+    monkeypatch.setattr(parallel, "SCALE_ABOVE", 5)
+    scaled = memlens.estimate(str(path), **fields)
+    assert scaled.parallel is not None and "3 and 4 of its 6 blocks" in scaled.parallel.traced
+    assert (scaled.peak_bytes, scaled.breakdown) == (whole.peak_bytes, whole.breakdown)
+    assert (scaled.num_params, scaled.first_step_peak_bytes) == (
+        whole.num_params,
+        whole.first_step_peak_bytes,
+    )
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [({"pp": 2}, "pp"), ({"cp": 2}, "cp"), ({"dp": 2, "checkpoint": "auto"}, "checkpoint")],

@@ -10,10 +10,12 @@ from typing import Any
 from torch import nn
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor
+from torch.distributed.tensor.experimental import implicit_replication
 
 from memlens._errors import WorkloadError
 from memlens.distributed.parallelize import ReducerBuckets, apply_fsdp, apply_tp
-from memlens.engine.protocol import Applied, StepStrategies
+from memlens.engine.protocol import Applied, HostRegion, StepStrategies
 from memlens.sources.base import Inputs
 from memlens.workload import Workload
 
@@ -85,6 +87,24 @@ class ParallelStrategies:
                 model, self.workload.bucket_cap_mb, self.workload.gradient_as_bucket_view
             )
         return applied
+
+    def optimizer(self, params: list[nn.Parameter], host_region: HostRegion) -> Any:
+        """The workload's optimizer. Under tensor parallelism without FSDP some parameters are
+        DTensors (the split projections) and some plain tensors (embeddings, norms, head):
+        a multi-tensor (``foreach``) step over both mixes them in one op, which DTensor
+        refuses; its step runs under ``implicit_replication`` (plain tensors read as
+        replicated, no copy), as a real TP step must."""
+        opt = self.inner.optimizer(params, host_region)
+        mixed = len({isinstance(p, DTensor) for p in params}) > 1
+        if mixed and hasattr(opt, "step"):
+            step = opt.step
+
+            def replicated_step(*args: Any, **kwargs: Any) -> Any:
+                with implicit_replication():
+                    return step(*args, **kwargs)
+
+            opt.step = replicated_step
+        return opt
 
     def autocast(self, device_type: str) -> contextlib.AbstractContextManager[Any]:
         """FSDP runs AMP through its mixed-precision policy instead of autocast."""

@@ -63,9 +63,37 @@ def fake_world(layout: Layout, rank: int) -> Iterator[dict[str, DeviceMesh]]:
 
     dist.init_process_group("fake", store=FakeStore(), rank=rank, world_size=layout.world_size)
     try:
-        yield meshes(layout)
+        with _sharding_propagation_apart():
+            yield meshes(layout)
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def _sharding_propagation_apart() -> Iterator[None]:
+    """DTensor's sharding propagation runs each new op on global-shape scratch tensors under
+    the fake mode it finds, or a fresh one (``torch/distributed/tensor/_sharding_prop.py``
+    ``_propagate_tensor_meta_non_cached``: ``detect_fake_mode() or FakeTensorMode()``): a
+    real run allocates nothing there. Inside the trace it would find the engine's mode and
+    its scratch would be recorded (tens of GiB for a foreach optimizer step over a large
+    model), so it runs with the trace's modes set aside, under a fresh fake mode."""
+    from torch.distributed.tensor._sharding_prop import ShardingPropagator
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    original = getattr(ShardingPropagator, "_propagate_tensor_meta_non_cached", None)
+    if original is None:  # older torch: its own FakeTensorMode
+        yield
+        return
+
+    def apart(self: ShardingPropagator, op_schema: object) -> object:
+        with _disable_current_modes():
+            return original(self, op_schema)
+
+    ShardingPropagator._propagate_tensor_meta_non_cached = apart  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        ShardingPropagator._propagate_tensor_meta_non_cached = original  # type: ignore[method-assign]
 
 
 def meshes(layout: Layout) -> dict[str, DeviceMesh]:

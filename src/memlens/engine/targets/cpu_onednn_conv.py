@@ -18,7 +18,7 @@ bias gradient plus a page-aligned barrier (``init_scratchpad`` in
 src/cpu/x64/jit_avx512_common_conv_kernel.cpp), 17.4 KiB for a 3->16 7x7 first layer at
 batch 2 on two threads; AVX2's ``jit_avx2_convolution_bwd_weights_t`` uses
 ``cpu_reducer_t`` buffers (src/cpu/x64/cpu_reducer.cpp). The AVX-512 kernel takes 1-3 or a
-multiple of 16 input channels and limited paddings; a problem it refuses falls to the AVX2
+at least 16 input channels and limited paddings; a problem it refuses falls to the AVX2
 kernel (8-channel blocks) and then to gemm, in the order of cpu_convolution_list.cpp.
 
 **Weight gradients that fall back to gemm.** oneDNN picks the first implementation in
@@ -84,9 +84,20 @@ def _first_layer_forward(x: torch.Tensor, groups: int) -> bool:
     return _first_layer(x.shape[1], groups)
 
 
+def _data_block(x: torch.Tensor, w: torch.Tensor, groups: int) -> int:
+    """The channel block of the forward and the input gradient. On AVX-512 (fp32) a grouped
+    convolution whose channels per group are not a multiple of 16 tries 8, then 4
+    (``ok_to_try_lower_zmm`` in ``jit_avx512_common_conv_fwd_kernel_t::init_conf`` and
+    ``..._bwd_data_kernel_f32_t::init_conf``)."""
+    ic, oc = x.shape[1] // groups, w.shape[0] // groups
+    if "AVX512" in isa() and x.dtype == torch.float32 and groups > 1 and (ic % 16 or oc % 16):
+        return next((simd for simd in (8, 4) if ic % simd == 0 and oc % simd == 0), 16)
+    return _block()
+
+
 def forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> list[int]:
     """Peak bytes inside oneDNN's forward: reorders, blocked result, output."""
-    block, elem = _block(), x.element_size()
+    block, elem = _data_block(x, w, groups), x.element_size()
     first = _first_layer_forward(x, groups)
     src = 0 if first else _blocked(x.shape, elem, block)
     dst = _blocked(out.shape, elem, block)
@@ -406,17 +417,17 @@ def backward(
     mask: list[bool],
 ) -> list[int]:
     """Peak bytes inside oneDNN's backward, the gradients it returns included."""
-    block, elem = _block(), x.element_size()
+    elem = x.element_size()
     go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
-    go_b = _blocked(grad_out.shape, elem, block)
     gi = x.numel() * elem
     high = 0
     held = 0  # outputs already produced inside the op
     if mask[0]:  # grad_input: reorder grad_out and weights, blocked result, reorder back
         # the data-gradient kernels have no plain first-layer variant: a 1-3 channel input
         # gradient is blocked (padded) too, and so are the weights
-        gi_b = _blocked(x.shape, elem, block)
-        high = max(high, go_b + _weights(w, groups, block, False) + gi_b, gi_b + gi)
+        d_block = _data_block(x, w, groups)
+        go_d, gi_b = _blocked(grad_out.shape, elem, d_block), _blocked(x.shape, elem, d_block)
+        high = max(high, go_d + _weights(w, groups, d_block, False) + gi_b, gi_b + gi)
         held += gi
     if mask[1]:  # grad_weight: reorder grad_out and source, blocked result, reorder back
         gw = w.numel() * elem

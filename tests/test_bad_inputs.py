@@ -83,6 +83,10 @@ def raises():
 
 def hangs():
     time.sleep(10_000)
+
+
+def needs_missing():
+    import not_a_module_memlens_knows  # noqa: F401
 """
 
 
@@ -240,6 +244,11 @@ CLI_ERRORS: list[tuple[str, tuple[str, ...], str]] = [
         "factory never returns",
         ("estimate", "{lab}/models.py:hangs", *MLP8, "--timeout", "0.5"),
         "timed out after 0.5 s",
+    ),
+    (
+        "factory imports a missing module",
+        ("estimate", "{lab}/models.py:needs_missing", *MLP8),
+        "imports a module that is not installed",
     ),
     (
         ".numpy() in forward",

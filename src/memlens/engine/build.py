@@ -142,8 +142,6 @@ def call_user(what: str, fn: Any, *args: Any) -> Any:
         return fn(*args)
     except MemlensError:
         raise
-    except (ImportError, ModuleNotFoundError):
-        raise
     except Exception as e:  # user code failing under fake tensors
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         where = _user_line(e.__traceback__)
@@ -172,6 +170,8 @@ def _user_line(tb: Any) -> str:
 def _hint(e: Exception) -> str:
     """What to do about the user-code errors a trace on fake tensors meets."""
     text = str(e)
+    if isinstance(e, ImportError):
+        return "the model's code imports a module that is not installed here"
     if ".numpy()" in text or "tensor subclass" in text:
         return (
             "the code reads tensor data on the host (.numpy(), .tolist()), which fake "

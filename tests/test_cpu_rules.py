@@ -53,6 +53,7 @@ CONVS = [
     (4, 1, 28, 16, 5, 1, 2, 1, torch.float32, False),  # one channel: AVX2 pads it to 8
     (2, 8, 16, 16, 3, 1, 1, 1, torch.float32, False),  # AVX-512 hands 4-15 channels to jit_avx2
     (4, 16, 8, 16, 3, 1, 1, 2, torch.float32, False),  # 8 per group: AVX-512 blocks by 8 too
+    (2, 64, 8, 64, 1, 1, 0, 1, torch.float32, True),  # 1x1: AVX2's 2-D weight reducer
     (2, 64, 2, 64, 3, 1, 1, 1, torch.float32, False),  # filter taller than the input
     (1, 64, 1, 64, 3, 1, 1, 1, torch.float32, True),  # batch 1 on 1x1 maps
     (1, 16, 8, 32, 3, 1, 1, 1, torch.float32, True),  # small problem: Slow2d

@@ -196,13 +196,12 @@ def _book(nbytes: int, align: int = _ALIGN) -> int:
     return nbytes + max(align, _ALIGN) if nbytes else 0
 
 
-def _reducer_scratchpad(
+def _reduce_balance(
     nthr: int, job_size: int, njobs: int, reduction_size: int, max_buffer: int
-) -> int:
-    """Bytes ``cpu_reducer_t<f32>::conf_t::init_scratchpad`` books (src/cpu/x64/cpu_reducer.cpp):
-    ``reduce_balancer_t::balance`` (lock-free, so threads may share a group) splits ``njobs``
-    jobs of ``job_size`` floats, each summed over ``reduction_size``, into groups; every thread
-    of a group but the first gets a page-aligned buffer, and each group a barrier."""
+) -> tuple[int, int, int]:
+    """``reduce_balancer_t::balance`` (src/cpu/x64/cpu_reducer.cpp), lock-free so threads may
+    share a group: the groups, the threads per group and the jobs per group at most, for
+    ``njobs`` jobs of ``job_size`` floats each summed over ``reduction_size``."""
     min_jobs = max(1, njobs // nthr)
     max_jobs = max(1, max_buffer // (nthr * job_size))
     groups = min(njobs // min_jobs, nthr)
@@ -218,10 +217,80 @@ def _reducer_scratchpad(
         cost = job_size * c_jobs_ub * (-(-reduction_size // c_per_group) + (c_per_group != 1))
         if cost < best:
             groups, per_group, jobs_ub, best = c_groups, c_per_group, c_jobs_ub, cost
+    return groups, per_group, jobs_ub
+
+
+def _reducer_scratchpad(
+    nthr: int, job_size: int, njobs: int, reduction_size: int, max_buffer: int, two_d: bool = False
+) -> int:
+    """Bytes ``cpu_reducer_t<f32>::conf_t::init_scratchpad`` books: every thread of a group but
+    the first gets a page-aligned buffer, and each group a barrier; ``cpu_reducer_2d_t`` gives
+    every thread one, 128-byte aligned."""
+    groups, per_group, jobs_ub = _reduce_balance(nthr, job_size, njobs, reduction_size, max_buffer)
     if per_group == 1:
         return 0
-    space = groups * (per_group - 1) * jobs_ub * job_size
-    return _book(4 * space, _PAGE) + _book(_PAGE * groups, _PAGE)
+    barriers = _book(_PAGE * groups, _PAGE)
+    if two_d:
+        return _book(4 * groups * per_group * jobs_ub * job_size) + barriers
+    return _book(4 * groups * (per_group - 1) * jobs_ub * job_size, _PAGE) + barriers
+
+
+def _rtus(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    groups: int,
+) -> bool:
+    """Whether a strided 1x1 convolution has its source compacted to unit stride
+    (``rtus_prepare`` in src/cpu/x64/jit_uni_1x1_conv_utils.hpp: one group, no padding,
+    output times stride equal to the input)."""
+    (kh, kw), (ih, iw), (oh, ow), (sh, sw) = w.shape[-2:], x.shape[-2:], out_hw, stride
+    unpadded = not any(padding) and oh * sh == ih and ow * sw == iw
+    return kh == kw == 1 and groups == 1 and (sh, sw) != (1, 1) and unpadded
+
+
+def _avx2_1x1(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    groups: int,
+) -> bool:
+    """Whether ``jit_avx2_1x1_convolution`` takes the problem (its ``init_conf``: one group,
+    a 1x1 filter, no padding, unit stride once ``rtus`` compacted the source)."""
+    unit = tuple(stride) == (1, 1) and not any(padding) and w.shape[-2:] == (1, 1)
+    return groups == 1 and (unit or _rtus(x, w, out_hw, stride, padding, groups))
+
+
+def _avx2_1x1_weight_grad_scratchpad(
+    x: torch.Tensor, w: torch.Tensor, out_hw: tuple[int, int], strided: bool, bias: bool
+) -> int:
+    """Scratchpad of ``jit_avx2_1x1_convolution_bwd_weights_t`` (``init_balancers`` in
+    src/cpu/x64/jit_avx2_1x1_convolution.hpp, blocking from
+    ``jit_avx2_1x1_conv_kernel_f32_t::init_conf``): a 2-D reducer of the weight gradient over
+    batch and pixels, a bias reducer, a padded bias, and the compacted source per thread."""
+    threads, n = torch.get_num_threads(), x.shape[0]
+    nb_ic, nb_oc, os_ = -(-x.shape[1] // 8), -(-w.shape[0] // 8), out_hw[0] * out_hw[1]
+
+    def blocking(nb: int, limit: int) -> int:
+        while nb > limit and (nb % 2 == 0 or nb % 3 == 0):
+            nb //= 2 if nb % 2 == 0 else 3
+        return nb
+
+    oc_blk, ic_blk = blocking(nb_oc, 32), blocking(nb_ic, 9)
+    job = oc_blk * ic_blk * 64
+    njobs = -(-nb_oc // oc_blk) * -(-nb_ic // ic_blk)
+    total = _reducer_scratchpad(threads, job, njobs, n * os_, threads * job * 8, two_d=True)
+    if bias:
+        total += _reducer_scratchpad(threads, 8, nb_oc, n, threads * job * 8)
+        if w.shape[0] % 8:
+            total += _book(4 * nb_oc * 8)  # key_conv_padded_bias
+    if strided:  # rtus_prepare_space_info: nb_bcast_blocking * is * ic_block per thread
+        total += _book(4 * threads * ic_blk * 8 * os_)
+    return total
 
 
 def _end_pad(pad: int, out: int, size: int, stride: int, ext_k: int) -> int:
@@ -395,6 +464,9 @@ def _weight_grad_kernel(
     if x.dtype != torch.float32 or depthwise:
         return _block(), _first_layer(c, groups), 0
     if isa() == "AVX2":
+        if _avx2_1x1(x, w, out_hw, stride, padding, groups):
+            strided = tuple(stride) != (1, 1)
+            return 8, False, _avx2_1x1_weight_grad_scratchpad(x, w, out_hw, strided, bias)
         return 8, avx2_first, _avx2_direct_reducers(x, w, groups, bias, threads)
     if "AVX512" in isa():
         args = (x, w, out_hw, stride, padding, dilation, groups, bias, threads)

@@ -264,6 +264,12 @@ CLI_ERRORS: list[tuple[str, tuple[str, ...], str]] = [
     ),
     # flags
     ("budget without unit", ("estimate", "resnet18", "--budget", "16", *CPU), "16GiB?"),
+    (
+        "context without unit",
+        ("estimate", "resnet18", "--context", "500"),
+        "invalid --context '500': size '500' has no unit: 500MiB?",
+    ),
+    ("fit max-batch 0", ("fit", "resnet18", *CPU, "--max-batch", "0"), "invalid --max-batch 0"),
     ("budget negative", ("estimate", "resnet18", "--budget", "-5GiB", *CPU), "cannot parse size"),
     (
         "budget unknown unit",

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from memlens._errors import WorkloadError
 from memlens._setup import prepare, resolve_model
 from memlens.devices import Device
 from memlens.measurement import Measurement, measure_spec
@@ -90,6 +91,8 @@ def fit(
         for option in result.strategies.fitting:
             print(option.label, option.total_bytes, option.risk)
     """
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise WorkloadError("max_batch", max_batch, "must be a positive integer")
     tracer = Tracer(
         model, workload, "fit", fields, device=device, budget=budget, inputs=inputs, loss=loss
     )

@@ -198,7 +198,7 @@ def given_context(context: int | str) -> int:
     try:
         n = parse_size(context)
     except (ValueError, TypeError) as e:
-        raise WorkloadError("context", context, "a size in bytes, e.g. 500MiB or 524288000") from e
+        raise WorkloadError("context", context, str(e)) from e
     if n < 0:
         raise WorkloadError("context", context, "a size of at least 0 bytes")
     return n

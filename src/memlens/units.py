@@ -27,8 +27,10 @@ def parse_size(text: str | int) -> int:
     if not m:
         raise ConfigError(f"cannot parse size {text!r}: use e.g. 24GiB, 16GB or 512MiB")
     if not m.group(2):
+        guess = "GiB" if float(m.group(1)) <= 256 else "MiB"  # a device, else a context
         raise ConfigError(
-            f"size {text!r} has no unit: {m.group(1)}GiB? (units: GiB, MiB, GB, MB; B for bytes)"
+            f"size {text!r} has no unit: {m.group(1)}{guess}? "
+            "(units: GiB, MiB, GB, MB; B for bytes)"
         )
     number, unit = float(m.group(1)), m.group(2).lower()
     factor = _BINARY.get(unit) or _DECIMAL.get(unit)

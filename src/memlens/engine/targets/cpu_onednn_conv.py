@@ -42,6 +42,7 @@ threads. Thread count, limits and column blocking follow that source.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import torch
 
@@ -293,6 +294,69 @@ def _avx2_1x1_weight_grad_scratchpad(
     return total
 
 
+def _best_divider(value: int, lo: int, hi: int, find_max: bool) -> int:
+    """``best_divider`` (src/cpu/x64/jit_uni_1x1_conv_utils.hpp): the divider in [lo, hi] that
+    leaves the smallest share of padding, the largest (``find_max``) or smallest of equals."""
+    hi = max(1, min(hi, value))
+    lo = max(1, min(lo, hi))
+    best, loss_min = hi, None
+    for d in range(hi, lo - 1, -1):
+        padded = -(-value // d) * d
+        loss = Fraction(padded - value, padded)
+        if loss_min is None or loss < loss_min or (not find_max and loss == loss_min):
+            best, loss_min = d, loss
+    return best
+
+
+def _avx512_1x1_weight_grad_scratchpad(
+    x: torch.Tensor, w: torch.Tensor, out_hw: tuple[int, int], strided: bool, bias: bool
+) -> int:
+    """Scratchpad of ``jit_avx512_common_1x1_convolution_bwd_weights_t``
+    (src/cpu/x64/jit_avx512_common_1x1_conv_kernel.cpp: ``init_conf``'s weight-gradient
+    blocking, ``balance`` and ``init_scratchpad``; ``init_balancers`` in
+    jit_avx512_common_1x1_convolution.hpp): ``(nthr_mb - 1)`` copies of the padded weight
+    gradient and a barrier when the batch is split, a bias reducer, a padded bias, and the
+    compacted source of a strided convolution per thread."""
+    threads, mb = torch.get_num_threads(), x.shape[0]
+    nb_bcast, nb_load = -(-x.shape[1] // 16), -(-w.shape[0] // 16)
+    is_ = out_hw[0] * out_hw[1]  # after rtus the source has the output's pixels
+    reduce_block = _best_divider(is_, 7, 16, True)
+    if is_ % reduce_block:
+        reduce_block = _best_divider(out_hw[1], 4, out_hw[1], False)
+    if reduce_block > 256:
+        reduce_block = 1
+    nb_reduce = -(-is_ // reduce_block)
+
+    def mem(t_mb: int, t_oc: int, t_ic: int) -> int:
+        rows = -(-mb * nb_reduce // t_mb)
+        return (
+            rows * -(-nb_bcast // t_ic) * 16 * reduce_block
+            + rows * -(-nb_load // t_oc) * 16 * reduce_block
+            + 12 * -(-nb_load // t_oc) * -(-nb_bcast // t_ic) * 256
+        )
+
+    nthr_mb = nthr_oc = nthr_ic = 1
+    best = mem(1, 1, 1)
+    for t_mb in range(1, min(threads, mb * nb_reduce) + 1):
+        for t_oc in range(1, min(threads // t_mb, nb_load) + 1):
+            t_ic = min(threads // t_mb // t_oc, nb_bcast)
+            if mem(t_mb, t_oc, t_ic) <= best:
+                best, nthr_mb, nthr_oc, nthr_ic = mem(t_mb, t_oc, t_ic), t_mb, t_oc, t_ic
+    if threads // 2 < nthr_mb < threads:
+        nthr_mb = min(mb, threads)
+    nthr = nthr_mb * nthr_oc * nthr_ic
+    total = 0
+    if bias and w.shape[0] % 16:
+        total += _book(4 * nb_load * 16)  # key_conv_padded_bias
+    if nthr_mb > 1:  # key_conv_wei_reduction and its barrier
+        total += _book(4 * nb_load * nb_bcast * 256 * (nthr_mb - 1)) + _book(_PAGE, _PAGE)
+    if bias:
+        total += _reducer_scratchpad(nthr, 16, nb_load, mb, nthr * 3 * 5 * 5 * 16 * 16)
+    if strided:  # rtus_prepare_space_info: nb_bcast_blocking * is * ic_block per thread
+        total += _book(4 * nthr * _best_divider(nb_bcast, 5, nb_bcast, False) * is_ * 16)
+    return total
+
+
 def _end_pad(pad: int, out: int, size: int, stride: int, ext_k: int) -> int:
     """``calculate_end_padding`` (src/common/utils.hpp), clamped at zero."""
     return max(0, (out - 1) * stride + ext_k - size - pad)
@@ -469,6 +533,9 @@ def _weight_grad_kernel(
             return 8, False, _avx2_1x1_weight_grad_scratchpad(x, w, out_hw, strided, bias)
         return 8, avx2_first, _avx2_direct_reducers(x, w, groups, bias, threads)
     if "AVX512" in isa():
+        if _avx2_1x1(x, w, out_hw, stride, padding, groups):  # jit_avx512_common_1x1, alike
+            strided = tuple(stride) != (1, 1)
+            return 16, False, _avx512_1x1_weight_grad_scratchpad(x, w, out_hw, strided, bias)
         args = (x, w, out_hw, stride, padding, dilation, groups, bias, threads)
         scratch = _avx512_direct_scratchpad(*args)
         if scratch is not None:

@@ -20,6 +20,17 @@ batch 2 on two threads; AVX2's ``jit_avx2_convolution_bwd_weights_t`` uses
 ``cpu_reducer_t`` buffers (src/cpu/x64/cpu_reducer.cpp). The AVX-512 kernel takes 1-3 or a
 at least 16 input channels and limited paddings; a problem it refuses falls to the AVX2
 kernel (8-channel blocks) and then to gemm, in the order of cpu_convolution_list.cpp.
+1x1 convolutions go to ``jit_avx512_common_1x1`` / ``jit_avx2_1x1``, whose reductions and
+compacted strided source (``rtus``) are modelled for the weight gradient too. Grouped
+convolutions with 8 or 4 channels per group block by 8 or 4 on AVX-512.
+
+Not modelled: the forward's compacted source of a strided 1x1 convolution and its padded
+bias (the forward rule is not given stride and bias), the scratchpad of the brgemm kernel
+AVX2 and AVX-512 use for strided input gradients (``brgconv_strided``: per-thread input and
+batch buffers, ~60 KiB for a 16-channel 3x3 stride-2 layer; below the weight-gradient phase
+at larger sizes), ``ip_convolution`` (a filter covering the whole input), half precision.
+Both ISAs are checked against the allocator on an AVX-512 host: ``ONEDNN_MAX_CPU_ISA=AVX2
+ATEN_CPU_CAPABILITY=avx2`` makes oneDNN and PyTorch take their AVX2 paths.
 
 **Weight gradients that fall back to gemm.** oneDNN picks the first implementation in
 its list that accepts the problem (src/cpu/cpu_convolution_list.cpp, ``backward_weights,

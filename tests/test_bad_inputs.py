@@ -26,6 +26,7 @@ from memlens._errors import MemlensError
 SECRET = "root:x:0:0:SECRET"
 
 FACTORIES = """
+import os
 import time
 import torch
 from torch import nn
@@ -54,6 +55,7 @@ class TwoInputs(MLP):
 class Chatty(MLP):
     def forward(self, x):
         print("hello from forward {not json")
+        os.write(1, b"written to descriptor 1\\n")
         return super().forward(x)
 
 
@@ -347,12 +349,13 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_json_stays_json_when_the_model_prints(
-    lab: Path, capsys: pytest.CaptureFixture[str]
+    lab: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     assert _main("estimate", f"{lab}/models.py:chatty", *MLP8, "--json") == 0
-    captured = capsys.readouterr()
+    captured = capfd.readouterr()
     assert json.loads(captured.out)["kind"] == "estimate"
     assert "hello from forward" in captured.err
+    assert "written to descriptor 1" in captured.err  # C code's stdout too
 
 
 def test_budget_with_a_unit_is_bytes_of_that_unit(

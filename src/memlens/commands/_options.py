@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import signal
 import sys
@@ -316,7 +317,7 @@ def progress(
     timer.daemon = True
     timer.start()
     try:
-        with redirect_stdout(sys.stderr), _quiet_torch(), _deadline(_timeout.get(), text):
+        with _stdout_to_stderr(), _quiet_torch(), _deadline(_timeout.get(), text):
             yield
     finally:
         timer.cancel()
@@ -347,6 +348,26 @@ def _trace_feed(status: Any, text: str, quiet: bool) -> Callable[..., None]:
             console.print(line, highlight=False, soft_wrap=True, markup=False)
 
     return feed
+
+
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Standard output to standard error for the block: Python's ``sys.stdout`` and file
+    descriptor 1 (what C code and subprocesses write to)."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no descriptor 1 or 2 (an embedded interpreter): Python's stream only
+        saved = None
+    try:
+        with redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """Property-based tests of the file readers: random bytes and random JSON fed to every header
 and config reader end in a memlens error or a summary, never another exception, never a file
-opened outside the model's folder, never the outside file's bytes in a message, and in
-bounded time."""
+opened outside the model's folder, never the outside file's bytes in a message, in bounded
+time and memory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import struct
 import sys
 import tempfile
+import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,8 @@ from memlens.sources import checkpoint, gguf_header, huggingface, safetensors_he
 
 #: What the outside file holds: it must never be opened, nor appear in an error.
 SECRET = b"root:x:0:0:SECRET-OUTSIDE-THE-FOLDER"
+#: Python memory a reader may allocate for a file under 1 KiB: bounded memory.
+MAX_MEMORY = 16 * 2**20
 FUZZ = settings(
     max_examples=40,
     deadline=3000,  # ms per example: bounded time
@@ -66,11 +69,17 @@ def _model_folder() -> Iterator[Path]:
 def _check(folder: Path, read: Callable[[], Any]) -> None:
     """``read()`` returns or raises a MemlensError; opens nothing outside ``folder``; no
     message carries the secret."""
-    with _watch() as opened:
-        try:
-            read()
-        except MemlensError as e:
-            assert SECRET.decode() not in str(e)
+    tracemalloc.start()
+    try:
+        with _watch() as opened:
+            try:
+                read()
+            except MemlensError as e:
+                assert SECRET.decode() not in str(e)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_MEMORY, f"a reader of a file under 1 KiB allocated {peak} bytes"
     inside = str(folder.resolve())
     outside = [p for p in opened if str(Path(p).resolve()).startswith(str(folder.parent))]
     assert all(str(Path(p).resolve()).startswith(inside) for p in outside), opened

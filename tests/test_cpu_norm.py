@@ -38,3 +38,27 @@ def test_layer_norm_over_channels(channels_last, mask) -> None:
     bwd = aten.native_layer_norm_backward.default
     bargs = (grad, x, [32], mean, rstd, w, b, list(mask))
     assert _predicted(bwd, bargs) == _allocator_peak(lambda: bwd(*bargs))
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize(
+    ("layout", "mask"),
+    [
+        ("contiguous", (True, True, True)),
+        ("contiguous", (False, True, True)),
+        ("contiguous", (True, False, False)),
+        ("channels_last", (True, True, True)),
+    ],
+)
+def test_batch_norm_backward(train, layout, mask) -> None:
+    """Contiguous layouts (the strided path's reductions and the channels-last kernel's
+    per-thread buffers, a few hundred bytes, are not modelled)."""
+    x = torch.randn(4, 32, 16, 16)
+    w, b, mean, var = torch.randn(32), torch.randn(32), torch.zeros(32), torch.ones(32)
+    _, save_mean, save_invstd = aten.native_batch_norm.default(x, w, b, mean, var, True, 0.1, 1e-5)
+    grad = torch.randn_like(x)
+    if layout == "channels_last":
+        x, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
+    bwd = aten.native_batch_norm_backward.default
+    args = (grad, x, w, mean, var, save_mean, save_invstd, train, 1e-5, list(mask))
+    assert _predicted(bwd, args) == _allocator_peak(lambda: bwd(*args))

@@ -1,4 +1,4 @@
-"""CPU LayerNorm: contiguous copies of strided inputs and backward's per-thread buffers.
+"""CPU LayerNorm and BatchNorm: copies of strided inputs, backward's buffers.
 
 ``layer_norm_cpu`` and ``layer_norm_backward_cpu`` (aten/src/ATen/native/layer_norm.cpp) call
 ``expect_contiguous()`` on the input, the incoming gradient, the weight and the bias: a strided
@@ -7,6 +7,13 @@ copied for the length of the call. The backward kernel
 (``LayerNormBackwardKernelImplInternal`` in aten/src/ATen/native/cpu/layer_norm_kernel.cpp)
 reduces the weight and bias gradients through ``at::zeros({2, num_threads, N})`` of the
 accumulation type (fp32 for fp32 inputs; half-precision buffers are not modelled).
+
+``batch_norm_backward_cpu_template`` (aten/src/ATen/native/Normalization.cpp) allocates
+``grad_input`` with ``empty_like(input, input.suggest_memory_format())`` and, when input and
+gradient are both contiguous in one memory format (``all_contiguous``), allocates it again
+(``suggest_memory_format_contig``) before the first is released: the peak holds one more
+input-sized buffer. The strided path's reductions and the channels-last kernel's per-thread
+buffers (a few hundred bytes) are not modelled.
 """
 
 from __future__ import annotations
@@ -52,3 +59,26 @@ def layer_norm_backward(call: OpCall) -> list[int]:
     if not copies and not buffer:
         return []
     return [copies + buffer + _outputs(call.out)]
+
+
+def _dense(t: torch.Tensor) -> bool:
+    """``is_contiguous`` of Normalization.cpp: contiguous in the default or channels-last
+    format."""
+    return t.is_contiguous() or (
+        t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+    )
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    channels_last = t.dim() == 4 and not t.is_contiguous()
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+@register_rule(aten.native_batch_norm_backward.default)
+def batch_norm_backward(call: OpCall) -> list[int]:
+    grad, x, mask = call.args[0], call.args[1], call.args[9]
+    if call.device != "cpu" or not mask[0]:
+        return []
+    if not (_dense(x) and _dense(grad) and _format(x) == _format(grad)):
+        return []
+    return [_outputs(call.out) + x.numel() * x.element_size()]

@@ -260,6 +260,11 @@ def main() -> None:
             row["failure"] = f"{type(e).__name__}: {e}"
             print(f"{label:20s} FAILED {row['failure']}", flush=True)
         rows.append(row)
+        summary = _write(args, broad, rows)  # after each row: a long run leaves its results
+    print(json.dumps(summary, indent=2))
+
+
+def _write(args: argparse.Namespace, broad: bool, rows: list[dict[str, Any]]) -> dict[str, Any]:
     summary = summarize(rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +278,7 @@ def main() -> None:
         )
     )
     (out / f"{name}.md").write_text(markdown(args.device, rows, summary, cmd))
-    print(json.dumps(summary, indent=2))
+    return summary
 
 
 if __name__ == "__main__":

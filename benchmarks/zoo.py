@@ -361,14 +361,14 @@ def rnn_tanh() -> nn.Module:
     return _RecurrentTagger("RNN", 2, False, nonlinearity="tanh")
 
 
-def tokens_32x48() -> tuple[torch.Tensor]:
-    """A batch of 32 token sequences of length 48."""
-    return (torch.randint(0, VOCAB, (32, 48)),)
+def tokens_8x24() -> tuple[torch.Tensor]:
+    """A batch of 8 token sequences of length 24."""
+    return (torch.randint(0, VOCAB, (8, 24)),)
 
 
-def tokens_16x64() -> tuple[torch.Tensor]:
-    """A batch of 16 token sequences of length 64."""
-    return (torch.randint(0, VOCAB, (16, 64)),)
+def tokens_8x32() -> tuple[torch.Tensor]:
+    """A batch of 8 token sequences of length 32."""
+    return (torch.randint(0, VOCAB, (8, 32)),)
 
 
 def _t5_config() -> Any:
@@ -416,10 +416,10 @@ def bart_tiny() -> nn.Module:
 
 
 def seq2seq_tokens() -> dict[str, torch.Tensor]:
-    """8 source sequences of 64 tokens, 8 target sequences of 32 (labels give the loss)."""
+    """4 source sequences of 32 tokens, 4 target sequences of 16."""
     return {
-        "input_ids": torch.randint(0, VOCAB, (8, 64)),
-        "decoder_input_ids": torch.randint(0, VOCAB, (8, 32)),
+        "input_ids": torch.randint(0, VOCAB, (4, 32)),
+        "decoder_input_ids": torch.randint(0, VOCAB, (4, 16)),
     }
 
 
@@ -441,7 +441,7 @@ def torch_transformer() -> nn.Module:
 
 
 def src_tgt_tokens() -> tuple[torch.Tensor, torch.Tensor]:
-    return torch.randint(0, VOCAB, (8, 64)), torch.randint(0, VOCAB, (8, 32))
+    return torch.randint(0, VOCAB, (4, 32)), torch.randint(0, VOCAB, (4, 16))
 
 
 def m5_audio() -> nn.Module:
@@ -496,7 +496,7 @@ def wav2letter() -> nn.Module:
 
 # -- recommendation, graphs, mixture of experts ---------------------------------------------
 
-ITEMS, DENSE, BAG = 50_000, 13, 20
+ITEMS, DENSE, BAG = 20_000, 13, 10
 
 
 class _DLRM(nn.Module):
@@ -533,8 +533,8 @@ def dlrm_mean_bags() -> nn.Module:
 
 
 def recsys_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """256 samples: dense features, 20 ids per bag for each of up to 8 tables, offsets."""
-    batch = 256
+    """64 samples: dense features, 10 ids per bag for each of up to 8 tables, offsets."""
+    batch = 64
     return (
         torch.randn(batch, DENSE),
         torch.randint(0, ITEMS, (8, batch * BAG)),
@@ -542,7 +542,7 @@ def recsys_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     )
 
 
-NODES, EDGES, FEATS = 2000, 16_000, 64
+NODES, EDGES, FEATS = 500, 4000, 64
 
 
 class _GraphConv(nn.Module):
@@ -589,7 +589,7 @@ def graphsage() -> nn.Module:
 
 
 def graph_inputs() -> tuple[torch.Tensor, torch.Tensor]:
-    """A random graph: 2,000 nodes with 64 features, 16,000 directed edges."""
+    """A random graph: 500 nodes with 64 features, 4,000 directed edges."""
     return torch.randn(NODES, FEATS), torch.randint(0, NODES, (2, EDGES))
 
 
@@ -653,73 +653,73 @@ def moe_transformer() -> nn.Module:
 #: Image rows without an inputs function take ``batch`` images of ``input_shape``.
 BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
     # classic and modern CNNs
-    ("resnet18", "resnet18", "residual CNN", {"batch": 8, "input_shape": (3, 64, 64)}, None),
+    ("resnet18", "resnet18", "residual CNN", {"batch": 2, "input_shape": (3, 32, 32)}, None),
     (
         "resnext_small",
         "zoo.py:resnext_small",
         "grouped-conv CNN",
-        {"batch": 4, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     (
         "regnet_y_400mf",
         "regnet_y_400mf",
         "RegNet (SE, groups)",
-        {"batch": 8, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
-    ("densenet121", "densenet121", "dense CNN", {"batch": 4, "input_shape": (3, 64, 64)}, None),
-    ("googlenet", "googlenet", "inception CNN", {"batch": 4, "input_shape": (3, 64, 64)}, None),
+    ("densenet121", "densenet121", "dense CNN", {"batch": 2, "input_shape": (3, 32, 32)}, None),
+    ("googlenet", "googlenet", "inception CNN", {"batch": 2, "input_shape": (3, 64, 64)}, None),
     (
         "mobilenet_v3_small",
         "mobilenet_v3_small",
         "depthwise CNN + SE",
-        {"batch": 8, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     (
         "shufflenet_v2",
         "shufflenet_v2_x0_5",
         "channel-shuffle CNN",
-        {"batch": 8, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
-    ("mnasnet0_5", "mnasnet0_5", "NAS CNN", {"batch": 8, "input_shape": (3, 64, 64)}, None),
+    ("mnasnet0_5", "mnasnet0_5", "NAS CNN", {"batch": 2, "input_shape": (3, 32, 32)}, None),
     (
         "efficientnet_b0",
         "efficientnet_b0",
         "EfficientNet",
-        {"batch": 4, "input_shape": (3, 96, 96)},
+        {"batch": 2, "input_shape": (3, 64, 64)},
         None,
     ),
     (
         "convnext_small",
         "zoo.py:convnext_small",
         "ConvNeXt",
-        {"batch": 2, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     (
         "convnext_blocks",
         "zoo.py:convnext_small_blocks",
         "ConvNeXt blocks",
-        {"batch": 8, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
-    ("mlp_mixer", "zoo.py:mlp_mixer", "MLP-Mixer", {"batch": 16, "input_shape": (3, 32, 32)}, None),
+    ("mlp_mixer", "zoo.py:mlp_mixer", "MLP-Mixer", {"batch": 2, "input_shape": (3, 32, 32)}, None),
     # vision transformers
     (
         "vit_tiny",
         "zoo.py:tiny_vit",
         "vision transformer",
-        {"batch": 16, "input_shape": (3, 32, 32)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     (
         "swin_small",
         "zoo.py:swin_small",
         "windowed vision transformer",
-        {"batch": 2, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     # segmentation, detection, U-Nets, operators
@@ -727,48 +727,48 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
         "lraspp",
         "zoo.py:lraspp",
         "segmentation head",
-        {"batch": 2, "input_shape": (3, 96, 96)},
+        {"batch": 2, "input_shape": (3, 64, 64)},
         None,
     ),
     (
         "deeplabv3",
         "zoo.py:deeplab",
         "segmentation (ASPP)",
-        {"batch": 2, "input_shape": (3, 96, 96)},
+        {"batch": 2, "input_shape": (3, 64, 64)},
         None,
     ),
     (
         "detection_head",
         "zoo.py:detection_head",
         "detection head (FPN)",
-        {"batch": 2, "input_shape": (3, 128, 128)},
+        {"batch": 2, "input_shape": (3, 64, 64)},
         None,
     ),
-    ("unet", "zoo.py:unet", "U-Net (BatchNorm)", {"batch": 2, "input_shape": (3, 64, 64)}, None),
+    ("unet", "zoo.py:unet", "U-Net (BatchNorm)", {"batch": 2, "input_shape": (3, 32, 32)}, None),
     (
         "unet_gn_bilinear",
         "zoo.py:unet_bilinear_gn",
         "U-Net (GroupNorm)",
-        {"batch": 2, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
     (
         "unet_instance_norm",
         "zoo.py:unet_instance_norm",
         "U-Net (InstanceNorm)",
-        {"batch": 2, "input_shape": (3, 64, 64)},
+        {"batch": 2, "input_shape": (3, 32, 32)},
         None,
     ),
-    ("fno", "zoo.py:fno", "Fourier operator (FFT)", {"batch": 8, "input_shape": (3, 32, 32)}, None),
+    ("fno", "zoo.py:fno", "Fourier operator (FFT)", {"batch": 2, "input_shape": (3, 32, 32)}, None),
     # recurrent
-    ("lstm_tagger", "zoo.py:lstm_tagger", "bi-LSTM tagger", {"batch": 32}, "tokens_32x48"),
-    ("lstm_lm", "zoo.py:lstm_lm", "LSTM language model", {"batch": 16}, "tokens_16x64"),
-    ("gru_tagger", "zoo.py:gru_tagger", "bi-GRU tagger", {"batch": 32}, "tokens_32x48"),
-    ("gru_encoder", "zoo.py:gru_encoder", "GRU classifier", {"batch": 32}, "tokens_32x48"),
-    ("rnn_tanh", "zoo.py:rnn_tanh", "vanilla RNN", {"batch": 32}, "tokens_32x48"),
+    ("lstm_tagger", "zoo.py:lstm_tagger", "bi-LSTM tagger", {"batch": 8}, "tokens_8x24"),
+    ("lstm_lm", "zoo.py:lstm_lm", "LSTM language model", {"batch": 8}, "tokens_8x32"),
+    ("gru_tagger", "zoo.py:gru_tagger", "bi-GRU tagger", {"batch": 8}, "tokens_8x24"),
+    ("gru_encoder", "zoo.py:gru_encoder", "GRU classifier", {"batch": 8}, "tokens_8x24"),
+    ("rnn_tanh", "zoo.py:rnn_tanh", "vanilla RNN", {"batch": 8}, "tokens_8x24"),
     # transformers
-    ("t5_small", "zoo.py:t5_small", "encoder-decoder (T5)", {"batch": 8}, "seq2seq_tokens"),
-    ("bart_tiny", "zoo.py:bart_tiny", "encoder-decoder (BART)", {"batch": 8}, "seq2seq_tokens"),
+    ("t5_small", "zoo.py:t5_small", "encoder-decoder (T5)", {"batch": 4}, "seq2seq_tokens"),
+    ("bart_tiny", "zoo.py:bart_tiny", "encoder-decoder (BART)", {"batch": 4}, "seq2seq_tokens"),
     (
         "nn_transformer",
         "zoo.py:torch_transformer",
@@ -776,30 +776,30 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
         {"batch": 8},
         "src_tgt_tokens",
     ),
-    ("moe", "zoo.py:moe_transformer", "mixture of experts", {"batch": 16}, "tokens_16x64"),
+    ("moe", "zoo.py:moe_transformer", "mixture of experts", {"batch": 8}, "tokens_8x32"),
     # audio
     (
         "m5",
         "zoo.py:m5_audio",
         "1-D conv audio (raw)",
-        {"batch": 16, "input_shape": (1, 8000)},
+        {"batch": 4, "input_shape": (1, 4000)},
         None,
     ),
-    ("tcn", "zoo.py:tcn", "dilated causal 1-D conv", {"batch": 16, "input_shape": (40, 400)}, None),
+    ("tcn", "zoo.py:tcn", "dilated causal 1-D conv", {"batch": 4, "input_shape": (40, 200)}, None),
     (
         "wav2letter",
         "zoo.py:wav2letter",
         "1-D conv speech",
-        {"batch": 8, "input_shape": (40, 400)},
+        {"batch": 4, "input_shape": (40, 200)},
         None,
     ),
     # recommendation, graphs
-    ("dlrm", "zoo.py:dlrm", "recommender (EmbeddingBag sum)", {"batch": 256}, "recsys_inputs"),
+    ("dlrm", "zoo.py:dlrm", "recommender (EmbeddingBag sum)", {"batch": 64}, "recsys_inputs"),
     (
         "dlrm_mean",
         "zoo.py:dlrm_mean_bags",
         "recommender (EmbeddingBag mean)",
-        {"batch": 256},
+        {"batch": 64},
         "recsys_inputs",
     ),
     ("gcn", "zoo.py:gcn", "graph network (scatter)", {"batch": 1}, "graph_inputs"),

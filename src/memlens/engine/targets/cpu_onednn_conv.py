@@ -87,10 +87,13 @@ def _first_layer(c_in: int, groups: int) -> bool:
     return groups == 1 and c_in < 4  # oneDNN keeps an RGB-like source plain
 
 
-def _first_layer_forward(x: torch.Tensor, groups: int) -> bool:
+def _first_layer_forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> bool:
     """Whether the forward keeps the source plain: ``is_1stconv`` in
     src/cpu/x64/jit_avx512_common_conv_kernel.cpp takes fewer than 16 input channels on
-    AVX-512 (fp32); elsewhere an RGB-like source."""
+    AVX-512 (fp32); elsewhere an RGB-like source. An unstrided, unpadded 1x1 convolution (the
+    output as large as the input) runs the 1x1 kernel, which blocks every source."""
+    if w.shape[-2:] == (1, 1) and out.shape[-2:] == x.shape[-2:]:
+        return False
     if "AVX512" in isa() and x.dtype == torch.float32:
         return groups == 1 and x.shape[1] < 16
     return _first_layer(x.shape[1], groups)
@@ -110,7 +113,7 @@ def _data_block(x: torch.Tensor, w: torch.Tensor, groups: int) -> int:
 def forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> list[int]:
     """Peak bytes inside oneDNN's forward: reorders, blocked result, output."""
     block, elem = _data_block(x, w, groups), x.element_size()
-    first = _first_layer_forward(x, groups)
+    first = _first_layer_forward(x, w, out, groups)
     src = 0 if first else _blocked(x.shape, elem, block)
     dst = _blocked(out.shape, elem, block)
     wts = _weights(w, groups, block, first)

@@ -40,6 +40,7 @@ def _size(n: int) -> str:
 def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
     every = list(calls.calls.values())
     replayed = [c for c in every if c.real_peak is not None]
+    skipped_calls = [c for c in every if c.skipped is not None]
     reported = sorted((c for c in every if c.reported), key=lambda c: -abs(c.difference))
     skipped = Counter(c.skipped.split(":")[0] + f" ({c.name})" for c in every if c.skipped)
     lines = [
@@ -54,7 +55,8 @@ def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
         f"max(1%, {FLOOR // 1024} KiB).",
         "",
         f"- distinct calls: {len(every)} (from {sum(c.count for c in every)} calls)",
-        f"- replayed: {len(replayed)}; could not run alone: {len(every) - len(replayed)}",
+        f"- replayed: {len(replayed)}; could not run alone: {len(skipped_calls)}; "
+        f"not replayed (run stopped): {len(every) - len(replayed) - len(skipped_calls)}",
         f"- reported: {len(reported)}",
         f"- workloads that failed to trace: {len(failed)}",
         "",
@@ -107,15 +109,19 @@ def main() -> None:
             except Exception as e:  # a failure is a result too
                 failed.append(f"{name}: {type(e).__name__}: {e}"[:300])
         print(f"{label:20s} {len(calls.calls)} distinct calls", flush=True)
+    cmd = "python benchmarks/opdiff.py" + "".join(f" --only {o}" for o in args.only or [])
     for i, call in enumerate(calls.calls.values()):
         replay(call)
         if call.reported:
             print(f"{_size(call.difference):>12s} {call.signature[:150]}", flush=True)
         if i % 500 == 499:
             print(f"... {i + 1} replayed", flush=True)
-    seconds = time.perf_counter() - t0
-    cmd = "python benchmarks/opdiff.py" + "".join(f" --only {o}" for o in args.only or [])
-    out = Path(args.out)
+            _write(Path(args.out), calls, failed, cmd, time.perf_counter() - t0)
+    _write(Path(args.out), calls, failed, cmd, time.perf_counter() - t0)
+    print(f"{sum(c.reported for c in calls.calls.values())} reported of {len(calls.calls)} calls")
+
+
+def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     every = list(calls.calls.values())
     (out / "opdiff-cpu.json").write_text(
@@ -134,7 +140,6 @@ def main() -> None:
         )
     )
     (out / "opdiff-cpu.md").write_text(markdown(calls, failed, cmd, seconds))
-    print(f"{sum(c.reported for c in every)} reported of {len(every)} distinct calls")
 
 
 if __name__ == "__main__":

@@ -103,6 +103,9 @@ def test_quadratic_term_eager_vs_flash_on_a_long_prompt():
     assert eager.peak_bytes - flash.peak_bytes >= heads_scores
     chunked = _estimate(cfg, attention="eager", prefill_chunk=64, **fields).generation.steps[0]
     assert chunked.quadratic_bytes < eager.quadratic_bytes // 4
+    # a prompt as long as the hidden size: the hidden states are not scores
+    same = _estimate(TINY_LLAMA, prompt_len=64, new_tokens=1, attention="sdpa")
+    assert same.generation.steps[0].quadratic_bytes == 0
 
 
 def test_beam_search_caches_every_beam():

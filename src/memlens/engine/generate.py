@@ -110,6 +110,9 @@ class _GenerationRecorder(Recorder):
         # tensor that replaces it (same bytes and dtype, outside the model, after a forward)
         self.previous: list[torch.Tensor] = []
         self.forwarded = False
+        self.rows = 1  # sequences a forward pass reads (batch x beams)
+        self.heads: set[int] = set()  # attention heads and KV heads
+        self.head_dim = 0
 
     def on_tokens(self, query: int) -> None:
         """A forward pass (or prefill chunk) starts reading ``query`` tokens."""
@@ -122,6 +125,20 @@ class _GenerationRecorder(Recorder):
     def new_timeline(self) -> Timeline:
         self.outside, self.logits, self.quadratic = set(), set(), set()
         return super().new_timeline()
+
+    def _is_quadratic(self, t: torch.Tensor) -> bool:
+        """``(rows, heads or 1, query, key)`` (scores, probabilities, masks) or ``(rows x
+        heads, query, key)`` (a batched matmul's scores). A 4-D tensor whose key count is
+        the head dimension is also the shape of the query and key states: not counted."""
+        shape = tuple(t.shape)
+        if len(shape) < 3 or shape[-2] != self.query or shape[-1] not in self.key_lengths:
+            return False
+        if len(shape) == 3:
+            return shape[0] in {self.rows * h for h in self.heads if h > 1}
+        if len(shape) == 4:
+            states = shape[-1] == self.head_dim and shape[1] in self.heads
+            return shape[0] == self.rows and shape[1] in {1, *self.heads} and not states
+        return False
 
     def _replace_previous(self, out: Any) -> None:
         for t in torch.utils._pytree.tree_leaves(out):
@@ -148,12 +165,7 @@ class _GenerationRecorder(Recorder):
             self.logits.update(made)
         if self.query > 1:
             for t in torch.utils._pytree.tree_leaves(out):
-                if (
-                    isinstance(t, torch.Tensor)
-                    and t.dim() >= 3
-                    and t.shape[-2] == self.query
-                    and t.shape[-1] in self.key_lengths
-                ):
+                if isinstance(t, torch.Tensor) and self._is_quadratic(t):
                     key = self._key_of.get(t.untyped_storage())
                     block = self._block_of.get(key) if key is not None else None
                     if block is not None and block >= first:
@@ -318,6 +330,11 @@ def trace_generation(
     reads = Reads("fail" if workload.data_dependent == "fail" else "neutral")
     recorder = _GenerationRecorder(model, target, names.get(id(head)) if head else None, reads)
     recorder.windows = _windows(model.config)
+    recorder.rows = B * workload.num_beams
+    heads = getattr(text, "num_attention_heads", None) or getattr(text, "n_head", 1)
+    recorder.heads = {heads, getattr(text, "num_key_value_heads", None) or heads}
+    hidden = getattr(text, "hidden_size", None) or getattr(text, "n_embd", 0)
+    recorder.head_dim = getattr(text, "head_dim", None) or hidden // heads
     recorder.routing = workload.moe_routing  # MoE experts chosen by the policy
     if workload.kv_cache == "static":
         recorder.fixed_keys = {P + N}

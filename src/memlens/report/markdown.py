@@ -62,7 +62,8 @@ def _verdict(est: Any) -> str:
     cap = fmt_bytes(est.capacity_bytes)
     if est.fits:
         free = fmt_bytes(est.free_bytes)
-        return f"**fits**: {fmt_bytes(est.total_bytes)} of {cap} ({free} free)"
+        word = "tight" if getattr(est, "tight", False) else "fits"  # under the headroom
+        return f"**{word}**: {fmt_bytes(est.total_bytes)} of {cap} ({free} free)"
     return f"**does not fit**: {fmt_bytes(est.total_bytes)} of {cap} (short by " + (
         f"{fmt_bytes(-est.free_bytes)})"
     )

@@ -272,6 +272,11 @@ CLI_ERRORS: list[tuple[str, tuple[str, ...], str]] = [
         "invalid --context '500': size '500' has no unit: 500MiB?",
     ),
     ("fit max-batch 0", ("fit", "resnet18", *CPU, "--max-batch", "0"), "invalid --max-batch 0"),
+    (
+        "input width mismatch (torch logs it)",
+        ("estimate", "{lab}/models.py:mlp", "--input-shape", "9", *CPU),
+        "must have same reduction dim",
+    ),
     ("budget negative", ("estimate", "resnet18", "--budget", "-5GiB", *CPU), "cannot parse size"),
     (
         "budget unknown unit",

@@ -598,5 +598,6 @@ def backward(
             go_w = _blocked(grad_out.shape, elem, wblock)
             src_w = 0 if wfirst else _blocked(x.shape, elem, wblock)
             wts_w = _weights(w, groups, wblock, wfirst)
-            high = max(high, held + gb + go_w + src_w + wts_w + scratch, held + gb + wts_w + gw)
+            # then the returned bias gradient is copied out, next to ideep's, and the weights'
+            high = max(high, held + gb + go_w + src_w + wts_w + scratch, held + 2 * gb + wts_w + gw)
     return [go_copy + high]

@@ -79,13 +79,14 @@ def main() -> None:
         f"{out['model']}, batch {STEP['batch']}, seq {STEP['seq_len']}, Adam, fp32). Real: "
         "2 processes on a gloo group, the CPU allocator's records of one steady step per "
         "rank, profiled from before the model is built (DDP rows: the real "
-        "DistributedDataParallel); three steady steps per rank, the least compared (gloo's "
+        "DistributedDataParallel); five steady steps per rank, each after a garbage "
+        "collection, the least compared (gloo's "
         "worker thread releases a collective's tensors when it returns to its loop, at times "
         "after the main thread moved on: the other steps exceed it by such late buffers). "
         "Estimate: rank 0 traced on the fake process group, gloo's own buffers added "
         "(memlens/distributed/gloo.py).",
         "",
-        "| layout | rank | measured (least of 3 steps) | most of 3 steps | estimated | error |",
+        "| layout | rank | measured (least of 5 steps) | most of 5 steps | estimated | error |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -112,9 +112,32 @@ def test_deep_models_are_traced_at_three_and_four_blocks_and_extrapolated(
     )
 
 
+def test_pipeline_stages_hold_their_schedules_micro_batches(tiny: str) -> None:
+    one_f_one_b = memlens.estimate(tiny, pp=2, microbatches=4, **STEP)
+    gpipe = memlens.estimate(tiny, pp=2, microbatches=4, pp_schedule="gpipe", **STEP)
+    info = one_f_one_b.parallel
+    assert info is not None and [r.rank for r in info.ranks] == [0, 1]
+    first, last = info.ranks
+    # 1F1B: the first stage holds pp = 2 micro-batches' activations, the last one; GPipe:
+    # all 4 on both
+    assert gpipe.parallel is not None
+    g_first, g_last = (r.breakdown["activations"] for r in gpipe.parallel.ranks)
+    assert g_first == pytest.approx(2 * first.breakdown["activations"], rel=0.05)
+    # (the last stage peaks inside a backward, with part of its micro-batch freed)
+    assert 3 * last.breakdown["activations"] < g_last <= 4 * last.breakdown["activations"]
+    # the receive buffers: 4 output-gradient buffers on the first stage, 4 activation ones on
+    # the last (batch 2 x seq 32 x hidden 64, fp32)
+    assert first.breakdown["collectives"] == last.breakdown["collectives"] == 4 * 2 * 32 * 64 * 4
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({"pp": 2}, "pp"), ({"cp": 2}, "cp"), ({"dp": 2, "checkpoint": "auto"}, "checkpoint")],
+    [
+        ({"pp": 2, "microbatches": 2, "pp_schedule": "interleaved"}, "pp_schedule"),
+        ({"cp": 2}, "cp"),
+        ({"dp": 2, "checkpoint": "auto"}, "checkpoint"),
+        ({"pp": 2, "grad_accum": 2}, "grad_accum"),
+    ],
 )
 def test_untraced_layouts_are_refused(tiny: str, fields: dict, field: str) -> None:
     with pytest.raises(WorkloadError, match=field):

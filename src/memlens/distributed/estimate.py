@@ -2,10 +2,10 @@
 process group with PyTorch's own parallel code, the worst rank's :class:`Estimate` returned
 with the table of ranks (:class:`~memlens.distributed.result.ParallelInfo`).
 
-Ranks are symmetric without pipeline stages: under DDP, FSDP2 (which pads every shard to the
+Ranks are symmetric within a pipeline stage: under DDP, FSDP2 (which pads every shard to the
 same size: ``FSDPParam._init_sharded_param``) and tensor parallelism with even splits, every
-rank allocates the same bytes in the same order, so one rank (0) is traced and stands for
-all ``world_size``. Tracing rank 0 of 64 costs what tracing one device does.
+rank allocates the same bytes in the same order, so one rank per stage is traced and stands
+for its stage's ranks. Tracing rank 0 of 64 costs what tracing one device does.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from memlens._pipeline import from_trace
 from memlens._results import Estimate
 from memlens.distributed import nccl
 from memlens.distributed.gloo import gloo_rules
+from memlens.distributed.pipeline import StageStep
 from memlens.distributed.result import ParallelInfo, RankRow
 from memlens.distributed.strategies import ParallelStrategies, check_traceable
 from memlens.distributed.world import coordinates, fake_world, torch_supports_layouts
@@ -54,45 +55,78 @@ def estimate_parallel(
         )
     check_traceable(workload)
     layout = workload.layout
-    rank = 0
     t0 = time.perf_counter()
+    if layout.pp > 1:
+        # one rank per stage: within a stage, ranks are alike
+        group = layout.world_size // layout.pp
+        stages = [
+            (_trace_rank(spec, workload, target, s * group, loss, stage=s), s * group, s)
+            for s in range(layout.pp)
+        ]
+        how = f"one rank per pipeline stage traced (each stands for its {group} ranks)"
+    else:
+        est, how = _symmetric(spec, workload, target, loss, t0)
+        stages = [(est, 0, 0)]
+    rows, lines_of = [], {}
+    for est, rank, stage in stages:
+        lines = nccl.nccl_lines(layout, stage) if target.kind in ("cuda", "rocm") else []
+        lines_of[rank] = lines
+        rows.append(
+            RankRow(
+                rank=rank,
+                coordinates=coordinates(layout, rank),
+                peak_bytes=est.peak_bytes,
+                reserved_peak_bytes=est.reserved_peak_bytes,
+                total_bytes=est.total_bytes + sum(n for _, n in lines),
+                breakdown=dict(est.breakdown),
+                peak_phase=est.peak_phase,
+                ranks_alike=layout.world_size // layout.pp,
+            )
+        )
+    worst = max(range(len(rows)), key=lambda i: rows[i].total_bytes)
+    est, rank, _ = stages[worst]
+    info = ParallelInfo(
+        layout=layout,
+        ranks=rows,
+        worst_rank=rank,
+        nccl=lines_of[rank],
+        traced=how,
+    )
+    notes = _notes(workload, bool(lines_of[rank]))
+    seconds = time.perf_counter() - t0
+    return replace(est, parallel=info, unknowns=[*est.unknowns, *notes], seconds=seconds)
+
+
+def _symmetric(
+    spec: ModelSpec,
+    workload: Workload,
+    target: Target,
+    loss: Callable[..., torch.Tensor] | None,
+    t0: float,
+) -> tuple[Estimate, str]:
+    """Rank 0's estimate, standing for every rank (no pipeline stages), and how it was
+    made: deep models at :data:`SAMPLED` blocks, extrapolated per block."""
+    layout = workload.layout
+    alike = (
+        f"; all {layout.world_size} ranks are alike (FSDP pads every shard to one size, "
+        "tensor-parallel splits are even)"
+    )
     blocks = _block_count(spec, workload)
-    est = None
     if blocks > SCALE_ABOVE and not layout.ddp:  # DDP's bucket count is not per block
         # 3 and 4 blocks: with 2, FSDP's root all-gather can still peak in forward
         small, large = (
-            _trace_rank(_truncated(spec, keep), workload, target, rank, loss) for keep in SAMPLED
+            _trace_rank(_truncated(spec, keep), workload, target, 0, loss) for keep in SAMPLED
         )
         if (small.peak_phase, small.peak_module.split(".")[-1]) == (
             large.peak_phase,
             large.peak_module.split(".")[-1],
         ):  # the peak at the same place: one affine function of depth
             est = _extrapolated(small, large, blocks, time.perf_counter() - t0)
-            how = f"traced with {SAMPLED[0]} and {SAMPLED[1]} of its {blocks} blocks, extrapolated"
-    if est is None:
-        est = _trace_rank(spec, workload, target, rank, loss)
-        how = "traced"
-    lines = nccl.nccl_lines(layout) if target.kind in ("cuda", "rocm") else []
-    notes = _notes(workload, bool(lines))
-    row = RankRow(
-        rank=rank,
-        coordinates=coordinates(layout, rank),
-        peak_bytes=est.peak_bytes,
-        reserved_peak_bytes=est.reserved_peak_bytes,
-        total_bytes=est.total_bytes + sum(n for _, n in lines),
-        breakdown=dict(est.breakdown),
-        peak_phase=est.peak_phase,
-        ranks_alike=layout.world_size,
-    )
-    info = ParallelInfo(
-        layout=layout,
-        ranks=[row],
-        worst_rank=rank,
-        nccl=lines,
-        traced=f"rank {rank} {how}; all {layout.world_size} ranks are alike (no pipeline "
-        "stages; FSDP pads every shard to one size)",
-    )
-    return replace(est, parallel=info, unknowns=[*est.unknowns, *notes])
+            first, second = SAMPLED
+            return est, f"rank 0 traced with {first} and {second} of its {blocks} blocks, " + (
+                "extrapolated" + alike
+            )
+    return _trace_rank(spec, workload, target, 0, loss), "rank 0 traced" + alike
 
 
 def _trace_rank(
@@ -101,13 +135,21 @@ def _trace_rank(
     target: Target,
     rank: int,
     loss: Callable[..., torch.Tensor] | None,
+    stage: int = 0,
 ) -> Estimate:
-    """The estimate of rank ``rank``, traced on the fake process group."""
+    """The estimate of rank ``rank`` (of pipeline stage ``stage``), traced on the fake
+    process group; a pipeline stage runs its schedule's step
+    (:class:`~memlens.distributed.pipeline.StageStep`)."""
     t0 = time.perf_counter()
     with fake_world(workload.layout, rank) as meshes:
-        strategies = ParallelStrategies(WorkloadStrategies(workload, target), workload, meshes)
+        inner = WorkloadStrategies(workload, target)
+        strategies = ParallelStrategies(inner, workload, meshes, stage=stage)
+        traced = workload
+        if workload.layout.pp > 1:
+            step = StageStep(workload.layout, stage, rank, lambda: strategies.autocast("cpu"))
+            traced = workload.with_(step=step)
         extra = gloo_rules() if target.kind == "cpu" else None  # a CPU target runs on gloo
-        result = trace(spec, workload, target, strategies, loss=loss, extra_rules=extra)
+        result = trace(spec, traced, target, strategies, loss=loss, extra_rules=extra)
     return from_trace(result, spec.name, spec.source, workload, target, time.perf_counter() - t0)
 
 
@@ -196,6 +238,13 @@ def _notes(workload: Workload, nccl_counted: bool) -> list[str]:
         notes.append(
             "FSDP on one CPU stream: the next block's all-gather prefetch that CUDA's "
             "separate all-gather stream overlaps with compute is not in flight at the peak"
+        )
+    if layout.pp > 1:
+        notes.append(
+            f"pipeline ({layout.pp_schedule}, {layout.microbatches} micro-batches): each "
+            "stage traced with its schedule's micro-batches in flight, forwards then "
+            "backwards, and one receive buffer per micro-batch (torch.distributed.pipelining "
+            "stage.py); send buffers and the schedule's own bookkeeping are not counted"
         )
     if layout.ddp:
         notes.append(

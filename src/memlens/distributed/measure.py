@@ -51,8 +51,10 @@ def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
                 bucket_cap_mb=workload.bucket_cap_mb,
                 gradient_as_bucket_view=workload.gradient_as_bucket_view,
             )
+        gc.collect()  # cyclic garbage of the setup (a real loop's collector frees it too)
         step.run(workload)
         for _ in range(steps):
+            gc.collect()  # each step from the same start: no earlier step's cyclic garbage
             marker = torch.empty(_MARK_BYTES, dtype=torch.uint8)
             del marker
             step.run(workload)
@@ -82,16 +84,17 @@ def _rank(
         dist.destroy_process_group()
 
 
-def measure_ranks(model: str, workloads: list[Workload], steps: int = 3) -> list[list[list[int]]]:
+def measure_ranks(model: str, workloads: list[Workload], steps: int = 5) -> list[list[list[int]]]:
     """For each workload (all of one world size), each rank's peak bytes in each of ``steps``
     steady steps, measured for real in one set of processes; ``model`` is a name or spec that
     each process resolves itself.
 
-    The steps of one rank can differ: gloo's worker thread holds each collective's work (and
-    the tensors it references: an all-gather's output) until it returns to its loop
+    Each step starts after a garbage collection. The steps of one rank can still differ:
+    gloo's worker thread holds each collective's work (and the tensors it references: an
+    all-gather's output, a tensor-parallel all-reduce's result) until it returns to its loop
     (``ProcessGroupGloo::runLoop`` resets ``workInProgress_`` after ``execute``), which may
     be after the main thread has moved on; the least of the steps is the peak without such a
-    late release, the others exceed it by at most the buffers released late."""
+    late release, the others exceed it by the buffers released late."""
     for workload in workloads:
         check_traceable(workload)
     world = workloads[0].layout.world_size

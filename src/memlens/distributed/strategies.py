@@ -15,6 +15,7 @@ from torch.distributed.tensor.experimental import implicit_replication
 
 from memlens._errors import WorkloadError
 from memlens.distributed.parallelize import ReducerBuckets, apply_fsdp, apply_tp
+from memlens.distributed.pipeline import cut, in_flight
 from memlens.engine.protocol import Applied, HostRegion, StepStrategies
 from memlens.sources.base import Inputs
 from memlens.workload import Workload
@@ -24,12 +25,16 @@ def check_traceable(workload: Workload) -> None:
     """Refuse what the traced path cannot run, naming the field."""
     layout = workload.layout
     if layout.pp > 1:
-        raise WorkloadError(
-            "pp",
-            layout.pp,
-            "pipeline stages are not traced yet: the analytic model (memlens.analytic) "
-            "covers pipeline layouts",
-        )
+        if not workload.training:
+            raise WorkloadError("pp", layout.pp, "pipeline stages are traced for training")
+        for name, value, default in (
+            ("step", workload.step, None),
+            ("loop", workload.loop, "pytorch"),
+            ("grad_accum", workload.grad_accum, 1),
+        ):
+            if value != default:
+                raise WorkloadError(name, value, "pipeline stages run their schedule's step")
+        in_flight(layout, 0)  # refuses a schedule that is not traced
     if layout.cp > 1:
         raise WorkloadError(
             "cp",
@@ -61,6 +66,7 @@ class ParallelStrategies:
         meshes: dict[str, DeviceMesh],
         *,
         model_ddp: bool = True,
+        stage: int = 0,
     ) -> None:
         self.inner = inner
         self.workload = workload
@@ -68,12 +74,16 @@ class ParallelStrategies:
         self.meshes = meshes
         self.model_ddp = model_ddp  # False: the caller wraps the real model in DDP itself
         self.buckets: ReducerBuckets | None = None
+        self.stage = stage  # the pipeline stage this rank runs
 
     def prepare(self, model: nn.Module, inputs: Inputs) -> Applied:
-        """The workload's strategies, then tensor parallelism, then FSDP or DDP (torchtitan's
-        order: ``parallelize_llama`` applies TP, activation checkpointing, then FSDP)."""
-        applied = self.inner.prepare(model, inputs)
+        """The pipeline stage's part of the model, the workload's strategies, then tensor
+        parallelism, then FSDP or DDP (torchtitan's order: ``pipeline_llama`` cuts the
+        stages, ``parallelize_llama`` applies TP, activation checkpointing, then FSDP)."""
         layout = self.layout
+        if layout.pp > 1:
+            cut(model, layout.pp, self.stage)
+        applied = self.inner.prepare(model, inputs)
         if layout.tp > 1:
             apply_tp(model, self.meshes["tp"])
         if layout.fsdp != "none":

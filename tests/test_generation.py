@@ -157,3 +157,26 @@ def test_cli_generate(tmp_path):
     doc = json.loads(out.output)
     assert doc["budget"]["kv_cache"] > 0
     assert doc["generation"]["steps"][0]["quadratic_bytes"] > 0
+
+
+def test_cli_compare_on_the_cpu(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from memlens.cli import app
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(TINY_LLAMA))
+    args = ["estimate", str(path), "--generate", "--prompt-len", "64", "--new-tokens", "3"]
+    out = CliRunner().invoke(app, [*args, "--device", "cpu", "--compare", "--json"])
+    doc = json.loads(out.output)
+    steps = doc["generation"]["steps"]
+    real = doc["measured"]
+    assert abs(steps[0]["peak_bytes"] - real["prefill_peak_bytes"]) <= 0.02 * steps[0]["peak_bytes"]
+    assert (
+        abs(steps[-1]["peak_bytes"] - real["last_step_peak_bytes"])
+        <= 0.02 * real["last_step_peak_bytes"]
+    )
+    refused = CliRunner().invoke(app, [*args, "--device", "a100-80gb", "--compare"])
+    assert refused.exit_code != 0

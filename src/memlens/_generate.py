@@ -14,16 +14,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from memlens._errors import ConfigError, WorkloadError
+from memlens._errors import ConfigError, MeasureError, WorkloadError
 from memlens._results import Estimate
-from memlens._setup import prepare, resolve_model
+from memlens._setup import model_spec, prepare, resolve_model
 from memlens.allocator import replay
 from memlens.devices import Device
 from memlens.engine.generate import GenerationTrace, StepTrace, prompt_len, trace_generation
 from memlens.engine.targets.emulation import kernel_unknowns
+from memlens.measurement.generation import GenerationMeasurement, measure_generation_cpu
 from memlens.sources.base import ModelSpec
 from memlens.strategies.apply import WorkloadStrategies
-from memlens.targets import Target
+from memlens.targets import Target, resolve_target
 from memlens.workload import Workload
 
 #: Token points of the timeline over the generated tokens (traced ones are always included).
@@ -280,3 +281,15 @@ def generate_estimate(
     work, target = prepare(workload, fields, "estimate", device=device, budget=budget)
     spec, work = resolve_model(model, work, fields, workload)
     return estimate_generation(spec, work, target)
+
+
+def measure_generation(model: Any, est: GenerationEstimate) -> GenerationMeasurement:
+    """Run ``est``'s generation for real and measure its prefill and last step (``memlens
+    estimate --generate --compare``): on the CPU, from the allocator's records
+    (:mod:`memlens.measurement.generation`)."""
+    kind = est.device.kind if est.device is not None else None
+    if kind != "cpu":
+        raise MeasureError("--compare with --generate runs generate() on the CPU: use --device cpu")
+    spec = model_spec(model, est.workload)
+    target = resolve_target("cpu", None)
+    return measure_generation_cpu(spec, est.workload, WorkloadStrategies(est.workload, target))

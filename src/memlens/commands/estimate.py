@@ -36,13 +36,21 @@ def register(app: typer.Typer) -> None:
         if _closed_form(est, compare or bool(html or markdown), as_json):
             return
         if est.workload.generate:
+            real = None
             if compare:
-                raise ConfigError("--compare runs one step, not generate(); see benchmarks")
-            if not as_json:
+                from memlens._generate import measure_generation
+
+                with progress(f"running generate() of {model} for real…", delay=0.0):
+                    real = measure_generation(model, est)
+            if export(est, html, markdown, as_json):
+                return
+            if as_json:
+                print_json(est, measured=real)
+            else:
                 from memlens.report.generation import render_generation
 
-                show(render_estimate(est), render_generation(est))
-                return
+                show(render_estimate(est), render_generation(est, real))
+            return
         measured = None
         if compare:
             from memlens.measurement.compare import compare_with_run

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from memlens._generate import GenerationEstimate
 from memlens.categories import Category
+from memlens.measurement.generation import GenerationMeasurement
 from memlens.report._style import titled_table
 from memlens.units import fmt_bytes
 
@@ -107,8 +108,27 @@ def tokens_table(est: GenerationEstimate) -> RenderableType:
     return table
 
 
-def render_generation(est: GenerationEstimate) -> RenderableType:
-    """The generation section printed under the budget table."""
+def measured_table(est: GenerationEstimate, real: GenerationMeasurement) -> RenderableType:
+    """The estimate against a real CPU ``generate()``, at the prefill and the last step."""
+    gen = est.generation
+    assert gen is not None
+    table = titled_table(
+        "against a real generate() on the CPU", "step", "estimated>", "measured>", "error>"
+    )
+    last = gen.steps[-1]
+    for name, estimated, measured in (
+        ("prefill", gen.steps[0].peak_bytes, real.prefill_peak_bytes),
+        (last.name, last.peak_bytes, real.last_step_peak_bytes),
+    ):
+        error = (estimated - measured) / measured if measured else 0.0
+        table.add_row(name, fmt_bytes(estimated), fmt_bytes(measured), f"{100 * error:+.2f}%")
+    return table
+
+
+def render_generation(
+    est: GenerationEstimate, real: GenerationMeasurement | None = None
+) -> RenderableType:
+    """The generation section printed under the budget table (and the real run's peaks)."""
     gen = est.generation
     assert gen is not None
     growth = Text(
@@ -118,4 +138,6 @@ def render_generation(est: GenerationEstimate) -> RenderableType:
     )
     parts: list[RenderableType] = [steps_table(est), *dominant_lines(est), tokens_table(est)]
     parts += [growth, Text(f"method: {gen.method}", style="dim")]
+    if real is not None:
+        parts.append(measured_table(est, real))
     return Group(*parts)

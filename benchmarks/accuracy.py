@@ -187,6 +187,12 @@ def _merge(args: argparse.Namespace) -> None:
     rows = [
         r for d in args.merge for r in json.loads((Path(d) / f"{name}.json").read_text())["rows"]
     ]
+    seen: set[tuple] = set()  # a row run by two shards counts once
+    rows = [
+        r
+        for r in rows
+        if (key := (r["label"], r["mode"], r["optimizer"])) not in seen and not seen.add(key)
+    ]
     order = [z[0] for z in (_broad_rows() if broad else ZOO)]
     rows.sort(key=lambda r: order.index(r["label"]) if r["label"] in order else len(order))
     summary = summarize(rows)

@@ -134,8 +134,9 @@ def _direct_weight_grad(
     Depthwise problems go to ``jit_uni_dw_conv_bwd_weights_kernel_t::init_conf``
     (src/cpu/x64/jit_uni_dw_conv_kernel_utils.cpp, every ISA): ``kw <= 3``, ``stride_w <=
     kw`` and paddings of at most half the filter, so ConvNeXt's 7x7 depthwise gradient falls
-    to gemm. Others, on AVX2, to ``jit_avx2_conv_bwd_weights_kernel_f32_t::init_conf`` (its
-    boundary and ``params_ok`` tests); AVX-512's direct kernel has no such limits."""
+    to gemm. Others go to ``jit_avx512_common`` on AVX-512 (see
+    :func:`_avx512_direct_scratchpad`), else to ``jit_avx2_conv_bwd_weights_kernel_f32_t``
+    (its boundary and ``params_ok`` tests), which AVX-512 hosts also have."""
     c, o, (kh, kw), (ih, iw), (oh, ow) = x.shape[1], w.shape[0], w.shape[-2:], x.shape[-2:], out_hw
     (sh, sw), (t, left) = stride, padding
     bottom = max(0, (oh - 1) * sh + kh - ih - t)  # calculate_end_padding

@@ -104,6 +104,16 @@ ROWS: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         {"prompt_len": 256, "new_tokens": 32, "num_beams": 4},
     ),
     (
+        "llama-3-8b",
+        {
+            "hidden_size": 512,
+            "intermediate_size": 1024,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+        },
+        {"prompt_len": 256, "new_tokens": 32, "batch": 2, "sample": True},
+    ),
+    (
         "mistral-7b-v0.1",
         {
             "hidden_size": 512,

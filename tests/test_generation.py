@@ -39,7 +39,7 @@ def _estimate(cfg: dict, device: str = "cpu", **fields):
 
 
 def test_tiny_llama_real_generate_within_2_percent():
-    work = Workload(generate=True, prompt_len=96, new_tokens=5, attention="eager")
+    work = Workload(generate=True, prompt_len=96, new_tokens=5, attention="eager", sample=True)
     target = resolve_target("cpu", None)
     est = estimate_generation(_spec(TINY_LLAMA), work, target)
     real = measure_generation_cpu(_spec(TINY_LLAMA), work, WorkloadStrategies(work, target))

@@ -214,8 +214,9 @@ def estimate_generation(spec: ModelSpec, workload: Workload, target: Target) -> 
     )
     unknowns = [f"data-dependent read answered: {r}" for r in result.value_reads]
     unknowns += [
-        "generation: greedy or beam search, no end-of-sequence token (every sequence runs "
-        f"{workload.new_tokens} tokens); sampling's top-k/top-p temporaries are not traced"
+        f"generation: {'sampling' if workload.sample else 'greedy'}"
+        f"{' beam search' if workload.num_beams > 1 else ''}, no end-of-sequence token "
+        f"(every sequence runs {workload.new_tokens} tokens)"
     ]
     if result.routed:
         unknowns.append(

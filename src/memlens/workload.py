@@ -84,7 +84,7 @@ _ONE_BATCH = _ALL - {"fit", "sweep"}
 #: Those that trace generation (``generate=True``).
 _GENERATE = frozenset({"estimate"})
 #: The generation options: at their defaults unless ``generate`` is set.
-GENERATION_FIELDS = ("prompt_len", "new_tokens", "num_beams", "prefill_chunk", "kv_cache")
+GENERATION_FIELDS = ("prompt_len", "new_tokens", "num_beams", "sample", "prefill_chunk", "kv_cache")
 
 Parser = Callable[[str, Any], Any]
 
@@ -529,6 +529,14 @@ class Workload:
         help="Beams of --generate: 1 is greedy decoding, more is beam search.",
         group="generation",
         parse=_integer(1),
+        uses=_GENERATE,
+    )
+    sample: bool = option(
+        False,
+        help="Sample each token (do_sample, with the model's generation config: top-k 50 by "
+        "default) instead of choosing the most likely one.",
+        group="generation",
+        parse=_flag,
         uses=_GENERATE,
     )
     prefill_chunk: int | None = option(

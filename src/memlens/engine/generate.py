@@ -51,7 +51,9 @@ from memlens.categories import Category, Phase
 from memlens.engine.build import build_fake
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
+from memlens.engine.rules import rules_of
 from memlens.engine.shadow import Reads
+from memlens.engine.targets import sampling
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
 from memlens.targets import Target
@@ -96,7 +98,7 @@ class _GenerationRecorder(Recorder):
     which the output embeddings made (logits), and which are (query x key) tensors."""
 
     def __init__(self, model: nn.Module, target: Target, head: str | None, reads: Reads) -> None:
-        super().__init__(model, kernel_rules(target, None), target, reads)
+        super().__init__(model, kernel_rules(target, rules_of(sampling)), target, reads)
         self.seen = 0  # tokens the cache has seen, before the current forward
         self.query = 0  # tokens the current forward reads
         self.key_lengths: set[int] = set()  # key counts of the current forward's attention
@@ -183,12 +185,15 @@ def _check(model: nn.Module, name: str, workload: Workload) -> None:
         )
 
 
-def _previous_iteration(workload: Workload, B: int, vocab: int, max_len: int) -> tuple:
+def _previous_iteration(
+    workload: Workload, B: int, vocab: int, max_len: int, warped: bool
+) -> tuple:
     """The decoding loop's variables of the previous iteration, alive through this step's
     forward pass until the loop rebinds them (in this order).
 
     ``_sample``: the fp32 row of logits (``next_token_logits``, which ``next_token_scores``
-    is without logits processors) and the chosen tokens (``next_tokens``). ``_beam_search``:
+    is without logits processors), when sampling the processors' scores (``warped``) and
+    ``probs`` (softmax), and the chosen tokens (``next_tokens``). ``_beam_search``:
     ``logits`` (fp32, ``batch x beams`` rows) and ``log_probs`` (``log_softmax`` plus the
     running scores, ``batch x (beams x vocab)``), and the top-``2 x beams`` continuations
     (``topk_log_probs``, ``topk_running_sequences`` of ``max_length`` tokens,
@@ -196,7 +201,12 @@ def _previous_iteration(workload: Workload, B: int, vocab: int, max_len: int) ->
     """
     K = workload.num_beams
     if K == 1:
-        return torch.empty((B, vocab), dtype=torch.float32), torch.empty((B,), dtype=torch.int64)
+        rows = [torch.empty((B, vocab), dtype=torch.float32)]
+        if workload.sample:
+            if warped:  # next_token_scores: the processors' output, not the logits row
+                rows.append(torch.empty((B, vocab), dtype=torch.float32))
+            rows.append(torch.empty((B, vocab), dtype=torch.float32))  # probs (softmax)
+        return (*rows, torch.empty((B,), dtype=torch.int64))
     keep = 2 * K  # beams_to_keep = max(2, 1 + len(eos)) * num_beams, without an eos token
     return (
         torch.empty((B * K, vocab), dtype=torch.float32),
@@ -267,7 +277,7 @@ def generation_config(
     model.config.use_cache = True  # the source builds models for a step, without a cache
     return transformers.GenerationConfig(
         max_new_tokens=new_tokens,
-        do_sample=False,
+        do_sample=workload.sample,
         num_beams=workload.num_beams,
         eos_token_id=None,
         pad_token_id=None,
@@ -342,6 +352,10 @@ def trace_generation(
         recorder.track(p, Category.PARAMETERS, "parameter")
     for b in model.buffers():
         recorder.track(b, Category.BUFFERS, "buffer")
+    own = model.generation_config  # what generate() fills a config's defaults from
+    warped = workload.sample and (
+        bool(own.top_k) or (own.top_p or 1.0) < 1.0 or (own.temperature or 1.0) != 1.0
+    )
     steps: list[StepTrace] = []
     flops: dict[str, int] = {}
     classes: dict[str, Any] = {}
@@ -354,7 +368,9 @@ def trace_generation(
         if cached and workload.kv_cache == "static":
             positions = torch.ones(ids.shape[-1], dtype=torch.int64).cumsum(0) - 1
             extra["cache_position"] = positions[cached:]
-        recorder.previous = list(_previous_iteration(workload, B, vocab, P + N)) if cached else []
+        recorder.previous = (
+            list(_previous_iteration(workload, B, vocab, P + N, warped)) if cached else []
+        )
         recorder.forwarded = False
         if workload.num_beams > 1:
             # the real run's max_length (the beams' state is sized by it); one iteration

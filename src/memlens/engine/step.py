@@ -177,13 +177,14 @@ def _autocast_on(device_type: str, alias: str) -> Iterator[None]:
     tensors, autocasts them (under the CUDA op lists that the target's emulation installs on
     CPU autocast, :mod:`memlens.engine.targets.cuda_autocast`) instead of warning that CUDA is
     unavailable and running in fp32."""
-    original = torch.amp.autocast
+    original, traced = torch.amp.autocast, device_type
 
     class autocast(original):  # type: ignore[valid-type, misc]
-        def __init__(self, device_type_: str, *args: Any, **kwargs: Any) -> None:
-            if device_type_ == alias:
-                device_type_ = device_type
-            super().__init__(device_type_, *args, **kwargs)
+        # ``device_type`` by keyword too, as transformers' rotary embeddings pass it
+        def __init__(self, device_type: str, *args: Any, **kwargs: Any) -> None:
+            if device_type == alias:
+                device_type = traced
+            super().__init__(device_type, *args, **kwargs)
 
     saved = torch.autocast, torch.amp.autocast
     torch.autocast = torch.amp.autocast = autocast  # type: ignore[misc]

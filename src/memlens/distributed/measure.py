@@ -27,6 +27,16 @@ from memlens.targets import resolve_target
 from memlens.workload import Workload
 
 
+def _settle() -> None:
+    """Let what an earlier step or the setup left behind go before a step: cyclic garbage (a
+    real loop's collector frees it too), and the last work each gloo worker thread still
+    holds with its tensors (``ProcessGroupGloo::runLoop`` drops it only when the thread comes
+    back to its loop): barriers pass through the worker threads."""
+    gc.collect()
+    for _ in range(4):
+        dist.barrier()
+
+
 def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
     """The bytes allocated since the model was built and alive at the peak of each of
     ``steps`` steady steps (after a warm-up step)."""
@@ -51,10 +61,10 @@ def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
                 bucket_cap_mb=workload.bucket_cap_mb,
                 gradient_as_bucket_view=workload.gradient_as_bucket_view,
             )
-        gc.collect()  # cyclic garbage of the setup (a real loop's collector frees it too)
+        _settle()
         step.run(workload)
         for _ in range(steps):
-            gc.collect()  # each step from the same start: no earlier step's cyclic garbage
+            _settle()
             marker = torch.empty(_MARK_BYTES, dtype=torch.uint8)
             del marker
             step.run(workload)

@@ -79,12 +79,13 @@ def main() -> None:
         f"{out['model']}, batch {STEP['batch']}, seq {STEP['seq_len']}, Adam, fp32). Real: "
         "2 processes on a gloo group, the CPU allocator's records of one steady step per "
         "rank, profiled from before the model is built (DDP rows: the real "
-        "DistributedDataParallel); five steady steps per rank, each after a garbage "
-        "collection, the least compared (gloo's "
-        "worker thread releases a collective's tensors when it returns to its loop, at times "
-        "after the main thread moved on: the other steps exceed it by such late buffers). "
+        "DistributedDataParallel); five steady steps per rank, "
+        "the least compared. "
         "Estimate: rank 0 traced on the fake process group, gloo's own buffers added "
-        "(memlens/distributed/gloo.py).",
+        "(memlens/distributed/gloo.py). Frees made on gloo's worker threads are invisible to "
+        "the profiler's running total; they are subtracted when the allocator reuses the "
+        "address (memlens/distributed/measure.py `_totals`), which can be after the real "
+        "free: measured steps err upwards only.",
         "",
         "| layout | rank | measured (least of 5 steps) | most of 5 steps | estimated | error |",
         "|---|---|---|---|---|---|",

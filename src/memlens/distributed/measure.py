@@ -20,21 +20,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from memlens.distributed.strategies import ParallelStrategies, check_traceable
 from memlens.distributed.world import meshes
-from memlens.measurement.cpu import _MARK_BYTES, _allocations, _native_stderr_silenced
+from memlens.measurement.cpu import _MARK_BYTES, _native_stderr_silenced
 from memlens.measurement.real import build_real
 from memlens.strategies.apply import WorkloadStrategies
 from memlens.targets import resolve_target
 from memlens.workload import Workload
-
-
-def _settle() -> None:
-    """Let what an earlier step or the setup left behind go before a step: cyclic garbage (a
-    real loop's collector frees it too), and the last work each gloo worker thread still
-    holds with its tensors (``ProcessGroupGloo::runLoop`` drops it only when the thread comes
-    back to its loop): barriers pass through the worker threads."""
-    gc.collect()
-    for _ in range(4):
-        dist.barrier()
 
 
 def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
@@ -61,24 +51,53 @@ def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
                 bucket_cap_mb=workload.bucket_cap_mb,
                 gradient_as_bucket_view=workload.gradient_as_bucket_view,
             )
-        _settle()
         step.run(workload)
         for _ in range(steps):
-            _settle()
             marker = torch.empty(_MARK_BYTES, dtype=torch.uint8)
             del marker
             step.run(workload)
-    records = _allocations(prof)
-    # the allocator's running total outlives a profiling session (ProfiledCPUMemoryReporter
-    # in c10/core/CPUAllocator.cpp keeps it across sessions): count from this session's start
-    start = records[0][2] - records[0][1]
+    records = _totals(prof)
     marks = [
         i
         for i in range(len(records) - 1)
-        if records[i][1] == _MARK_BYTES and records[i + 1][1] == -_MARK_BYTES
+        if records[i][0] == _MARK_BYTES and records[i + 1][0] == -_MARK_BYTES
     ]
     spans = zip(marks, [*marks[1:], len(records)], strict=True)
-    return [max(t for _, _, t in records[a + 1 : b]) - start for a, b in spans]
+    return [max(t for _, t in records[a + 1 : b]) for a, b in spans]
+
+
+def _totals(prof: profile) -> list[tuple[int, int]]:
+    """(size, bytes alive) after each allocation record of the session, in time order.
+
+    The allocator's running total counts from this session's start (it outlives a session:
+    ``ProfiledCPUMemoryReporter`` keeps it), and is corrected for frees made on threads the
+    profiler does not follow (gloo's workers drop the last reference to a collective's
+    tensors): ``ProfiledCPUMemoryReporter::Delete`` (``c10/core/CPUAllocator.cpp``) guards its
+    bookkeeping with the thread-local ``memoryProfilingEnabled()``, so such a free is never
+    subtracted. A block whose address the allocator hands out again was freed by then: it is
+    subtracted at that reuse, the latest it can have been freed (an upper bound)."""
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    alloc = torch._C._profiler._EventType.Allocation
+    raw = []
+    while stack:
+        node = stack.pop()
+        if node.tag == alloc:
+            f = node.extra_fields
+            raw.append((node.start_time_ns, f.alloc_size, f.total_allocated, f.ptr))
+        stack.extend(node.children)
+    raw.sort(key=lambda r: r[0])
+    start = raw[0][2] - raw[0][1]
+    live: dict[int, int] = {}
+    unseen = 0  # bytes freed on other threads, found so far
+    out = []
+    for _, size, total, ptr in raw:
+        if size > 0:
+            unseen += live.pop(ptr, 0)
+            live[ptr] = size
+        else:
+            live.pop(ptr, None)
+        out.append((size, total - start - unseen))
+    return out
 
 
 def _rank(
@@ -99,12 +118,17 @@ def measure_ranks(model: str, workloads: list[Workload], steps: int = 5) -> list
     steady steps, measured for real in one set of processes; ``model`` is a name or spec that
     each process resolves itself.
 
-    Each step starts after a garbage collection. The steps of one rank can still differ:
-    gloo's worker thread holds each collective's work (and the tensors it references: an
-    all-gather's output, a tensor-parallel all-reduce's result) until it returns to its loop
-    (``ProcessGroupGloo::runLoop`` resets ``workInProgress_`` after ``execute``), which may
-    be after the main thread has moved on; the least of the steps is the peak without such a
-    late release, the others exceed it by the buffers released late."""
+    The steps of one rank can still differ, and only upwards: gloo's worker threads hold each
+    collective's work (and the tensors it references: an all-gather's output, a
+    tensor-parallel all-reduce's result, DDP's broadcast at construction) until they return
+    to their loop (``ProcessGroupGloo::runLoop`` resets ``workInProgress_`` after
+    ``execute``). When such a thread drops a tensor's last reference, the free happens on a
+    thread the profiler does not follow, and ``ProfiledCPUMemoryReporter::Delete``
+    (``c10/core/CPUAllocator.cpp``, guarded by the thread-local ``memoryProfilingEnabled()``)
+    never subtracts it from the running total; :func:`_totals` subtracts it when its address
+    is handed out again, which may be later than the real free. The least of a rank's steps
+    is the one least affected.
+    """
     for workload in workloads:
         check_traceable(workload)
     world = workloads[0].layout.world_size

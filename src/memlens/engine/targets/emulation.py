@@ -92,6 +92,7 @@ from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
 from memlens.engine.targets.cuda_dropout import CudaDropout
 from memlens.engine.targets.cuda_softmax import CudaSoftmax
+from memlens.engine.targets.linear import InPlaceBias
 from memlens.targets import Target
 
 
@@ -129,6 +130,7 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
     """While active, attention (the ``attention`` option) and (under AMP) autocast follow
     the target's kernels."""
     with contextlib.ExitStack() as stack:
+        stack.enter_context(InPlaceBias())  # as on every device: see .linear
         if rerouted(target, attention):
             stack.enter_context(Attention(target, attention))
         if target.kernel_rules == "cuda":

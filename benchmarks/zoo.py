@@ -782,7 +782,7 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
         "m5",
         "zoo.py:m5_audio",
         "1-D conv audio (raw)",
-        {"batch": 4, "input_shape": (1, 4000)},
+        {"batch": 4, "input_shape": (1, 8000)},
         None,
     ),
     ("tcn", "zoo.py:tcn", "dilated causal 1-D conv", {"batch": 4, "input_shape": (40, 200)}, None),

@@ -161,8 +161,8 @@ def test_gpt2_tensor_parallel_is_refused_with_the_reason() -> None:
 
 
 def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
-    """Two real processes on a gloo group: FSDP2 and tensor parallel within 2% (the
-    benchmark, benchmarks/distributed.py, has the larger rows, per rank)."""
+    """Two real processes on a gloo group: FSDP2 and tensor parallel within 2% on each rank
+    (the benchmark, benchmarks/distributed.py, has the larger rows)."""
     from memlens.distributed.measure import measure_ranks
 
     layouts = [{"fsdp": "full", "world_size": 2}, {"tp": 2}]
@@ -171,9 +171,6 @@ def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
     measured = measure_ranks(tiny, works)
     for layout, ranks in zip(layouts, measured, strict=True):
         est = memlens.estimate(tiny, device="cpu", **step, **layout)
-        # a real step can hold a collective's tensors that gloo's worker thread releases
-        # late (measure_ranks), never fewer bytes: every rank's least step is at or above
-        # the estimate (2% slack), and the least of all is within 2% of it
-        least = [min(peaks) for peaks in ranks]
-        assert all(peak >= 0.98 * est.peak_bytes for peak in least), (layout, least)
-        assert est.peak_bytes == pytest.approx(min(least), rel=0.02), (layout, least)
+        # each rank's least step (measure_ranks: a free on a gloo thread is seen late)
+        for peaks in ranks:
+            assert est.peak_bytes == pytest.approx(min(peaks), rel=0.02), (layout, peaks)

@@ -80,17 +80,28 @@ def _backend(
     return "slow2d"
 
 
+def _as_2d(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """A 1-D convolution's tensors as ``_convolution`` runs them (``params.view1d_as_2d()``
+    and ``view4d`` in aten/src/ATen/native/Convolution.cpp): ``(N, C, L)`` as ``(N, C, 1, L)``,
+    with a unit height added to stride, padding and dilation."""
+    return [t.unsqueeze(2) for t in tensors]
+
+
 @register_rule(aten.convolution.default)
 def conv_forward(call: OpCall) -> list[int]:
     x, w = call.args[0], call.args[1]
     stride, padding, dilation, transposed, _, groups = call.args[3:9]
     if call.device != "cpu":
         return []
+    out = call.out
+    if x.dim() == 3 and not transposed:
+        x, w, out = _as_2d(x, w, out)
+        stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
         case "mkldnn":
-            return cpu_onednn_conv.forward(x, w, call.out, groups)
+            return cpu_onednn_conv.forward(x, w, out, groups)
         case "slow2d":
-            return cpu_slow_conv.forward(x, w, call.out, stride, padding, groups)
+            return cpu_slow_conv.forward(x, w, out, stride, padding, groups)
     return []
 
 
@@ -100,6 +111,9 @@ def conv_backward(call: OpCall) -> list[int]:
     stride, padding, dilation, transposed, _, groups, mask = call.args[4:11]
     if call.device != "cpu":
         return []
+    if x.dim() == 3 and not transposed:
+        grad_out, x, w = _as_2d(grad_out, x, w)
+        stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
         case "mkldnn":
             return cpu_onednn_conv.backward(grad_out, x, w, stride, padding, dilation, groups, mask)

@@ -12,7 +12,8 @@ an AVX2 CPU half-precision convolutions run ``Slow2d``. fp32 ones go to oneDNN e
 small problems (batch 1, one group, a kernel of at most 3 in some dimension, at most 20,480
 input elements) and, on one thread, unstrided 1x1 convolutions of batches below 16.
 
-Dilated (``slow_conv_dilated2d``), NNPACK, 1-D, 3-D, transposed and channels-last
+A 1-D convolution runs as a 2-D one of unit height (``view1d_as_2d``), and is modelled as
+one. Dilated (``slow_conv_dilated2d``), NNPACK, 3-D, transposed and channels-last
 convolutions are not modelled; neither are oneDNN's small scratchpads (tens to a hundred
 KiB), nor, on AVX2, its gemm fallbacks for the forward pass and the input gradient (filters
 overhanging a tiny input; grouped convolutions with a number of channels per group that is

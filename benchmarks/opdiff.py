@@ -23,10 +23,26 @@ from typing import Any
 
 import torch
 
-from memlens.measurement.opdiff import FLOOR, Calls, collect, replay
+from memlens.measurement.opdiff import FLOOR, Call, Calls, collect, replay
 
 HERE = Path(__file__).resolve().parent
 MODES: list[dict[str, Any]] = [{"mode": "inference"}, {"mode": "train", "optimizer": "adam"}]
+
+
+def _row(c: Call) -> dict[str, Any]:
+    """One op call of the results' JSON."""
+    return {
+        "op": c.name,
+        "call": c.signature,
+        "count": c.count,
+        "workloads": sorted(c.workloads),
+        "engine_peak_bytes": c.engine_peak,
+        "real_peak_bytes": c.real_peak,
+        "engine_kept_bytes": c.engine_kept,
+        "real_kept_bytes": c.real_kept,
+        "difference_bytes": c.difference,
+        "skipped": c.skipped,
+    }
 
 
 def _size(n: int) -> str:
@@ -132,8 +148,8 @@ def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float)
                 "isa": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
                 "distinct_calls": len(every),
-                "reported": [c.to_dict() for c in every if c.reported],
-                "skipped": [c.to_dict() for c in every if c.skipped],
+                "reported": [_row(c) for c in every if c.reported],
+                "skipped": [_row(c) for c in every if c.skipped],
                 "failed": failed,
             },
             indent=1,

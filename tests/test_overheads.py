@@ -309,6 +309,7 @@ def test_json_has_the_overhead_lines() -> None:
             "cuBLAS workspace (autograd thread)": 32 * MiB,
         },
         "allocator_slack_bytes": est.slack_bytes,
+        "nccl": {},  # one GPU: no communicator
     }
     assert data["total_bytes"] == est.reserved_peak_bytes + 400 * MiB
 

@@ -144,20 +144,6 @@ class Call:
             return False
         return abs(self.difference) > max(FLOOR, math.ceil(0.01 * max(self.real_peak, 1)))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "op": self.name,
-            "call": self.signature,
-            "count": self.count,
-            "workloads": sorted(self.workloads),
-            "engine_peak_bytes": self.engine_peak,
-            "real_peak_bytes": self.real_peak,
-            "engine_kept_bytes": self.engine_kept,
-            "real_kept_bytes": self.real_kept,
-            "difference_bytes": self.difference,
-            "skipped": self.skipped,
-        }
-
 
 class Calls:
     """Distinct op calls seen while tracing, keyed by op, arguments and grad mode."""

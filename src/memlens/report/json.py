@@ -146,6 +146,9 @@ RULES: dict[str, Rule] = {
 }
 
 
+RULES["GenerationEstimate"] = RULES["Estimate"]  # and its generation field, whole
+
+
 def to_json(result: Any, *, detail: bool = False, **attached: Any) -> dict[str, Any]:
     """``result`` as a JSON-safe dict headed by ``schema_version`` and ``kind``.
 

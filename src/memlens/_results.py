@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from memlens._repr import brief, rows
 from memlens.allocator import AllocatorResult
 from memlens.categories import Category
-from memlens.devices import Device
+from memlens.devices import Device, FitsDevice
 from memlens.strategies.data import HostMemory
 from memlens.timeline import Timeline
 from memlens.workload import Workload
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Estimate:
+class Estimate(FitsDevice):
     """Peak memory of one step and what it is made of.
 
     ``peak_bytes`` is the allocator's peak of *allocated* bytes (``max_memory_allocated`` on
@@ -65,21 +65,6 @@ class Estimate:
         parallel layout, NCCL's buffers)."""
         outside = self.parallel.outside_bytes if self.parallel is not None else 0
         return self.reserved_peak_bytes + self.context_bytes + outside
-
-    @property
-    def capacity_bytes(self) -> int | None:
-        return self.device.capacity_bytes if self.device is not None else None
-
-    @property
-    def free_bytes(self) -> int | None:
-        """Capacity left at the peak (negative: short by that much)."""
-        cap = self.capacity_bytes
-        return None if cap is None else cap - self.total_bytes
-
-    @property
-    def fits(self) -> bool | None:
-        free = self.free_bytes
-        return None if free is None else free >= 0
 
     @property
     def tight(self) -> bool:

@@ -61,6 +61,29 @@ class Device:
     note: str
 
 
+class FitsDevice:
+    """Capacity, free bytes and the verdict of a result that has a ``device`` (a
+    :class:`Device` or None) and a ``total_bytes`` (what the device would hold)."""
+
+    device: Device | None
+    total_bytes: int
+
+    @property
+    def capacity_bytes(self) -> int | None:
+        return self.device.capacity_bytes if self.device is not None else None
+
+    @property
+    def free_bytes(self) -> int | None:
+        """Capacity left at the peak (negative: short by that much)."""
+        cap = self.capacity_bytes
+        return None if cap is None else cap - self.total_bytes
+
+    @property
+    def fits(self) -> bool | None:
+        free = self.free_bytes
+        return None if free is None else free >= 0
+
+
 def list_devices() -> list[Device]:
     """Every catalog device, in catalog order."""
     return list(_catalog()[0])

@@ -46,7 +46,7 @@ from memlens._errors import ConfigError
 from memlens.analytic import activations as act
 from memlens.analytic.transformer import TransformerShape
 from memlens.analytic.zero import deepspeed_states
-from memlens.devices import Device
+from memlens.devices import Device, FitsDevice
 from memlens.optimizer_table import OPTIMIZERS
 from memlens.workload import Layout, Workload
 
@@ -107,7 +107,7 @@ class Communication:
 
 
 @dataclass
-class LayoutEstimate:
+class LayoutEstimate(FitsDevice):
     """Per-GPU memory of one training step under a parallel layout, in closed form."""
 
     model: str
@@ -135,20 +135,6 @@ class LayoutEstimate:
     def total_bytes(self) -> int:
         """What the worst GPU holds: its peak plus the context and NCCL's buffers."""
         return self.peak_bytes + self.context_bytes + sum(n for _, n in self.nccl)
-
-    @property
-    def capacity_bytes(self) -> int | None:
-        return self.device.capacity_bytes if self.device is not None else None
-
-    @property
-    def free_bytes(self) -> int | None:
-        cap = self.capacity_bytes
-        return None if cap is None else cap - self.total_bytes
-
-    @property
-    def fits(self) -> bool | None:
-        free = self.free_bytes
-        return None if free is None else free >= 0
 
 
 @dataclass(frozen=True)

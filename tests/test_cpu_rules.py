@@ -7,34 +7,16 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 from memlens.engine.rules import OpCall
 from memlens.engine.targets.emulation import kernel_rules
+from memlens.measurement.cpu import allocator_peak
 from memlens.targets import resolve_target
 
 aten = torch.ops.aten
 CPU = resolve_target("cpu")
 RULES = kernel_rules(CPU)
 HALF_ON_ONEDNN = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def _real_peak(fn) -> int:
-    """Largest rise of the CPU allocator's running total during ``fn()``."""
-    fn()  # warm up: oneDNN primitive creation, lazy initialisation
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == torch._C._profiler._EventType.Allocation:
-            f = node.extra_fields
-            records.append(
-                (node.start_time_ns, f.total_allocated - f.alloc_size, f.total_allocated)
-            )
-        stack.extend(node.children)
-    records.sort()
-    return max((total for _, _, total in records), default=0) - (records[0][1] if records else 0)
 
 
 def _predicted_peak(func, args: tuple, out) -> int:
@@ -73,12 +55,12 @@ def test_convolution_rules_match_the_allocator(n, c, hw, o, k, s, p, g, dtype, b
     b = torch.randn(o, dtype=dtype) if bias else None
     fwd = (x, w, b, [s, s], [p, p], [1, 1], False, [0, 0], g)
     y = aten.convolution.default(*fwd)
-    assert _predicted_peak(aten.convolution.default, fwd, y) == _real_peak(
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
         lambda: aten.convolution.default(*fwd)
     )
     bwd = (torch.randn_like(y), x, w, [o] if bias else None, *fwd[3:], [c != 3, True, bias])
     grads = aten.convolution_backward.default(*bwd)
-    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == _real_peak(
+    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
         lambda: aten.convolution_backward.default(*bwd)
     )
 
@@ -91,4 +73,4 @@ def test_half_sum_rule_matches_the_allocator(shape, dims) -> None:
     x = torch.randn(*shape, dtype=torch.bfloat16)
     out = aten.sum.dim_IntList(x, dims)
     predicted = _predicted_peak(aten.sum.dim_IntList, (x, dims), out)
-    assert predicted == _real_peak(lambda: aten.sum.dim_IntList(x, dims))
+    assert predicted == allocator_peak(lambda: aten.sum.dim_IntList(x, dims))

@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import memlens
+from memlens.measurement.cpu import allocator_peak
 
 VOCAB, EMBED, HIDDEN, BATCH, SEQ = 500, 24, 32, 4, 12
 
@@ -65,26 +66,6 @@ def test_recurrent_models_match_real_cpu_runs(cell, layers, bi, packed, mode) ->
     )
 
 
-def _allocator_peak(fn) -> int:
-    """Largest rise of the CPU allocator's running total during ``fn()`` (after a warm-up)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    fn()
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    records, stack = [], list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == torch._C._profiler._EventType.Allocation:
-            f = node.extra_fields
-            records.append(
-                (node.start_time_ns, f.total_allocated - f.alloc_size, f.total_allocated)
-            )
-        stack.extend(node.children)
-    records.sort()
-    return max(total for _, _, total in records) - records[0][1]
-
-
 @pytest.mark.parametrize(
     ("steps", "batch", "inputs", "hidden"),
     [(12, 4, 24, 32), (9, 130, 40, 60), (20, 1, 300, 256), (6, 8, 256, 128)],
@@ -113,17 +94,17 @@ def test_onednn_lstm_layer_rules_match_the_allocator(steps, batch, inputs, hidde
     fwd = aten.mkldnn_rnn_layer.default
     with torch.no_grad():
         out = fwd(*args)
-        assert predicted(fwd, args, out)[0] == _allocator_peak(lambda: fwd(*args))
+        assert predicted(fwd, args, out)[0] == allocator_peak(lambda: fwd(*args))
     out = fwd(*args)
     peak, sizes = predicted(fwd, args, out)
     assert sizes == {3: out[3].numel()}
-    assert peak == _allocator_peak(lambda: fwd(*args))
+    assert peak == allocator_peak(lambda: fwd(*args))
     bwd = aten.mkldnn_rnn_layer_backward.default
     grad = torch.randn_like(out[0])
     bargs = (x, *w, *b, *h, *out[:3], grad, None, None, False, 2, hidden, 1, True, True, False)
     bargs = (*bargs, [], False, out[3])
     grads = bwd(*bargs)
-    assert predicted(bwd, bargs, grads)[0] == _allocator_peak(lambda: bwd(*bargs))
+    assert predicted(bwd, bargs, grads)[0] == allocator_peak(lambda: bwd(*bargs))
 
 
 def test_cuda_target_lists_the_cudnn_reserve_space() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -23,7 +23,7 @@ from memlens.measurement.result import Measurement
 from memlens.workload import Workload
 
 
-def _allocations(prof: profile) -> list[tuple[int, int, int]]:
+def allocations(prof: profile) -> list[tuple[int, int, int]]:
     """(time ns, size, running total) of each allocation record, in time order."""
     out: list[tuple[int, int, int]] = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
@@ -36,6 +36,18 @@ def _allocations(prof: profile) -> list[tuple[int, int, int]]:
         stack.extend(node.children)
     out.sort(key=lambda r: r[0])
     return out
+
+
+def allocator_peak(fn: Callable[[], object]) -> int:
+    """Largest rise of the CPU allocator's running total during one call of ``fn``, after a
+    warm-up call (oneDNN primitive creation, lazy initialisation)."""
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    records = allocations(prof)
+    if not records:
+        return 0
+    return max(total for _, _, total in records) - (records[0][2] - records[0][1])
 
 
 @contextmanager
@@ -79,7 +91,7 @@ def _profiled_steps(step: RealStep, workload: Workload) -> tuple[int, int, int]:
         del marker
         baseline = live_bytes(step)
         step.run(workload)
-    records = _allocations(prof)
+    records = allocations(prof)
     split = next(
         (
             i

@@ -24,7 +24,7 @@ from memlens._errors import MeasureError
 from memlens.engine.build import skip_init
 from memlens.engine.generate import generation_config, prompt_len
 from memlens.engine.protocol import StepStrategies
-from memlens.measurement.cpu import _MARK_BYTES, _allocations, _native_stderr_silenced
+from memlens.measurement.cpu import _MARK_BYTES, _native_stderr_silenced, allocations
 from memlens.sources.base import Inputs, ModelSpec, building
 from memlens.workload import Workload
 
@@ -83,7 +83,7 @@ def measure_generation_cpu(
     finally:
         handle.remove()
     seconds = time.perf_counter() - t0
-    records = _allocations(prof)
+    records = allocations(prof)
     if not records:
         raise MeasureError("the profiler recorded no allocation during generate()")
     start = records[0][2] - records[0][1]  # running total before the first record

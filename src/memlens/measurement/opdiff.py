@@ -31,6 +31,7 @@ from torch.utils._pytree import tree_leaves
 
 from memlens.engine.recorder import Recorder
 from memlens.engine.rules import OpCall, OutputBytes
+from memlens.measurement.cpu import allocations
 
 aten = torch.ops.aten
 #: ATen ops with nothing to compare (other namespaces, the profiler's markers, are skipped).
@@ -225,19 +226,6 @@ def collect(calls: Calls, label: str, model: Any, *, inputs: Any = None, **field
         estimate(model, device="cpu", inputs=inputs, **fields)
 
 
-def _allocations(prof: profile) -> list[tuple[int, int, int]]:
-    out = []
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    while stack:
-        node = stack.pop()
-        if node.tag == torch._C._profiler._EventType.Allocation:
-            f = node.extra_fields
-            out.append((node.start_time_ns, f.alloc_size, f.total_allocated))
-        stack.extend(node.children)
-    out.sort(key=lambda r: r[0])
-    return out
-
-
 def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, int]:
     """(bytes kept, peak rise) of the CPU allocator's running total during one real call
     (after a warm-up call: oneDNN primitive creation, lazy initialisation)."""
@@ -246,7 +234,7 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             out = op(*args, **kwargs)
     del out
-    records = _allocations(prof)
+    records = allocations(prof)
     if not records:
         return 0, 0
     start = records[0][2] - records[0][1]

@@ -8,8 +8,8 @@ import torch
 
 from memlens.engine.rules import OpCall
 from memlens.engine.targets.emulation import kernel_rules
+from memlens.measurement.cpu import allocator_peak
 from memlens.targets import resolve_target
-from test_rnn import _allocator_peak
 
 aten = torch.ops.aten
 CPU = resolve_target("cpu")
@@ -37,8 +37,8 @@ def test_conv1d_rules_match_the_allocator(n, c, length, o, k, s, p, d) -> None:
     x, w, b = torch.randn(n, c, length), torch.randn(o, c, k), torch.randn(o)
     fwd = aten.convolution.default
     args = (x, w, b, [s], [p], [d], False, [0], 1)
-    assert _predicted(fwd, args) == _allocator_peak(lambda: fwd(*args))
+    assert _predicted(fwd, args) == allocator_peak(lambda: fwd(*args))
     y = fwd(*args)
     bwd = aten.convolution_backward.default
     bargs = (torch.randn_like(y), x, w, [o], [s], [p], [d], False, [0], 1, [c != 1, True, True])
-    assert _predicted(bwd, bargs) == _allocator_peak(lambda: bwd(*bargs))
+    assert _predicted(bwd, bargs) == allocator_peak(lambda: bwd(*bargs))

@@ -8,8 +8,8 @@ import torch
 
 from memlens.engine.rules import OpCall
 from memlens.engine.targets.emulation import kernel_rules
+from memlens.measurement.cpu import allocator_peak
 from memlens.targets import resolve_target
-from test_rnn import _allocator_peak
 
 aten = torch.ops.aten
 CPU = resolve_target("cpu")
@@ -41,4 +41,4 @@ def test_fft_rules_match_the_allocator(name, op, make) -> None:
     args = make()
     out = op(*args)
     inside = list(RULES[op](OpCall(op, args, {}, out, "cpu", CPU)))
-    assert max([out.untyped_storage().nbytes(), *inside]) == _allocator_peak(lambda: op(*args))
+    assert max([out.untyped_storage().nbytes(), *inside]) == allocator_peak(lambda: op(*args))

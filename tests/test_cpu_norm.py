@@ -8,8 +8,8 @@ import torch
 
 from memlens.engine.rules import OpCall
 from memlens.engine.targets.emulation import kernel_rules
+from memlens.measurement.cpu import allocator_peak
 from memlens.targets import resolve_target
-from test_rnn import _allocator_peak
 
 aten = torch.ops.aten
 CPU = resolve_target("cpu")
@@ -31,13 +31,13 @@ def test_layer_norm_over_channels(channels_last, mask) -> None:
     w, b = torch.randn(32), torch.randn(32)
     fwd = aten.native_layer_norm.default
     args = (x, [32], w, b, 1e-5)
-    assert _predicted(fwd, args) == _allocator_peak(lambda: fwd(*args))
+    assert _predicted(fwd, args) == allocator_peak(lambda: fwd(*args))
     y, mean, rstd = fwd(*args)
     grad = torch.randn(4, 32, 16, 16).permute(0, 2, 3, 1)
     grad = grad if channels_last else grad.contiguous()
     bwd = aten.native_layer_norm_backward.default
     bargs = (grad, x, [32], mean, rstd, w, b, list(mask))
-    assert _predicted(bwd, bargs) == _allocator_peak(lambda: bwd(*bargs))
+    assert _predicted(bwd, bargs) == allocator_peak(lambda: bwd(*bargs))
 
 
 @pytest.mark.parametrize("train", [True, False])
@@ -61,4 +61,4 @@ def test_batch_norm_backward(train, layout, mask) -> None:
         x, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
     bwd = aten.native_batch_norm_backward.default
     args = (grad, x, w, mean, var, save_mean, save_invstd, train, 1e-5, list(mask))
-    assert _predicted(bwd, args) == _allocator_peak(lambda: bwd(*args))
+    assert _predicted(bwd, args) == allocator_peak(lambda: bwd(*args))

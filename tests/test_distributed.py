@@ -161,8 +161,14 @@ def test_gpt2_tensor_parallel_is_refused_with_the_reason() -> None:
 
 
 def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
-    """Two real processes on a gloo group: FSDP2 and tensor parallel within 2% on each rank
-    (the benchmark, benchmarks/distributed.py, has the larger rows)."""
+    """Two real processes on a gloo group: FSDP2 and tensor parallel on each rank (the
+    benchmark, benchmarks/distributed.py, has the larger rows).
+
+    The CPU profiler's running total does not subtract a free made on another thread, and
+    gloo's worker threads drop the last reference to collective buffers: measure_ranks
+    subtracts such a block only when its address is reused, so a real step can read high
+    (never low), by a few percent from run to run under FSDP. The estimate must be within 2%
+    above the least real step and at most 5% below it."""
     from memlens.distributed.measure import measure_ranks
 
     layouts = [{"fsdp": "full", "world_size": 2}, {"tp": 2}]
@@ -173,4 +179,5 @@ def test_traced_ranks_match_real_gloo_ranks(tiny: str) -> None:
         est = memlens.estimate(tiny, device="cpu", **step, **layout)
         # each rank's least step (measure_ranks: a free on a gloo thread is seen late)
         for peaks in ranks:
-            assert est.peak_bytes == pytest.approx(min(peaks), rel=0.02), (layout, peaks)
+            real = min(peaks)
+            assert 0.95 * real <= est.peak_bytes <= 1.02 * real, (layout, est.peak_bytes, peaks)

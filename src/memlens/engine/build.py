@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
 
 from memlens._errors import ConfigError, MemlensError, TraceError
@@ -118,6 +119,34 @@ def skip_init() -> Iterator[None]:
             setattr(torch.nn.init, name, fn)
 
 
+class _FakeDeepcopy(TorchFunctionMode):
+    """``copy.deepcopy`` of fake tensors as a real run does it: a new tensor of the same size.
+
+    A fake parameter is a ``FakeTensor`` (``nn.Parameter`` of one returns the tensor, flagged
+    ``_is_param``), so ``deepcopy`` takes ``Tensor.__deepcopy__`` (torch/_tensor.py), whose
+    storage copy gives a tensor of *another* fake mode: every later op on it fails with
+    "Mixing fake modes". Model code clones modules this way (``nn.TransformerEncoder``'s
+    ``_get_clones``, EMA copies). Here the copy is a ``clone`` in the tensor's own mode, with
+    its ``requires_grad`` and parameter flag, memoised as ``deepcopy`` expects.
+    """
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.__deepcopy__ and isinstance(args[0], FakeTensor):
+            t, memo = args
+            if id(t) in memo:
+                return memo[id(t)]
+            with t.fake_mode:
+                out = t.detach().clone()
+            if isinstance(t, nn.Parameter) or getattr(t, "_is_param", False):
+                out = nn.Parameter(out, t.requires_grad)
+            else:
+                out.requires_grad_(t.requires_grad)
+            memo[id(t)] = out
+            return out
+        return func(*args, **kwargs)
+
+
 def new_fake_mode() -> FakeTensorMode:
     """The fake-tensor mode the engine runs in (real tensors may not enter it)."""
     return FakeTensorMode(allow_non_fake_inputs=False)
@@ -203,7 +232,7 @@ def fakeify(module: nn.Module, mode: FakeTensorMode) -> nn.Module:
 def build_fake(spec: ModelSpec, workload: Workload, mode: FakeTensorMode | None = None) -> Built:
     """Build ``spec``'s model and example inputs on fake CPU tensors."""
     mode = mode or new_fake_mode()
-    with mode, skip_init(), building(workload):
+    with mode, skip_init(), building(workload), _FakeDeepcopy():
         model = call_user(f"building {spec.name}", spec.build)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"{spec.name} built {type(model).__name__}, not an nn.Module")

@@ -74,3 +74,30 @@ def test_half_sum_rule_matches_the_allocator(shape, dims) -> None:
     out = aten.sum.dim_IntList(x, dims)
     predicted = _predicted_peak(aten.sum.dim_IntList, (x, dims), out)
     assert predicted == allocator_peak(lambda: aten.sum.dim_IntList(x, dims))
+
+
+# channels-last depthwise: (batch, channels, size, kernel, padding, bias)
+CL_DEPTHWISE = [
+    (2, 192, 2, 7, 3, True),  # ConvNeXt's 7x7: AVX-512 pads each group's gradient to 16x16
+    (2, 40, 5, 7, 3, False),  # groups not a multiple of 16
+    (2, 24, 6, 5, 2, True),
+    (4, 64, 8, 3, 1, True),  # 3x3: jit_uni_dw takes the weight gradient, unpadded
+]
+
+
+@pytest.mark.parametrize(("n", "c", "hw", "k", "p", "bias"), CL_DEPTHWISE)
+def test_channels_last_depthwise_rules_match_the_allocator(n, c, hw, k, p, bias) -> None:
+    x = torch.randn(n, c, hw, hw).to(memory_format=torch.channels_last)
+    w, b = torch.randn(c, 1, k, k), torch.randn(c) if bias else None
+    fwd = (x, w, b, [1, 1], [p, p], [1, 1], False, [0, 0], c)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        return  # AVX2's gemm weight gradient on nxc data is not modelled
+    bwd = (torch.randn_like(y), x, w, [c] if bias else None, *fwd[3:], [True, True, bias])
+    grads = aten.convolution_backward.default(*bwd)
+    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
+        lambda: aten.convolution_backward.default(*bwd)
+    )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from memlens.engine.rules import OpCall, register_rule
-from memlens.engine.targets import cpu_onednn_conv, cpu_slow_conv
+from memlens.engine.targets import cpu_dilated, cpu_onednn_conv, cpu_slow_conv
 
 aten = torch.ops.aten
 
@@ -71,9 +71,13 @@ def _backend(
     groups: int,
 ) -> str | None:
     """``_select_conv_backend``'s choice where it is modelled: "mkldnn", "slow2d" or None.
-    Plain (contiguous NCHW) inputs only: channels-last ones take other paths."""
-    if transposed or x.dim() != 4 or not x.is_contiguous():
+    Plain (contiguous NCHW) inputs, and channels-last ones on oneDNN (Slow2d's channels-last
+    path is not modelled)."""
+    if transposed or x.dim() != 4:
         return None
+    if not x.is_contiguous():
+        cl = cpu_onednn_conv.channels_last(x, w)
+        return "mkldnn" if cl and _uses_mkldnn(x, w, stride, dilation, groups) else None
     if _uses_mkldnn(x, w, stride, dilation, groups):
         return "mkldnn"
     if any(d != 1 for d in dilation) or _uses_nnpack(x, w):
@@ -100,7 +104,8 @@ def conv_forward(call: OpCall) -> list[int]:
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
         case "mkldnn":
-            return cpu_onednn_conv.forward(x, w, out, groups)
+            gemm = cpu_dilated.forward(x, w, out, stride, padding, dilation, groups)
+            return gemm if gemm is not None else cpu_onednn_conv.forward(x, w, out, groups)
         case "slow2d":
             return cpu_slow_conv.forward(x, w, out, stride, padding, groups)
     return []

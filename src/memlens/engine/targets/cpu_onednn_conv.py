@@ -110,8 +110,45 @@ def _data_block(x: torch.Tensor, w: torch.Tensor, groups: int) -> int:
     return _block()
 
 
+def channels_last(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """``mkldnn_conv_use_channels_last`` (aten/src/ATen/native/ConvUtils.h): the input's or
+    the weight's suggested memory format is channels-last (4-D)."""
+    from torch._prims_common import suggest_memory_format
+
+    return x.dim() == 4 and torch.channels_last in (
+        suggest_memory_format(x),
+        suggest_memory_format(w),
+    )
+
+
+def _depthwise(x: torch.Tensor, w: torch.Tensor, groups: int) -> bool:
+    return groups > 1 and x.shape[1] == groups == w.shape[0]
+
+
+def _cl_weight_copy(w: torch.Tensor) -> int:
+    """``weight_t.contiguous(memory_format)`` in ``mkldnn_convolution`` and
+    ``mkldnn_convolution_backward`` (aten/src/ATen/native/mkldnn/Conv.cpp): a copy unless the
+    weight is already channels-last contiguous (a depthwise ``[g, 1, kh, kw]`` one is)."""
+    return 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * w.element_size()
+
+
+def _cl_forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> list[int]:
+    """Channels-last forward (Note [MKLDNN Convolution Memory Formats] in Conv.cpp: source and
+    destination are views of the NHWC tensors, only the weights are reordered). A depthwise
+    fp32 problem runs ``brdgmm_dw`` (AVX-512) or ``jit_uni_dw`` (AVX2) on ``Goihw{block}g``
+    weights, groups padded to the block, without a scratchpad; others run ``brgconv``, whose
+    scratchpad is not modelled (empty list)."""
+    if not _depthwise(x, w, groups) or x.dtype != torch.float32:
+        return []
+    block = _block()
+    wts = math.ceil(groups / block) * block * math.prod(w.shape[-2:]) * w.element_size()
+    return [_cl_weight_copy(w) + out.untyped_storage().nbytes() + wts]
+
+
 def forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int) -> list[int]:
     """Peak bytes inside oneDNN's forward: reorders, blocked result, output."""
+    if channels_last(x, w):
+        return _cl_forward(x, w, out, groups)
     block, elem = _data_block(x, w, groups), x.element_size()
     first = _first_layer_forward(x, w, out, groups)
     src = 0 if first else _blocked(x.shape, elem, block)
@@ -571,6 +608,8 @@ def backward(
     mask: list[bool],
 ) -> list[int]:
     """Peak bytes inside oneDNN's backward, the gradients it returns included."""
+    if channels_last(x, w):
+        return _cl_backward(grad_out, x, w, stride, padding, dilation, groups, mask)
     elem = x.element_size()
     go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
     gi = x.numel() * elem
@@ -602,3 +641,57 @@ def backward(
             # then the returned bias gradient is copied out, next to ideep's, and the weights'
             high = max(high, held + gb + go_w + src_w + wts_w + scratch, held + 2 * gb + wts_w + gw)
     return [go_copy + high]
+
+
+def _cl_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    mask: list[bool],
+) -> list[int]:
+    """Channels-last fp32 depthwise backward on AVX-512 (``mkldnn_convolution_backward`` in
+    aten/src/ATen/native/mkldnn/Conv.cpp); an empty list where it is not modelled.
+
+    The input gradient is the NHWC output itself (``jit_uni_dw`` backward data reads
+    ``Goihw16g`` weights, groups padded to 16). The weight gradient goes to
+    ``jit_uni_dw_convolution_bwd_weights_t`` where its ``init_conf`` accepts the problem (see
+    :func:`_direct_weight_grad`), else to ``jit_avx512_common_convolution_bwd_weights_t``,
+    which on ``nxc`` data pads each group's input and output channels to 16: its diff weights
+    are ``gOIhw16i16o``-like (``aBCde16c16b``, groups x 16 x 16 x kh x kw), 256 times a
+    depthwise 7x7 gradient, with the padded bias and batch reductions of
+    :func:`_avx512_direct_scratchpad`. ``mkldnn_convolution_backward_weights`` then returns
+    ``mkldnn_to_dense(grad_w).to(ChannelsLast)``: a plain copy and a channels-last copy, next
+    to ideep's bias gradient and its dense copy. Not modelled: ``jit_uni_dw``'s weight-gradient
+    scratchpad (freed before those copies), AVX2's ``gemm`` weight gradient on ``nxc``, and
+    regular (``brgconv``) convolutions."""
+    if not _depthwise(x, w, groups) or x.dtype != torch.float32 or "AVX512" not in isa():
+        return []
+    elem, threads, g = x.element_size(), torch.get_num_threads(), groups
+    ks = math.prod(w.shape[-2:])
+    go_cl = grad_out.is_contiguous(memory_format=torch.channels_last)
+    base = _cl_weight_copy(w) + (0 if go_cl else grad_out.numel() * elem)
+    high = held = 0
+    if mask[0]:
+        held = x.numel() * elem
+        high = held + math.ceil(g / 16) * 16 * ks * elem
+    if mask[1]:
+        gw, gb = w.numel() * elem, w.shape[0] * elem if mask[2] else 0
+        out_hw = (grad_out.shape[-2], grad_out.shape[-1])
+        if _direct_weight_grad(x, w, out_hw, stride, padding, dilation, groups):
+            wts, scratch = math.ceil(g / 16) * 16 * ks * elem, 0  # jit_uni_dw
+        else:
+            wide = torch.empty((g * 16, 16, *w.shape[-2:]), device="meta", dtype=w.dtype)
+            wide_x = torch.empty((x.shape[0], g * 16, *x.shape[-2:]), device="meta")
+            args = (wide_x, wide, out_hw, stride, padding, dilation, g, mask[2], threads)
+            scratch = _avx512_direct_scratchpad(*args)
+            if scratch is None:  # jit_avx2, then gemm: not modelled
+                return []
+            if mask[2]:  # key_conv_padded_bias: one output channel per group, padded to 16
+                scratch += _book(4 * g * 16)
+            wts = g * 256 * ks * elem
+        high = max(high, held + gb + wts + scratch, held + 2 * gb + wts + 2 * gw)
+    return [base + high]

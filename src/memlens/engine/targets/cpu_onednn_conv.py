@@ -48,6 +48,17 @@ weights and thread) and the per-thread im2col columns; each entry is padded by 1
 (``registry_t::book`` in src/common/memory_tracking.hpp). PyTorch's ideep allocates that
 scratchpad as a tensor, so it is measured: 75.6 MB for a 512x512x3x3 convolution with two
 threads. Thread count, limits and column blocking follow that source.
+
+**Channels-last tensors** (``mkldnn_conv_use_channels_last``): source and destination stay
+NHWC views, only the weights are reordered, and PyTorch's ``mkldnn_convolution_backward``
+(aten/src/ATen/native/mkldnn/Conv.cpp) copies a weight that is not channels-last contiguous
+and returns the weight gradient as ``mkldnn_to_dense(...).to(ChannelsLast)``. Modelled for
+fp32 depthwise problems (ConvNeXt's 7x7): on AVX-512 a weight gradient ``jit_uni_dw`` refuses
+runs ``jit_avx512_common`` on ``nxc`` data, which pads each group's single input and output
+channel to 16 (``aBCde16c16b``: 256 times the gradient, 9.2 MiB for 192 channels). Not
+modelled (no rule, outputs only): regular channels-last convolutions (``brgconv``, whose
+scratchpad books per-thread batch elements and input buffers, ``init_scratchpad`` in
+src/cpu/x64/jit_brgemm_conv_utils.cpp) and AVX2's ``gemm`` weight gradient on ``nxc`` data.
 """
 
 from __future__ import annotations

@@ -39,6 +39,9 @@ ASPP = [
     (2, 64, 4, 32, 2, 5),  # kernel_outside_src: extent 5 <= padding 5
     (2, 64, 4, 32, 4, 4),  # padding 4 = output width: the direct kernel takes it
     (2, 64, 16, 32, 12, 12),  # a larger map: the direct kernel takes it
+    (4, 96, 4, 32, 12, 12),  # batch 4: try_cfg blocks the input channels
+    (2, 96, 8, 32, 12, 12),  # 8x8 maps: try_cfg blocks the input channels
+    (2, 32, 32, 16, 36, 36),  # 32x32 maps: the copy into PyTorch's output is the peak
 ]
 
 

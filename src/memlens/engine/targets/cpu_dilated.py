@@ -19,14 +19,13 @@ problem keeps the blocked model of :mod:`.cpu_onednn_conv`.)
 src/cpu/gemm_convolution_utils.cpp, NCHW forward branch): im2col columns of
 ``ic_block * ks * os_block`` floats per thread, ``nthr`` threads, one booking padded by 128
 bytes (``registry_t::book``, src/common/memory_tracking.hpp). Without the spatial blocking
-(``is_blocking_applicable`` false)
-the columns are the whole ``ic * ks * os`` and ``nthr`` is all threads when
-``outer_threading`` holds, else 1. With it, ``nthr`` is all threads and the blocks are the
-best of ``try_cfg``'s candidates (mirrored in :func:`_blocks`, with the C++ unsigned
-arithmetic of its ``L2`` terms and float efficiencies), sized against the per-core L2
-(``platform::get_per_core_cache_size(2)``, read from sysfs; where sysfs has no L2 the whole
-columns are taken, an upper bound). ideep allocates the
-scratchpad as a tensor while its destination exists, then PyTorch copies the destination
+(``is_blocking_applicable`` false) the columns are the whole ``ic * ks * os`` and ``nthr``
+is all threads when ``outer_threading`` holds, else 1. With it, ``nthr`` is all threads and
+the blocks are the best of ``try_cfg``'s candidates (mirrored in :func:`_blocks`, with the
+C++ unsigned arithmetic of its ``L2`` terms and float efficiencies), sized against the
+per-core L2 (``platform::get_per_core_cache_size(2)``, read from sysfs; where sysfs has no
+L2 the whole columns are taken, an upper bound). ideep allocates the scratchpad as a
+tensor while its destination exists, then PyTorch copies the destination
 into the tensor it returns (``_mkldnn_convolution`` in aten/src/ATen/native/mkldnn/Conv.cpp:
 ``mkldnn_to_dense`` of ideep's result): the peak is the larger of destination + scratchpad
 and two outputs.

@@ -480,7 +480,8 @@ def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
         model="opt-350m",
         device="l40s",
         # sgd: no state, so nothing beyond the step's own memory if ``step`` is missing
-        options={"precision": "fp16", "batch": batch, "seq_len": seq, "optimizer": "sgd"},
+        # the shapes come from inputs= (opt_inputs(batch, seq)): seq_len is refused beside them
+        options={"precision": "fp16", "batch": batch, "optimizer": "sgd"},
         needs={"attention": attention, "step": logits_sum_step},
         why=dict(_B_WHY),
         inputs=(batch, seq),

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from memlens.engine.targets.cpu_onednn_conv import isa
+from memlens.engine.targets.cpu_onednn_conv import end_padding, isa
 
 _ALIGN = 128  # memory_tracking: default_alignment, added to each booked scratchpad entry
 _GEMM_THRESHOLD = 64 * 1024  # gemm_thrld in jit_gemm_convolution_utils::init_conf
@@ -196,11 +196,6 @@ def _blocks(
     return best["icb"], best["osb"]
 
 
-def _end_pad(begin: int, out: int, size: int, stride: int, ext: int) -> int:
-    """oneDNN's ``calculate_end_padding``."""
-    return (out - 1) * stride + ext - (size + begin)
-
-
 def direct_refuses(
     x: torch.Tensor,
     w: torch.Tensor,
@@ -219,7 +214,7 @@ def direct_refuses(
     (kh, kw), (ih, iw), (oh, ow) = w.shape[-2:], x.shape[-2:], out_hw
     (sh, sw), (top, left) = stride, padding
     ext_h, ext_w = (kh - 1) * dilation[0] + 1, (kw - 1) * dilation[1] + 1
-    bottom, right = _end_pad(top, oh, ih, sh, ext_h), _end_pad(left, ow, iw, sw, ext_w)
+    bottom, right = end_padding(top, oh, ih, sh, ext_h), end_padding(left, ow, iw, sw, ext_w)
     outside = ext_w <= left or ext_w <= right or ext_h <= top or ext_h <= bottom
     return outside or left > ow
 

@@ -420,9 +420,15 @@ def _avx512_1x1_weight_grad_scratchpad(
     return total
 
 
+def end_padding(pad: int, out: int, size: int, stride: int, ext_k: int) -> int:
+    """oneDNN's ``calculate_end_padding`` (src/common/utils.hpp); negative where the last
+    window ends inside the input."""
+    return (out - 1) * stride + ext_k - size - pad
+
+
 def _end_pad(pad: int, out: int, size: int, stride: int, ext_k: int) -> int:
-    """``calculate_end_padding`` (src/common/utils.hpp), clamped at zero."""
-    return max(0, (out - 1) * stride + ext_k - size - pad)
+    """:func:`end_padding`, clamped at zero."""
+    return max(0, end_padding(pad, out, size, stride, ext_k))
 
 
 def _avx2_direct_reducers(

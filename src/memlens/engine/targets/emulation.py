@@ -83,6 +83,7 @@ from memlens.engine.targets import (
     cpu_norm,
     cpu_reduce,
     cpu_rnn,
+    cpu_sdpa,
     cuda_blas,
     cuda_cublas_layout,
     cuda_embedding,
@@ -115,7 +116,7 @@ def _chain(fns: list[Rule]) -> Rule:
 
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
-    "cpu": rules_of(cpu_conv, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn),
+    "cpu": rules_of(cpu_conv, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn, cpu_sdpa),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.autograd.graph import register_multi_grad_hook
+from torch.autograd.graph import _get_grad_fn_or_grad_acc
 from torch.nn.modules.module import (
     register_module_forward_hook,
     register_module_forward_pre_hook,
@@ -23,6 +23,32 @@ from torch.nn.modules.module import (
 def _grad_tensors(obj: Any) -> list[torch.Tensor]:
     leaves = torch.utils._pytree.tree_leaves(obj)
     return [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
+
+
+def _after_grads(tensors: list[torch.Tensor], fn: Callable[[], None]) -> None:
+    """Call ``fn`` once backward has computed the gradient of each of ``tensors`` that it
+    computes: ``torch.autograd.graph.register_multi_grad_hook(mode="all")`` without its buffer.
+
+    That buffer keeps every gradient until the last one arrives: a Seq2Seq model's logits
+    gradient waits there for the encoder output's, through the whole decoder backward, where a
+    real run frees it once the LM head's backward has used it. Here each tensor hook only
+    counts calls per graph task, against the nodes the engine will run
+    (``torch._C._will_engine_execute_node``, as ``register_multi_grad_hook`` counts them).
+    """
+    nodes = [_get_grad_fn_or_grad_acc(t) for t in tensors]
+    pending: dict[int, int] = {}
+
+    def hook(_grad: torch.Tensor) -> None:
+        task = torch._C._current_graph_task_id()
+        if task not in pending:
+            pending[task] = sum(map(torch._C._will_engine_execute_node, nodes))
+        pending[task] -= 1
+        if pending[task] == 0:
+            del pending[task]
+            fn()
+
+    for t in tensors:
+        t.register_hook(hook)
 
 
 class ModuleStack:
@@ -66,7 +92,7 @@ class ModuleStack:
         if self._records_backward():
             tensors = _grad_tensors(args)
             if tensors:  # backward leaves the module once grads of its inputs exist
-                register_multi_grad_hook(tensors, lambda *_: self._pop(name))
+                _after_grads(tensors, lambda: self._pop(name))
 
     def _post(self, module: nn.Module, args: Any, output: Any) -> None:
         name = self._names.get(id(module))
@@ -76,7 +102,7 @@ class ModuleStack:
         if self._records_backward():
             tensors = _grad_tensors(output)
             if tensors:  # backward enters the module once grads of its outputs exist
-                register_multi_grad_hook(tensors, lambda *_: self._push(name))
+                _after_grads(tensors, lambda: self._push(name))
 
     def __enter__(self) -> ModuleStack:
         self._handles = [

@@ -1,0 +1,79 @@
+"""CPU rules of ops the op-level differential test found unmodelled (memlens.engine.targets
+.cpu_upsample, .cpu_embedding): one real call's allocator peak against the outputs plus what
+the rule says the kernel allocates inside."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from memlens.engine.rules import OpCall
+from memlens.engine.targets.emulation import kernel_rules
+from memlens.measurement.cpu import allocator_peak
+from memlens.targets import resolve_target
+
+aten = torch.ops.aten
+CPU = resolve_target("cpu")
+
+
+def _predicted(func, args: tuple, out: torch.Tensor) -> int:
+    rule = kernel_rules(CPU).get(func)
+    inside = list(rule(OpCall(func, args, {}, out, "cpu", CPU))) if rule else []
+    return max([out.untyped_storage().nbytes(), *inside])
+
+
+# (input shape, output size, channels-last input, threads, dtype)
+UPSAMPLES = [
+    (
+        (2, 21, 8, 8),
+        (64, 64),
+        False,
+        2,
+        torch.float32,
+    ),  # LRASPP's head: NCHW, small output: both copied
+    ((2, 32, 16, 16), (32, 32), False, 2, torch.float32),
+    (
+        (2, 8, 16, 16),
+        (80, 80),
+        False,
+        2,
+        torch.float32,
+    ),  # output height + width > 128: generic kernel
+    ((2, 8, 16, 16), (80, 80), True, 2, torch.float32),  # channels-last input: no copy
+    ((2, 3, 16, 16), (80, 80), False, 1, torch.float32),  # bilinear, one thread, 3 channels: copies
+    ((2, 1, 5, 7), (11, 13), False, 2, torch.float32),  # one channel: NCHW is channels-last too
+    ((2, 8, 16, 16), (80, 80), False, 2, torch.bfloat16),  # bf16 weights
+]
+
+
+@pytest.mark.parametrize(("shape", "size", "cl", "threads", "dtype"), UPSAMPLES)
+@pytest.mark.parametrize("op", ["bilinear", "nearest"])
+def test_upsample_rules_match_the_allocator(op, shape, size, cl, threads, dtype) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        x = torch.randn(*shape, dtype=dtype)
+        if cl:
+            x = x.contiguous(memory_format=torch.channels_last)
+        func = (
+            aten.upsample_bilinear2d.default
+            if op == "bilinear"
+            else aten.upsample_nearest2d.default
+        )
+        args = (x, size, False) if op == "bilinear" else (x, size)
+        out = func(*args)
+        assert _predicted(func, args, out) == allocator_peak(lambda: func(*args))
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("strided_grad", [False, True])
+@pytest.mark.parametrize("strided_indices", [False, True])
+def test_embedding_backward_rule_matches_the_allocator(strided_grad, strided_indices) -> None:
+    grad = torch.randn(32, 8, 128).transpose(0, 1) if strided_grad else torch.randn(8, 32, 128)
+    indices = (
+        torch.randint(0, 2000, (32, 8)).t() if strided_indices else torch.randint(0, 2000, (8, 32))
+    )
+    func, args = aten.embedding_dense_backward.default, (grad, indices, 2000, -1, False)
+    out = func(*args)
+    assert _predicted(func, args, out) == allocator_peak(lambda: func(*args))

@@ -79,11 +79,13 @@ from typing import Any
 from memlens.engine.rules import Rule, Rules, rules_of
 from memlens.engine.targets import (
     cpu_conv,
+    cpu_embedding,
     cpu_fft,
     cpu_norm,
     cpu_reduce,
     cpu_rnn,
     cpu_sdpa,
+    cpu_upsample,
     cuda_blas,
     cuda_cublas_layout,
     cuda_embedding,
@@ -93,6 +95,7 @@ from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
 from memlens.engine.targets.cuda_dropout import CudaDropout
 from memlens.engine.targets.cuda_softmax import CudaSoftmax
+from memlens.engine.targets.cpu_rnn_native import NativeRNN
 from memlens.engine.targets.linear import InPlaceBias
 from memlens.targets import Target
 
@@ -116,7 +119,9 @@ def _chain(fns: list[Rule]) -> Rule:
 
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
-    "cpu": rules_of(cpu_conv, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn, cpu_sdpa),
+    "cpu": rules_of(
+        cpu_conv, cpu_embedding, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn, cpu_sdpa, cpu_upsample
+    ),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }
 
@@ -132,6 +137,7 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
     the target's kernels."""
     with contextlib.ExitStack() as stack:
         stack.enter_context(InPlaceBias())  # as on every device: see .linear
+        stack.enter_context(NativeRNN())  # ATen's native RNNs, packed sequences
         if rerouted(target, attention):
             stack.enter_context(Attention(target, attention))
         if target.kernel_rules == "cuda":

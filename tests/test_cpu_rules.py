@@ -101,3 +101,33 @@ def test_channels_last_depthwise_rules_match_the_allocator(n, c, hw, k, p, bias)
     assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
         lambda: aten.convolution_backward.default(*bwd)
     )
+
+
+# channels-last regular convolutions (brgconv): (batch, in, size, out, kernel, stride, padding)
+CL_REGULAR = [
+    (2, 96, 4, 192, 2, 2, 0),  # ConvNeXt's downsampling: weight copy, Acdb32a weights
+    (2, 3, 32, 48, 4, 4, 0),  # 48 outputs on a small input: 32-blocks pad them to 64
+    (2, 3, 64, 48, 4, 4, 0),  # a large input admits 48-blocks
+    (2, 64, 8, 144, 3, 1, 1),  # unit stride: the input gradient is a forward brgconv
+    (2, 64, 16, 128, 1, 1, 0),  # 1x1: brgconv_1x1 and the 1x1 weight gradient
+    (8, 16, 64, 16, 3, 2, 1),  # strided input gradient: its input buffer sets the peak
+]
+
+
+@pytest.mark.parametrize(("n", "c", "hw", "o", "k", "s", "p"), CL_REGULAR)
+def test_channels_last_brgconv_rules_match_the_allocator(n, c, hw, o, k, s, p) -> None:
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("brgconv's rules model AVX-512")
+    x = torch.randn(n, c, hw, hw).to(memory_format=torch.channels_last)
+    w, b = torch.randn(o, c, k, k), torch.randn(o)
+    fwd = (x, w, b, [s, s], [p, p], [1, 1], False, [0, 0], 1)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )
+    for mask in ([True, True, True], [True, False, False]):
+        bwd = (torch.randn_like(y), x, w, [o], *fwd[3:], mask)
+        grads = aten.convolution_backward.default(*bwd)
+        assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
+            lambda bwd=bwd: aten.convolution_backward.default(*bwd)
+        )

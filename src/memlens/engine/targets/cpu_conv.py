@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 
 from memlens.engine.rules import OpCall, register_rule
-from memlens.engine.targets import cpu_dilated, cpu_onednn_conv, cpu_slow_conv
+from memlens.engine.targets import cpu_brgconv, cpu_dilated, cpu_onednn_conv, cpu_slow_conv
 
 aten = torch.ops.aten
 
@@ -104,6 +104,8 @@ def conv_forward(call: OpCall) -> list[int]:
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
         case "mkldnn":
+            if cpu_onednn_conv.channels_last(x, w) and cpu_brgconv.applies(x, w, dilation, groups):
+                return cpu_brgconv.forward(x, w, out, stride, padding) or []
             gemm = cpu_dilated.forward(x, w, out, stride, padding, dilation, groups)
             return gemm if gemm is not None else cpu_onednn_conv.forward(x, w, out, groups)
         case "slow2d":
@@ -122,6 +124,8 @@ def conv_backward(call: OpCall) -> list[int]:
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
         case "mkldnn":
+            if cpu_onednn_conv.channels_last(x, w) and cpu_brgconv.applies(x, w, dilation, groups):
+                return cpu_brgconv.backward(grad_out, x, w, stride, padding, mask) or []
             return cpu_onednn_conv.backward(grad_out, x, w, stride, padding, dilation, groups, mask)
         case "slow2d":
             return cpu_slow_conv.backward(grad_out, x, w, bias_sizes, stride, padding, groups, mask)

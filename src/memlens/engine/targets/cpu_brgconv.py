@@ -1,0 +1,227 @@
+"""oneDNN's brgemm convolutions on channels-last fp32 tensors (``brgconv``), AVX-512.
+
+With channels-last tensors (``mkldnn_conv_use_channels_last``) a regular (one group)
+convolution runs ``brgemm_convolution_fwd_t`` / ``brgemm_1x1_convolution_fwd_t``
+(src/cpu/x64/jit_brgemm_conv.cpp, jit_brgemm_1x1_conv.cpp; oneDNN v3.12, commit 80afa71,
+the one bundled with torch 2.14) on NHWC views of PyTorch's tensors. PyTorch's
+``_mkldnn_convolution`` (aten/src/ATen/native/mkldnn/Conv.cpp) first copies a weight that is
+not channels-last contiguous (``weight.contiguous(ChannelsLast)``), allocates the NHWC
+output, and ideep's ``convolution_forward::do_compute`` allocates the primitive's scratchpad
+before reordering the weights into the primitive's ``Acdb{oc_block}a`` layout: the four are
+alive together.
+
+**Scratchpad** (``brgemm_convolution_utils::init_scratchpad`` in
+src/cpu/x64/jit_brgemm_conv_utils.cpp): the brgemm batch, ``nthr * adjusted_batch_size``
+``brgemm_batch_element_t`` (40 bytes), booked with a 4 KiB alignment
+(``registry_t::book``, src/common/memory_tracking.hpp), where ``adjusted_batch_size =
+div_up(rnd_up(gemm_batch_size * 40, 4096), 40)`` keeps each thread's batch on its own pages.
+The forward's ``gemm_batch_size`` is at most ``kh * kw`` (``nb_ic_blocking`` is 1 in
+``calc_blocks``; ``iterate_ker_block``), so a filter of at most 102 taps books 103 elements
+per thread. fp32 outputs need no accumulation buffer (``use_buffer``: ``dst_dt != acc_dt``).
+
+**Weight layout** (``pick_tags``): ``oc_block`` is one of 64, 48, 32, 16 (AVX-512's 16-lane
+accumulators times ``ocb``), tried from ``min(div_up(oc, 16), 4)`` down;
+``fast_check_oc_block`` (``..._1x1`` for 1x1 filters) admits 64 only when the padded
+channels are a multiple of 64 (and, for regular filters, fewer than 192; for 1x1 ones, a
+large output) and 48 only when they are a multiple of 48 with a large input (at most 384
+channels) or when 48-blocking wastes under 5% (1x1). Among the admitted blocks ``est_eff``,
+a cost model not mirrored here, picks; the largest admitted block is taken, as it picked in
+every shape checked (ConvNeXt's downsampling, stems, 3x3 and 1x1 layers of 48-240 output
+channels). The block only matters where it does not divide the channels.
+
+Not modelled (``None``): problems that try ``exec_trans`` (a transposed-input buffer: a
+1x1-wide output of a 1-wide filter, one input channel (``relo``), strided or padded 1x1
+filters (``rtus``)), filters of more than 102 taps, groups, dilation, ``ip_convolution``
+(a filter covering the whole input, more than 27 taps) and AVX2's ``brgemm<avx2>``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from memlens.engine.targets import cpu_onednn_conv
+from memlens.engine.targets.cpu_onednn_conv import end_padding
+
+_BATCH_ELEMENT = 40  # sizeof(brgemm_batch_element_t): union of two pointers, vvpad, comp
+_P4K = 4096
+_ALIGN = 128  # memory_tracking::default_alignment
+
+
+def _book(nbytes: int, align: int = _ALIGN) -> int:
+    """Bytes ``registry_t::book`` reserves: the size plus its alignment (nothing if empty)."""
+    return nbytes + max(align, _ALIGN) if nbytes else 0
+
+
+def batch_scratchpad(threads: int, gemm_batch_size: int) -> int:
+    """``key_brgemm_primitive_batch``: per thread ``adjusted_batch_size`` batch elements."""
+    per_thread = -(-(-(-gemm_batch_size * _BATCH_ELEMENT // _P4K) * _P4K) // _BATCH_ELEMENT)
+    return _book(threads * per_thread * _BATCH_ELEMENT, _P4K)
+
+
+def oc_block(oc: int, in_sp: int, out_sp: int, strides: int, one_by_one: bool) -> int:
+    """The largest output-channel block ``fast_check_oc_block`` (or ``..._1x1``) admits on
+    AVX-512 fp32: ``in_sp``/``out_sp`` are the input/output spatial sizes, ``strides`` the
+    product of the strides."""
+    rnd_oc = -(-oc // 16) * 16
+    for ocb in range(min(-(-oc // 16), 4), 0, -1):
+        block = 16 * ocb
+        if one_by_one:
+            if block == 64 and not (rnd_oc % 64 == 0 and out_sp >= 64 * strides):
+                continue
+            if block == 48 and oc / (-(-oc // 48) * 48) < 0.95:
+                continue
+        else:
+            if block == 64 and not (rnd_oc % 64 == 0 and rnd_oc * 4 < 192 * 4):
+                continue
+            if block == 48 and not (
+                rnd_oc % 48 == 0 and rnd_oc * 4 <= 384 * 4 and in_sp > 81 * strides
+            ):
+                continue
+        return block
+    return 16
+
+
+def applies(x: torch.Tensor, w: torch.Tensor, dilation: list[int], groups: int) -> bool:
+    """Whether the problem is a regular fp32 channels-last one on AVX-512 (brgconv's)."""
+    isa = torch.backends.cpu.get_cpu_capability()
+    return (
+        "AVX512" in isa
+        and x.dtype == torch.float32
+        and groups == 1
+        and x.dim() == 4
+        and all(d == 1 for d in dilation)
+    )
+
+
+def forward(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+) -> list[int] | None:
+    """Peak bytes inside a channels-last brgconv forward (weight copy, output, scratchpad,
+    reordered weights), None where not modelled (see the module docstring)."""
+    o, i, kh, kw = w.shape
+    (ih, iw), (oh, ow) = x.shape[-2:], out.shape[-2:]
+    one_by_one = kh == kw == 1
+    if one_by_one and (any(s != 1 for s in stride) or any(padding)):
+        return None  # rtus: exec_trans with a compacted source buffer
+    if not one_by_one and ((kw == 1 and ow == 1) or i == 1):
+        return None  # exec_trans (os blocking of a 1-wide output, relo of one channel)
+    if kh * kw * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
+        return None
+    ip_like = oh == ow == 1 and not any(padding) and all(s == 1 for s in stride)
+    if ip_like and kh * kw > 27 and x.shape[0] > 1:
+        return None  # ip_convolution_fwd_t (check_conv_ip in src/cpu/x64/ip_convolution.cpp)
+    elem = w.element_size()
+    copy = 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem
+    block = oc_block(o, ih * iw, oh * ow, math.prod(stride), one_by_one)
+    wts = -(-o // block) * block * i * kh * kw * elem
+    scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw)
+    return [copy + out.untyped_storage().nbytes() + scratch + wts]
+
+
+def _data_scratchpad(
+    x: torch.Tensor,
+    w: torch.Tensor,
+    out_hw: tuple[int, int],
+    stride: list[int],
+    padding: list[int],
+    threads: int,
+) -> tuple[int, int] | None:
+    """Input gradient: (the reordered weights' bytes, the scratchpad's), None where not
+    modelled.
+
+    Unit strides run ``brgemm_convolution_bwd_t`` (src/cpu/x64/jit_brgemm_conv_bwd.cpp): a
+    forward brgconv of the incoming gradient with the weights' channels swapped, its
+    scratchpad booked whole as one nested entry (``key_nested``, 128-byte alignment), its
+    weights ``Bcda{block}b`` with the forward's block rule on the input channels. Other
+    strides run ``brgemm_convolution_bwd_strided_t`` (``init_conf`` and ``init_scratchpad``
+    in src/cpu/x64/jit_brgemm_conv_bwd_utils.cpp): on ``exec_base`` (an input width that
+    the stride divides) the batch, a per-thread input buffer of
+    ``rnd_up(odp * ohp * owp * oc, 4096)`` floats (the outgoing gradient grown by the
+    filter's overflow, ``oc_block = oc``) and a mask of ``rnd_up(nb_ih * nb_iw, 4096)``
+    bytes, which is one page while the input has at most 4,096 pixels."""
+    o, i, kh, kw = w.shape
+    (ih, iw), (oh, ow) = x.shape[-2:], out_hw
+    (sh, sw), (t, left) = stride, padding
+    if sh == sw == 1:
+        one_by_one = kh == kw == 1 and not any(padding)
+        if (not one_by_one and ((kw == 1 and iw == 1) or o == 1)) or kh * kw * 40 > _P4K:
+            return None  # the swapped forward's exec_trans, or a batch size not mirrored
+        block = oc_block(i, oh * ow, ih * iw, 1, one_by_one)
+        nested = batch_scratchpad(threads, 1 if one_by_one else kh * kw)
+        return -(-i // block) * block * o * kh * kw * 4, _book(nested)
+    if iw % sw or ih % sh or (kh == kw == 1) or kh * kw * 40 > _P4K or ih * iw > _P4K:
+        return None  # exec_trans (uneven width), the 1x1 blocking, large batches or masks
+    block = 16
+    for icb in range(min(-(-i // 16), 4), 0, -1):  # fast_check_ic_block, the largest kept
+        block, rnd_ic = 16 * icb, -(-i // 16) * 16
+        if block == 64 and not (rnd_ic % 64 == 0 and rnd_ic < 192):
+            continue
+        if block == 48 and not (rnd_ic % 48 == 0 and rnd_ic <= 384 and oh * ow > 81 * sh * sw):
+            continue
+        break
+    bottom, right = end_padding(t, oh, ih, sh, kh), end_padding(left, ow, iw, sw, kw)
+    ohp = oh + max(0, kh - 1 - t) // sh + max(0, kh - 1 - bottom) // sh
+    owp = ow + max(0, kw - 1 - left) // sw + max(0, kw - 1 - right) // sw
+    inp = -(-ohp * owp * o // _P4K) * _P4K
+    scratch = batch_scratchpad(threads, kh * kw)
+    scratch += _book(threads * inp * 4, _P4K) + _book(threads * _P4K, _P4K)
+    return -(-i // block) * block * o * kh * kw * 4, scratch
+
+
+def backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    mask: list[bool],
+) -> list[int] | None:
+    """Peak bytes inside a channels-last regular backward, the gradients included; None
+    where not modelled.
+
+    ``mkldnn_convolution_backward`` (aten/src/ATen/native/mkldnn/Conv.cpp) copies a weight
+    that is not channels-last contiguous and an incoming gradient that is not channels-last,
+    then runs the input gradient (NHWC, PyTorch's own tensor; reordered weights and
+    scratchpad, :func:`_data_scratchpad`) and the weight gradient:
+    ``jit_avx512_common_convolution_bwd_weights_t`` (or its 1x1 variant) on ``nxc`` data,
+    whose diff weights are ``ABcd16b16a`` (both channel counts padded to 16; ``Acdb16a``,
+    input channels unpadded, for fewer than 16 of them, ``is_1stconv``) with the scratchpads
+    of :func:`.cpu_onednn_conv._avx512_direct_scratchpad`. ``mkldnn_to_dense(...)`` and
+    ``.to(ChannelsLast)`` then copy the weight gradient twice, next to ideep's bias gradient
+    and its copy."""
+    o, i, kh, kw = w.shape
+    elem, threads = x.element_size(), torch.get_num_threads()
+    out_hw = (grad_out.shape[-2], grad_out.shape[-1])
+    go_cl = grad_out.is_contiguous(memory_format=torch.channels_last)
+    base = (0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem) + (
+        0 if go_cl else grad_out.numel() * elem
+    )
+    high = held = 0
+    if mask[0]:
+        data = _data_scratchpad(x, w, out_hw, stride, padding, threads)
+        if data is None:
+            return None
+        held = x.numel() * elem
+        high = held + sum(data)
+    if mask[1]:
+        gw, gb = w.numel() * elem, o * elem if mask[2] else 0
+        one_by_one = kh == kw == 1 and tuple(stride) == (1, 1) and not any(padding)
+        if one_by_one:
+            scratch = cpu_onednn_conv._avx512_1x1_weight_grad_scratchpad(
+                x, w, out_hw, False, mask[2]
+            )
+        else:
+            args = (x, w, out_hw, stride, padding, [1, 1], 1, mask[2], threads)
+            scratch = cpu_onednn_conv._avx512_direct_scratchpad(*args)
+            if scratch is None:  # jit_avx2, then gemm, on nxc: not modelled
+                return None
+        i_pad = i if i < 16 and not one_by_one else -(-i // 16) * 16
+        wts = -(-o // 16) * 16 * i_pad * kh * kw * elem
+        high = max(high, held + gb + wts + scratch, held + 2 * gb + wts + 2 * gw)
+    return [base + high]

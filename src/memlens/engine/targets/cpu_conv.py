@@ -13,12 +13,13 @@ small problems (batch 1, one group, a kernel of at most 3 in some dimension, at 
 input elements) and, on one thread, unstrided 1x1 convolutions of batches below 16.
 
 A 1-D convolution runs as a 2-D one of unit height (``view1d_as_2d``), and is modelled as
-one. Dilated (``slow_conv_dilated2d``), NNPACK, 3-D, transposed and channels-last
-convolutions are not modelled; neither are oneDNN's small scratchpads (tens to a hundred
-KiB), nor, on AVX2, its gemm fallbacks for the forward pass and the input gradient (filters
-overhanging a tiny input; grouped convolutions with a number of channels per group that is
-not a multiple of 8): they use plain layouts and im2col columns, not the blocked buffers
-modelled.
+one. Channels-last ones run with NHWC views (:mod:`memlens.engine.targets.cpu_brgconv` for
+regular fp32 ones on AVX-512, depthwise ones in :mod:`.cpu_onednn_conv`). Dilated
+(``slow_conv_dilated2d``), NNPACK, 3-D and transposed convolutions are not modelled;
+neither are oneDNN's small scratchpads (tens to a hundred KiB), nor, on AVX2, its gemm
+fallbacks for the forward pass and the input gradient (filters overhanging a tiny input;
+grouped convolutions with a number of channels per group that is not a multiple of 8): they
+use plain layouts and im2col columns, not the blocked buffers modelled.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """CPU rules of ops the op-level differential test found unmodelled (memlens.engine.targets
-.cpu_upsample, .cpu_embedding): one real call's allocator peak against the outputs plus what
-the rule says the kernel allocates inside."""
+.cpu_upsample, .cpu_embedding, .cpu_pool, .cpu_index): one real call's allocator peak against
+the outputs plus what the rule says the kernel allocates inside."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ aten = torch.ops.aten
 CPU = resolve_target("cpu")
 
 
-def _predicted(func, args: tuple, out: torch.Tensor) -> int:
+def _predicted(func, args: tuple, out: torch.Tensor | tuple) -> int:
     rule = kernel_rules(CPU).get(func)
     inside = list(rule(OpCall(func, args, {}, out, "cpu", CPU))) if rule else []
-    return max([out.untyped_storage().nbytes(), *inside])
+    outs = out if isinstance(out, tuple) else (out,)
+    return max([sum(t.untyped_storage().nbytes() for t in outs), *inside])
 
 
 # (input shape, output size, channels-last input, threads, dtype)
@@ -77,3 +78,41 @@ def test_embedding_backward_rule_matches_the_allocator(strided_grad, strided_ind
     func, args = aten.embedding_dense_backward.default, (grad, indices, 2000, -1, False)
     out = func(*args)
     assert _predicted(func, args, out) == allocator_peak(lambda: func(*args))
+
+
+def _strided(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A tensor of ``shape`` whose last dimension has stride 2."""
+    return torch.zeros(*shape[:-1], 2 * shape[-1], dtype=dtype)[..., ::2]
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "channels_last"])
+@pytest.mark.parametrize("grad_layout", ["contiguous", "strided", "channels_last"])
+def test_max_pool_rules_match_the_allocator(layout, grad_layout) -> None:
+    x = {
+        "contiguous": torch.randn(8, 32, 32, 32),
+        "strided": _strided((8, 32, 32, 32)).normal_(),
+        "channels_last": torch.randn(8, 32, 32, 32).contiguous(memory_format=torch.channels_last),
+    }[layout]
+    fwd, bwd = aten.max_pool2d_with_indices.default, aten.max_pool2d_with_indices_backward.default
+    out, indices = fwd(x, [2, 2])
+    assert _predicted(fwd, (x, [2, 2]), (out, indices)) == allocator_peak(lambda: fwd(x, [2, 2]))
+    grad = {
+        "contiguous": torch.randn(out.shape),
+        "strided": _strided(tuple(out.shape)).normal_(),
+        "channels_last": torch.randn(out.shape).contiguous(memory_format=torch.channels_last),
+    }[grad_layout]
+    args = (grad, x, [2, 2], [], [0, 0], [1, 1], False, indices)
+    assert _predicted(bwd, args, bwd(*args)) == allocator_peak(lambda: bwd(*args))
+
+
+@pytest.mark.parametrize("dim", [0, 1, 2])
+@pytest.mark.parametrize("strided", [False, True])
+def test_index_select_rule_matches_the_allocator(dim, strided) -> None:
+    x = torch.randn(256, 8, 32).transpose(0, 1) if strided else torch.randn(8, 256, 32)
+    index = (
+        _strided((x.shape[dim],), torch.int64)
+        if strided
+        else torch.zeros(x.shape[dim], dtype=torch.int64)
+    )
+    func, args = aten.index_select.default, (x, dim, index)
+    assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))

@@ -81,7 +81,9 @@ from memlens.engine.targets import (
     cpu_conv,
     cpu_embedding,
     cpu_fft,
+    cpu_index,
     cpu_norm,
+    cpu_pool,
     cpu_reduce,
     cpu_rnn,
     cpu_sdpa,
@@ -120,7 +122,16 @@ def _chain(fns: list[Rule]) -> Rule:
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
     "cpu": rules_of(
-        cpu_conv, cpu_embedding, cpu_fft, cpu_norm, cpu_reduce, cpu_rnn, cpu_sdpa, cpu_upsample
+        cpu_conv,
+        cpu_embedding,
+        cpu_fft,
+        cpu_index,
+        cpu_norm,
+        cpu_pool,
+        cpu_reduce,
+        cpu_rnn,
+        cpu_sdpa,
+        cpu_upsample,
     ),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
 }

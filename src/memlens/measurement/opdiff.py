@@ -11,10 +11,16 @@ call whose real bytes differ from the engine's by more than ``max(1%, 64 KiB)`` 
 the rules do not know (or know wrongly). Backward ops are ATen calls of the trace too, so a
 training trace checks them as well.
 
-Input values are not recorded: floating tensors are filled with normal samples, integer
-tensors with zeros (in range for every index), boolean tensors with ones (the engine's neutral
-mask). Calls that cannot run alone (an op refusing such values, a generator argument) are
-returned as skipped, with the reason.
+Integer and boolean inputs the trace knows the values of (the engine's shadows,
+:mod:`memlens.engine.shadow`: index tensors built from ``arange``, a router's assignment,
+``batch_sizes`` of a packed sequence made from known lengths) are replayed with those values.
+Other inputs: floating tensors are filled with normal samples, integer tensors with zeros,
+boolean tensors with ones (the engine's neutral mask). Zeros are in range for every index and
+form a valid index structure: an embedding bag's backward given zero offsets, ``offset2bag``,
+bag sizes and arg-max indices reads row 0 only, and its kernels allocate by shape alone
+(``_embedding_bag_dense_backward_cpu_sum_mean`` in aten/src/ATen/native/EmbeddingBag.cpp sorts
+the indices and keeps its counts in ``std::vector``). Calls that cannot run alone (an op
+refusing such values, a generator argument) are returned as skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -27,10 +33,12 @@ from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_leaves
 
 from memlens.engine.recorder import Recorder
 from memlens.engine.rules import OpCall, OutputBytes
+from memlens.engine.shadow import Shadows
 from memlens.measurement.cpu import allocations
 
 aten = torch.ops.aten
@@ -42,11 +50,13 @@ FLOOR = 64 * 1024
 
 @dataclass(frozen=True)
 class TensorMeta:
-    """What a call's tensor argument is, without its values."""
+    """What a call's tensor argument is; ``value``, where the trace knew it (not part of the
+    call's identity)."""
 
     shape: tuple[int, ...]
     stride: tuple[int, ...]
     dtype: torch.dtype
+    value: torch.Tensor | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
         dtype = str(self.dtype).removeprefix("torch.")
@@ -61,7 +71,10 @@ class TensorMeta:
             flat = torch.ones(size, dtype=torch.bool)
         else:
             flat = torch.zeros(size, dtype=self.dtype)
-        return flat.as_strided(self.shape, self.stride)
+        t = flat.as_strided(self.shape, self.stride)
+        if self.value is not None:
+            t.copy_(self.value)
+        return t
 
 
 def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -72,23 +85,38 @@ def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(reversed(strides))
 
 
-def _freeze(x: Any, resized: dict[int, int]) -> Any:
+def _freeze(x: Any, resized: dict[int, int], shadows: Shadows | None = None) -> Any:
     """A hashable description of an argument (tensors by :class:`TensorMeta`; a byte buffer
-    the fake kernel returned empty, by its real size: ``resized``, storage -> bytes)."""
+    the fake kernel returned empty, by its real size: ``resized``, storage -> bytes). With
+    ``shadows``, integer and boolean tensors whose values the trace knows carry a copy."""
     if isinstance(x, torch.Tensor):
         real = resized.get(x.untyped_storage()._cdata)
         if real is not None and x.dtype == torch.uint8 and x.numel() == 0:
             return TensorMeta((real,), (1,), torch.uint8)
-        return TensorMeta(tuple(x.shape), tuple(x.stride()), x.dtype)
+        return TensorMeta(tuple(x.shape), tuple(x.stride()), x.dtype, _value(x, shadows))
     if isinstance(x, (list, tuple)):
-        return tuple(_freeze(v, resized) for v in x)
+        return tuple(_freeze(v, resized, shadows) for v in x)
     if isinstance(x, dict):
-        return tuple(sorted((k, _freeze(v, resized)) for k, v in x.items()))
+        return tuple(sorted((k, _freeze(v, resized, shadows)) for k, v in x.items()))
     if x is None or isinstance(x, (bool, int, float, str, torch.dtype, torch.layout)):
         return x
     if isinstance(x, (torch.device, torch.memory_format)):
         return x
     return repr(x)
+
+
+def _value(t: torch.Tensor, shadows: Shadows | None) -> torch.Tensor | None:
+    """A copy of the traced value of an integer or boolean tensor, if the trace knew it (and
+    each element has its own memory, so that the replayed tensor can take it)."""
+    if shadows is None or t.is_floating_point() or t.is_complex():
+        return None
+    if any(s == 0 and n > 1 for n, s in zip(t.shape, t.stride(), strict=True)):
+        return None
+    shadow = shadows.get(t)
+    if shadow is None or shadow.shape != t.shape:
+        return None
+    with _disable_current_modes():
+        return shadow.clone()
 
 
 def _thaw(x: Any) -> Any:
@@ -163,7 +191,12 @@ class Calls:
             self.resized[outs[i].untyped_storage()._cdata] = nbytes
         call = self.calls.get(key)
         if call is None:
-            call = self.calls[key] = Call(func, key[1], key[2], key[3], kept, peak)
+            shadows = recorder.shadows
+            args_, kwargs_ = (
+                _freeze(args, self.resized, shadows),
+                _freeze(kwargs, self.resized, shadows),
+            )
+            call = self.calls[key] = Call(func, args_, kwargs_, key[3], kept, peak)
         call.count += 1
         call.workloads.add(self.workload)
 
@@ -243,15 +276,6 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
     return records[-1][2] - start, peak
 
 
-#: Ops whose integer inputs are index structures their forward pass built (bag offsets, bag
-#: sizes, arg-max indices): zeros are not a valid one, and the kernels do not check.
-_STRUCTURED = {
-    aten._embedding_bag_backward.default,
-    aten._embedding_bag_dense_backward.default,
-    aten._embedding_bag_sparse_backward.default,
-    aten._embedding_bag_per_sample_weights_backward.default,
-}
-
 #: Ops reading a workspace their forward returned (argument index): replayed only when a rule
 #: gave its real size.
 _WORKSPACE = {aten.mkldnn_rnn_layer_backward.default: 22}
@@ -259,9 +283,6 @@ _WORKSPACE = {aten.mkldnn_rnn_layer_backward.default: 22}
 
 def replay(call: Call) -> None:
     """Run ``call`` once on real CPU tensors and record what the allocator saw."""
-    if call.op in _STRUCTURED:
-        call.skipped = "IndexStructure: its forward's bag offsets and sizes are not recorded"
-        return
     if call.op in _WORKSPACE and call.args[_WORKSPACE[call.op]].shape == (0,):
         call.skipped = "Workspace: no rule sized the forward's workspace (the kernel would crash)"
         return

@@ -131,3 +131,29 @@ def test_channels_last_brgconv_rules_match_the_allocator(n, c, hw, o, k, s, p) -
         assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
             lambda bwd=bwd: aten.convolution_backward.default(*bwd)
         )
+
+
+# transposed convolutions: (batch, in, size, out, kernel, stride, padding, output padding)
+TRANSPOSED = [
+    (2, 256, 2, 128, 2, 2, 0, 0),  # U-Net's up-convolutions: brg_deconv on NHWC, 3 outputs
+    (8, 16, 32, 8, 2, 2, 0, 0),  # large maps: the dense copies set the forward's peak
+    (2, 64, 8, 32, 3, 2, 1, 1),  # output padding
+]
+
+
+@pytest.mark.parametrize(("n", "c", "hw", "o", "k", "s", "p", "op"), TRANSPOSED)
+def test_transposed_convolution_rules_match_the_allocator(n, c, hw, o, k, s, p, op) -> None:
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("the transposed convolutions' rules model AVX-512")
+    x, w, b = torch.randn(n, c, hw, hw), torch.randn(c, o, k, k), torch.randn(o)
+    fwd = (x, w, b, [s, s], [p, p], [1, 1], True, [op, op], 1)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )
+    go = torch.randn(n, o * 2, *y.shape[-2:])[:, :o]  # a slice of a concatenation's gradient
+    bwd = (go, x, w, [o], *fwd[3:], [True, True, True])
+    grads = aten.convolution_backward.default(*bwd)
+    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
+        lambda: aten.convolution_backward.default(*bwd)
+    )

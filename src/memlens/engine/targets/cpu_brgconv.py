@@ -225,3 +225,35 @@ def backward(
         wts = -(-o // 16) * 16 * i_pad * kh * kw * elem
         high = max(high, held + gb + wts + scratch, held + 2 * gb + wts + 2 * gw)
     return [base + high]
+
+
+def transposed_forward(
+    x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, stride: list[int], padding: list[int]
+) -> list[int] | None:
+    """Peak bytes inside a transposed fp32 convolution on AVX-512, None where not modelled.
+
+    PyTorch's ``_mkldnn_convolution_transpose`` (aten/src/ATen/native/mkldnn/Conv.cpp) runs
+    ideep's ``convolution_transpose_forward`` and oneDNN picks ``brgemm_deconvolution_fwd_t``
+    (src/cpu/x64/jit_brgemm_deconv.cpp): with strides, the input gradient of the convolution
+    it transposes (``brgemm_convolution_bwd_strided_t``), its scratchpad booked as one
+    nested entry, its layouts are NHWC (``acdb``) with
+    ``Acdb{block}a`` weights (:func:`_data_scratchpad`, on the convolution whose input is
+    this one's output). A plain NCHW input is reordered to NHWC and the result computed
+    into ideep's own NHWC buffer; ``mkldnn_to_dense`` (MKLDNNConversions.cpp) then copies it
+    into a tensor with its strides and returns ``.contiguous()`` of that: three outputs at
+    once. A channels-last input computes straight into the output, after
+    ``weight.contiguous(ChannelsLast)``. Not modelled: unit strides (on a plain input
+    ``ref_deconvolution`` over the blocked jit kernels runs them)."""
+    if all(s == 1 for s in stride):
+        return None  # a plain input runs ref_deconvolution over blocked jit kernels
+    conv_x = torch.empty(out.shape, dtype=out.dtype, device="meta")
+    threads = torch.get_num_threads()
+    data = _data_scratchpad(conv_x, w, (x.shape[-2], x.shape[-1]), stride, padding, threads)
+    if data is None:
+        return None
+    wts, scratch = data[0], _book(data[1])  # the deconvolution's key_nested
+    o = out.untyped_storage().nbytes()
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        copy = 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * 4
+        return [copy + scratch + wts + o]
+    return [max(scratch + x.numel() * x.element_size() + wts + o, 3 * o)]

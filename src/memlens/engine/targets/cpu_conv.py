@@ -14,8 +14,10 @@ input elements) and, on one thread, unstrided 1x1 convolutions of batches below 
 
 A 1-D convolution runs as a 2-D one of unit height (``view1d_as_2d``), and is modelled as
 one. Channels-last ones run with NHWC views (:mod:`memlens.engine.targets.cpu_brgconv` for
-regular fp32 ones on AVX-512, depthwise ones in :mod:`.cpu_onednn_conv`). Dilated
-(``slow_conv_dilated2d``), NNPACK, 3-D and transposed convolutions are not modelled;
+regular fp32 ones on AVX-512, depthwise ones in :mod:`.cpu_onednn_conv`). Transposed fp32
+ones on AVX-512 (``MkldnnTranspose``) go to :func:`.cpu_brgconv.transposed_forward` and
+:func:`.cpu_onednn_conv.transposed_backward`. Dilated (``slow_conv_dilated2d``), NNPACK,
+3-D and other transposed convolutions are not modelled;
 neither are oneDNN's small scratchpads (tens to a hundred KiB), nor, on AVX2, its gemm
 fallbacks for the forward pass and the input gradient (filters overhanging a tiny input;
 grouped convolutions with a number of channels per group that is not a multiple of 8): they
@@ -71,11 +73,18 @@ def _backend(
     transposed: bool,
     groups: int,
 ) -> str | None:
-    """``_select_conv_backend``'s choice where it is modelled: "mkldnn", "slow2d" or None.
-    Plain (contiguous NCHW) inputs, and channels-last ones on oneDNN (Slow2d's channels-last
-    path is not modelled)."""
-    if transposed or x.dim() != 4:
+    """``_select_conv_backend``'s choice where it is modelled: "mkldnn", "mkldnn_transpose"
+    (fp32 on AVX-512), "slow2d" or None. Plain (contiguous NCHW) inputs, and channels-last
+    ones on oneDNN (Slow2d's channels-last path is not modelled)."""
+    if x.dim() != 4:
         return None
+    if transposed:
+        modelled = cpu_brgconv.applies(x, w, dilation, groups)
+        return (
+            "mkldnn_transpose"
+            if modelled and _uses_mkldnn(x, w, stride, dilation, groups)
+            else None
+        )
     if not x.is_contiguous():
         cl = cpu_onednn_conv.channels_last(x, w)
         return "mkldnn" if cl and _uses_mkldnn(x, w, stride, dilation, groups) else None
@@ -104,6 +113,8 @@ def conv_forward(call: OpCall) -> list[int]:
         x, w, out = _as_2d(x, w, out)
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
+        case "mkldnn_transpose":
+            return cpu_brgconv.transposed_forward(x, w, out, stride, padding) or []
         case "mkldnn":
             if cpu_onednn_conv.channels_last(x, w) and cpu_brgconv.applies(x, w, dilation, groups):
                 return cpu_brgconv.forward(x, w, out, stride, padding) or []
@@ -124,6 +135,9 @@ def conv_backward(call: OpCall) -> list[int]:
         grad_out, x, w = _as_2d(grad_out, x, w)
         stride, padding, dilation = [1, *stride], [0, *padding], [1, *dilation]
     match _backend(x, w, stride, dilation, transposed, groups):
+        case "mkldnn_transpose":
+            args = (stride, padding, dilation, groups, mask)
+            return cpu_onednn_conv.transposed_backward(grad_out, x, w, *args)
         case "mkldnn":
             if cpu_onednn_conv.channels_last(x, w) and cpu_brgconv.applies(x, w, dilation, groups):
                 return cpu_brgconv.backward(grad_out, x, w, stride, padding, mask) or []

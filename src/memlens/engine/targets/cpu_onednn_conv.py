@@ -622,8 +622,11 @@ def backward(
     dilation: list[int],
     groups: int,
     mask: list[bool],
+    bias_channels: int | None = None,
 ) -> list[int]:
-    """Peak bytes inside oneDNN's backward, the gradients it returns included."""
+    """Peak bytes inside oneDNN's backward, the gradients it returns included.
+    ``bias_channels``: the bias gradient's channels where the kernel does not compute it
+    (``ref_deconvolution`` sums a transposed convolution's own, :func:`transposed_backward`)."""
     if channels_last(x, w):
         return _cl_backward(grad_out, x, w, stride, padding, dilation, groups, mask)
     elem = x.element_size()
@@ -640,7 +643,9 @@ def backward(
         held += gi
     if mask[1]:  # grad_weight: reorder grad_out and source, blocked result, reorder back
         gw = w.numel() * elem
-        gb = w.shape[0] * elem if mask[2] else 0  # ideep's bias gradient, made before the call
+        # ideep's bias gradient, made before the call
+        gb = (w.shape[0] if bias_channels is None else bias_channels) * elem if mask[2] else 0
+        kernel_bias = mask[2] and bias_channels is None
         out_hw = (grad_out.shape[-2], grad_out.shape[-1])
         if x.dtype == torch.float32 and not _direct_weight_grad(
             x, w, out_hw, stride, padding, dilation, groups
@@ -649,13 +654,49 @@ def backward(
             high = max(high, held + gb + gw + scratch, held + gb + 2 * gw)
         else:
             wblock, wfirst, scratch = _weight_grad_kernel(
-                x, w, out_hw, stride, padding, dilation, groups, mask[2]
+                x, w, out_hw, stride, padding, dilation, groups, kernel_bias
             )
             go_w = _blocked(grad_out.shape, elem, wblock)
             src_w = 0 if wfirst else _blocked(x.shape, elem, wblock)
             wts_w = _weights(w, groups, wblock, wfirst)
             # then the returned bias gradient is copied out, next to ideep's, and the weights'
             high = max(high, held + gb + go_w + src_w + wts_w + scratch, held + 2 * gb + wts_w + gw)
+    return [go_copy + high]
+
+
+def transposed_backward(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    mask: list[bool],
+) -> list[int]:
+    """Peak bytes inside a transposed convolution's backward on plain tensors
+    (``mkldnn_convolution_transpose_backward`` in aten/src/ATen/native/mkldnn/Conv.cpp);
+    an empty list where not modelled (channels-last tensors, groups).
+
+    oneDNN's ``ref_deconvolution`` (src/cpu/ref_deconvolution.cpp) runs the input gradient
+    as the forward of the convolution that takes ``grad_out`` to ``x``'s shape (weights in
+    their PyTorch ``[in, out, kh, kw]`` order are that convolution's ``[oc, ic, kh, kw]``):
+    the blocked reorders and result of :func:`forward`, then the copy into the returned
+    gradient. The weight gradient is that convolution's, with ``grad_out`` as its source and
+    ``x`` as its outgoing gradient (:func:`backward`); ``ref_deconvolution`` sums the bias
+    gradient over ``grad_out`` itself."""
+    if channels_last(x, w) or groups != 1:
+        return []
+    elem = x.element_size()
+    go_copy = 0 if grad_out.is_contiguous() else grad_out.numel() * elem
+    high = held = 0
+    if mask[0]:
+        high, held = forward(grad_out, w, x, groups)[0], x.numel() * elem
+    if mask[1]:
+        weights = backward(
+            x, grad_out, w, stride, padding, dilation, groups, [False, True, mask[2]], w.shape[1]
+        )
+        high = max(high, held + weights[0])
     return [go_copy + high]
 
 

@@ -39,6 +39,7 @@ CONVS = [
     (2, 64, 2, 64, 3, 1, 1, 1, torch.float32, False),  # filter taller than the input
     (1, 64, 1, 64, 3, 1, 1, 1, torch.float32, True),  # batch 1 on 1x1 maps
     (1, 16, 8, 32, 3, 1, 1, 1, torch.float32, True),  # small problem: Slow2d
+    (2, 64, 2, 64, 3, 1, 1, 64, torch.float32, True),  # depthwise 3x3 on 2x2: gemm gradient
     (4, 32, 8, 64, 3, 1, 1, 1, torch.bfloat16, True),
     (4, 32, 8, 64, 1, 1, 0, 1, torch.bfloat16, True),
     (4, 32, 8, 64, 3, 1, 1, 4, torch.bfloat16, True),

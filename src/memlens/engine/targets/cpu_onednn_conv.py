@@ -180,17 +180,21 @@ def _direct_weight_grad(
 
     Depthwise problems go to ``jit_uni_dw_conv_bwd_weights_kernel_t::init_conf``
     (src/cpu/x64/jit_uni_dw_conv_kernel_utils.cpp, every ISA): ``kw <= 3``, ``stride_w <=
-    kw`` and paddings of at most half the filter, so ConvNeXt's 7x7 depthwise gradient falls
-    to gemm. Others go to ``jit_avx512_common`` on AVX-512 (see
-    :func:`_avx512_direct_scratchpad`), else to ``jit_avx2_conv_bwd_weights_kernel_f32_t``
-    (its boundary and ``params_ok`` tests), which AVX-512 hosts also have."""
+    kw``, paddings of at most half the filter (above 1, a multiple of the stride) and an
+    input at least ``kh + (-t_pad mod stride_h)`` tall (``boundaries_ok``), so ConvNeXt's 7x7
+    depthwise gradient and EfficientNet's 3x3 one on 2x2 maps fall to gemm. Others go to
+    ``jit_avx512_common`` on AVX-512 (see :func:`_avx512_direct_scratchpad`), else to
+    ``jit_avx2_conv_bwd_weights_kernel_f32_t`` (its boundary and ``params_ok`` tests), which
+    AVX-512 hosts also have."""
     c, o, (kh, kw), (ih, iw), (oh, ow) = x.shape[1], w.shape[0], w.shape[-2:], x.shape[-2:], out_hw
     (sh, sw), (t, left) = stride, padding
     bottom = max(0, (oh - 1) * sh + kh - ih - t)  # calculate_end_padding
     right = max(0, (ow - 1) * sw + kw - iw - left)
     if groups > 1 and c == groups and o == groups:
         pads = max(t, bottom) <= kh // 2 and max(left, right) <= kw // 2
-        return kw <= 3 and sw <= kw and pads
+        # the input holds the filter; a padding above 1 is a multiple of the stride
+        fits = ih >= kh + (-t) % sh and all(p <= 1 or p % sh == 0 for p in (t, bottom))
+        return kw <= 3 and sw <= kw and pads and fits
     args = (x, w, out_hw, stride, padding, dilation, groups)
     if "AVX512" in isa():  # jit_avx512_common, else jit_avx2 (cpu_convolution_list.cpp)
         threads = torch.get_num_threads()

@@ -122,6 +122,9 @@ def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
         f"- distinct calls: {len(every)} (from {sum(c.count for c in every)} calls)",
         f"- replayed: {len(replayed)}; could not run alone: {len(skipped_calls)}; "
         f"not replayed (run stopped): {len(every) - len(replayed) - len(skipped_calls)}",
+        f"- exact to the byte (peak and kept): {sum(c.difference == 0 for c in replayed)}; "
+        f"largest difference under the floor: "
+        f"{_size(max((abs(c.difference) for c in replayed if not c.reported), default=0))}",
         f"- reported: {len(reported)}; without a known cause: {len(unexplained)}, with one "
         f"(Remaining, with reasons): {len(explained)}",
         f"- workloads that failed to trace: {len(failed)}",

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 from torch.utils._pytree import tree_flatten, tree_leaves, tree_unflatten
 from torch.utils.weak import WeakIdKeyDictionary
@@ -39,6 +40,9 @@ LOOP_LIMIT = 2_000
 #: Largest integer or boolean tensor given a real shadow (a router's one-hot expert mask of
 #: 32k tokens x top-2 x 8 experts is 512k elements).
 INDEX_LIMIT = 1 << 24
+#: Ops turning a real tensor (``torch.tensor(data)``, ``torch.as_tensor(a_list)``) into a fake
+#: one: the real tensor is its shadow.
+_LIFTS = {torch.ops.aten.lift_fresh.default, torch.ops.aten.lift_fresh_copy.default}
 
 
 def _shadowed(t: torch.Tensor) -> bool:
@@ -81,12 +85,23 @@ class Shadows:
 
     def propagate(self, func: Any, args: tuple, kwargs: dict, out: Any) -> None:
         """Run ``func`` on the shadows of its inputs and shadow its small outputs."""
+        if func in _LIFTS and not isinstance(args[0], FakeTensor):
+            if isinstance(out, torch.Tensor) and _shadowed(out):
+                with _disable_current_modes():
+                    self._real[out] = args[0].clone()
+            return
         for a in args:  # fast path: most ops read a tensor that has no data
             if isinstance(a, torch.Tensor) and a not in self._real:
                 self._forget(out)
                 return
         outs = [t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
         if not outs:
+            if getattr(func, "_schema", None) is not None and func._schema.is_mutable:
+                # in place, returning nothing (``_foreach_add_`` on optimizer steps): the
+                # shadows of the tensors it wrote are stale
+                for t in tree_leaves((args, kwargs)):
+                    if isinstance(t, torch.Tensor):
+                        self._real.pop(t, None)
             return
         flat, spec = tree_flatten((args, kwargs))
         real_flat = []

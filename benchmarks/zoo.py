@@ -361,6 +361,32 @@ def rnn_tanh() -> nn.Module:
     return _RecurrentTagger("RNN", 2, False, nonlinearity="tanh")
 
 
+def lstm_packed() -> nn.Module:
+    """2-layer bidirectional LSTM tagger over packed sequences of decreasing lengths (a sorted
+    bucket: ``pack_padded_sequence`` / ``pad_packed_sequence``; PyTorch's native packed path
+    on CPU, not oneDNN)."""
+
+    class Packed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, 64, padding_idx=0)
+            self.rnn = nn.LSTM(64, 128, num_layers=2, bidirectional=True, batch_first=True)
+            self.head = nn.Linear(256, 17)
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            batch, steps = tokens.shape
+            lengths = [steps - steps * i // batch for i in range(batch)]
+            packed = nn.utils.rnn.pack_padded_sequence(
+                self.embed(tokens), lengths, batch_first=True
+            )
+            out, _ = nn.utils.rnn.pad_packed_sequence(
+                self.rnn(packed)[0], batch_first=True, total_length=steps
+            )
+            return self.head(out)
+
+    return Packed()
+
+
 def tokens_8x24() -> tuple[torch.Tensor]:
     """A batch of 8 token sequences of length 24."""
     return (torch.randint(0, VOCAB, (8, 24)),)
@@ -766,6 +792,13 @@ BROAD: list[tuple[str, str, str, dict[str, Any], str | None]] = [
     ("gru_tagger", "zoo.py:gru_tagger", "bi-GRU tagger", {"batch": 8}, "tokens_8x24"),
     ("gru_encoder", "zoo.py:gru_encoder", "GRU classifier", {"batch": 8}, "tokens_8x24"),
     ("rnn_tanh", "zoo.py:rnn_tanh", "vanilla RNN", {"batch": 8}, "tokens_8x24"),
+    (
+        "lstm_packed",
+        "zoo.py:lstm_packed",
+        "bi-LSTM, packed sequences",
+        {"batch": 8},
+        "tokens_8x24",
+    ),
     # transformers
     ("t5_small", "zoo.py:t5_small", "encoder-decoder (T5)", {"batch": 4}, "seq2seq_tokens"),
     ("bart_tiny", "zoo.py:bart_tiny", "encoder-decoder (BART)", {"batch": 4}, "seq2seq_tokens"),

@@ -14,6 +14,7 @@ ops allocate inside themselves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import sys
 import weakref
@@ -423,6 +424,48 @@ class Recorder:
         return self.reads.scalar(t, self.modules.current)
 
 
+def _dense(t: torch.Tensor) -> bool:
+    """Non-overlapping and dense: some order of its dimensions is contiguous."""
+    if t.numel() < 2:
+        return True
+    expected = 1
+    for size, stride in sorted(
+        (p for p in zip(t.shape, t.stride(), strict=True) if p[0] != 1), key=lambda p: p[1]
+    ):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _reference_counts(t: torch.Tensor) -> tuple[int, int]:
+    """(holders of ``t``'s TensorImpl, holders of its storage) as seen inside a dispatch."""
+    return t._use_count(), torch._C._storage_Use_Count(t.untyped_storage()._cdata)
+
+
+@functools.cache
+def _sole_reference_counts() -> tuple[int, int] | None:
+    """:func:`_reference_counts` of an autograd input buffer's first gradient when the buffer
+    is its only holder, as a dispatch mode sees it while the engine accumulates a second one
+    (measured once on a two-element graph: the dispatcher's own references vary with the
+    PyTorch build); ``None`` where the engine accumulates without an ``aten.add`` the mode
+    sees."""
+    seen: list[tuple[int, int]] = []
+
+    class Probe(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+            if func is aten.add.Tensor and torch._C._current_graph_task_id() != -1:
+                seen.append(_reference_counts(args[0]))
+            return func(*args, **(kwargs or {}))
+
+    with _disable_current_modes(), torch.enable_grad():
+        h = torch.ones(2, requires_grad=True) * 2
+        y = (h.exp() + h.sin()).sum()  # h's buffer: sin's gradient first, then exp's is added
+        with Probe():
+            y.backward()
+    return seen[0] if len(seen) == 1 else None
+
+
 class RecordingMode(TorchDispatchMode):
     """The dispatch mode that feeds a :class:`Recorder` (kept small on purpose).
 
@@ -431,19 +474,75 @@ class RecordingMode(TorchDispatchMode):
     (local) tensors, which hold the memory. While active, ``UntypedStorage.resize_`` (which
     no dispatch mode sees) reports to the recorder, as PyTorch's own
     ``torch/distributed/_tools/mem_tracker.py`` patches it.
+
+    Gradients that meet in backward are summed by the autograd engine's input buffer
+    (``torch/csrc/autograd/input_buffer.cpp`` ``accumulate``) *in place*, into the first
+    one, when that one is a dense tensor nothing else holds (``can_accumulate_inplace``) and
+    the second is no "tensor-subclass-like" tensor; while a dispatch mode is active every
+    tensor is subclass-like, so the trace would see an out-of-place ``aten.add`` (a new
+    storage the real step never allocates). The mode tells that add apart (it runs after the
+    producing node's post hooks, which it registers on each node of backward) and runs it as
+    the real step does, ``add_``, when the first gradient is held by the buffer alone.
     """
 
     def __init__(self, recorder: Recorder) -> None:
         super().__init__()
         self.recorder = recorder
         self._resize: Any = None
+        self._node: Any = None  # the autograd node whose backward runs now
+        self._applied = False  # whether its post hooks ran: what follows is accumulation
+        self._sole: tuple[int, int] | None = None
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         if any(is_traceable_wrapper_subclass_type(t) for t in types):
             return NotImplemented
+        if torch._C._current_graph_task_id() != -1:
+            self._follow_node()
+            if func is aten.add.Tensor and self._accumulates_in_place(args, kwargs):
+                func = aten.add_.Tensor
         return self.recorder.dispatch(func, args, kwargs or {})
 
+    def _follow_node(self) -> None:
+        node = torch._C._current_autograd_node()
+        if node is self._node:
+            return
+        self._node, self._applied = node, False
+        # AccumulateGrad feeds no buffer, and steals its gradient only without post hooks
+        if node is not None and node.name() != "torch::autograd::AccumulateGrad":
+            node.register_hook(self._node_applied)
+
+    def _node_applied(self, *_: Any) -> None:
+        self._applied = torch._C._current_autograd_node() is self._node
+
+    def _accumulates_in_place(self, args: tuple, kwargs: dict | None) -> bool:
+        """Whether this ``aten.add`` is the engine summing two gradients that the real step
+        sums in place (``input_buffer.cpp`` ``accumulate``, ``can_accumulate_inplace``)."""
+        if not self._applied or kwargs or len(args) != 2 or torch.is_grad_enabled():
+            return False
+        old, new = args
+        if not (
+            isinstance(old, torch.Tensor)
+            and isinstance(new, torch.Tensor)
+            and old.shape == new.shape
+            and not old.is_sparse
+            and not old.is_nested
+            and not old._is_zerotensor()
+            and _dense(old)
+        ):
+            return False
+        if self._sole is None or _reference_counts(old) != self._sole:
+            return False
+        # not an inner op of a wrapper subclass's own dispatch (a DTensor's gradients are
+        # subclass-like in the real step too: summed out of place)
+        frame = sys._getframe(2)
+        while frame is not None:
+            if frame.f_code.co_name == "__torch_dispatch__":
+                return False
+            frame = frame.f_back
+        return True
+
     def __enter__(self) -> RecordingMode:
+        self._sole = _sole_reference_counts()
         original = self._resize = torch.UntypedStorage.resize_
         recorder = self.recorder
 
@@ -457,4 +556,5 @@ class RecordingMode(TorchDispatchMode):
 
     def __exit__(self, *exc: Any) -> None:
         torch.UntypedStorage.resize_ = self._resize  # type: ignore[method-assign]
+        self._node = None
         super().__exit__(*exc)

@@ -158,3 +158,15 @@ def test_transposed_convolution_rules_match_the_allocator(n, c, hw, o, k, s, p, 
     assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
         lambda: aten.convolution_backward.default(*bwd)
     )
+
+
+def test_brgconv_width_fold_matches_the_allocator() -> None:
+    """A 12x12 stride-12 filter (144 taps) folds its width into the channels: 12 taps batched."""
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("brgconv's rules model AVX-512")
+    x = torch.randn(2, 16, 48, 48).to(memory_format=torch.channels_last)
+    fwd = (x, torch.randn(32, 16, 12, 12), None, [12, 12], [0, 0], [1, 1], False, [0, 0], 1)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )

@@ -30,9 +30,10 @@ every shape checked (ConvNeXt's downsampling, stems, 3x3 and 1x1 layers of 48-24
 channels). The block only matters where it does not divide the channels.
 
 Not modelled (``None``): problems that try ``exec_trans`` (a transposed-input buffer: a
-1x1-wide output of a 1-wide filter, one input channel (``relo``), strided or padded 1x1
-filters (``rtus``)), filters of more than 102 taps, groups, dilation, ``ip_convolution``
-(a filter covering the whole input, more than 27 taps) and AVX2's ``brgemm<avx2>``.
+one-wide output of a one-wide filter, counted after :func:`_width_fold`, one input channel
+(``relo``), strided or padded 1x1 filters (``rtus``)), filters of more than 102 taps,
+groups, dilation, ``ip_convolution`` (a filter covering the whole input, more than 27
+taps) and AVX2's ``brgemm<avx2>``.
 """
 
 from __future__ import annotations
@@ -109,9 +110,11 @@ def forward(
     one_by_one = kh == kw == 1
     if one_by_one and (any(s != 1 for s in stride) or any(padding)):
         return None  # rtus: exec_trans with a compacted source buffer
-    if not one_by_one and ((kw == 1 and ow == 1) or i == 1):
+    fold = _width_fold(i, iw, kw, stride[1], padding[1], ow)
+    ic, kw_f = i * fold, kw // fold
+    if not one_by_one and ((kw_f == 1 and ow == 1) or (ic == 1 and (kw_f > 1 or kh > 1))):
         return None  # exec_trans (os blocking of a 1-wide output, relo of one channel)
-    if kh * kw * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
+    if kh * kw_f * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
         return None
     ip_like = oh == ow == 1 and not any(padding) and all(s == 1 for s in stride)
     if ip_like and kh * kw > 27 and x.shape[0] > 1:
@@ -120,8 +123,24 @@ def forward(
     copy = 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem
     block = oc_block(o, ih * iw, oh * ow, math.prod(stride), one_by_one)
     wts = -(-o // block) * block * i * kh * kw * elem
-    scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw)
+    scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw_f)
     return [copy + out.untyped_storage().nbytes() + scratch + wts]
+
+
+def _width_fold(ic: int, iw: int, kw: int, sw: int, left: int, ow: int) -> int:
+    """``trans_dim_koef`` (``init_jcp`` in jit_brgemm_conv_utils.cpp): a forward whose
+    width stride exceeds 1 and has no width padding runs as ``[iw / k][kw / k][sw / k][ic *
+    k]`` for the largest ``k`` dividing ``iw``, ``kw`` and ``sw`` (``k <= min(kw, sw, iw)``)
+    that keeps ``ic * k`` a multiple of 16 once above 16. ConvNeXt's 2x2 stride-2
+    downsampling becomes a 1-wide filter over twice the channels."""
+    right = end_padding(left, ow, iw, sw, kw)
+    if kw == 1 or sw == 1 or left > 0 or right > 0 or (ic > 16 and ic % 16):
+        return 1
+    return max(
+        k
+        for k in range(1, min(kw, sw, iw) + 1)
+        if iw % k == 0 and kw % k == 0 and sw % k == 0 and (ic * k <= 16 or ic * k % 16 == 0)
+    )
 
 
 def _data_scratchpad(

@@ -170,3 +170,17 @@ def test_brgconv_width_fold_matches_the_allocator() -> None:
     assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
         lambda: aten.convolution.default(*fwd)
     )
+
+
+@pytest.mark.parametrize("shape", [(2, 96, 4, 192, 2, 2, 0), (2, 3, 64, 96, 4, 4, 0)])
+def test_channels_last_brgconv_forward_on_avx2(shape) -> None:
+    """AVX2's brgemm<avx2> forward where its output-channel blocks (8-32) all pad alike."""
+    if torch.backends.cpu.get_cpu_capability() != "AVX2":
+        pytest.skip("run with ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2")
+    n, c, hw, o, k, s, p = shape
+    x = torch.randn(n, c, hw, hw).to(memory_format=torch.channels_last)
+    fwd = (x, torch.randn(o, c, k, k), torch.randn(o), [s, s], [p, p], [1, 1], False, [0, 0], 1)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )

@@ -1,4 +1,4 @@
-"""oneDNN's brgemm convolutions on channels-last fp32 tensors (``brgconv``), AVX-512.
+"""oneDNN's brgemm convolutions on channels-last fp32 tensors (``brgconv``), AVX-512 and AVX2.
 
 With channels-last tensors (``mkldnn_conv_use_channels_last``) a regular (one group)
 convolution runs ``brgemm_convolution_fwd_t`` / ``brgemm_1x1_convolution_fwd_t``
@@ -27,13 +27,16 @@ large output) and 48 only when they are a multiple of 48 with a large input (at 
 channels) or when 48-blocking wastes under 5% (1x1). Among the admitted blocks ``est_eff``,
 a cost model not mirrored here, picks; the largest admitted block is taken, as it picked in
 every shape checked (ConvNeXt's downsampling, stems, 3x3 and 1x1 layers of 48-240 output
-channels). The block only matters where it does not divide the channels.
+channels). The block only matters where it does not divide the channels. AVX2's
+``brgemm<avx2>`` blocks by 8 to 32 and ``est_eff`` does choose among them (24 for 96
+channels, 32 for 192): its forward is modelled where every candidate pads alike (channels
+a multiple of 96, as ConvNeXt's), its backward (``gemm`` weight gradient on ``nxc``) not.
 
 Not modelled (``None``): problems that try ``exec_trans`` (a transposed-input buffer: a
 one-wide output of a one-wide filter, counted after :func:`_width_fold`, one input channel
 (``relo``), strided or padded 1x1 filters (``rtus``)), filters of more than 102 taps,
-groups, dilation, ``ip_convolution`` (a filter covering the whole input, more than 27
-taps) and AVX2's ``brgemm<avx2>``.
+groups, dilation and ``ip_convolution`` (a filter covering the whole input, more than 27
+taps). ``exec_trans`` and ``ip_convolution`` are AVX-512's only.
 """
 
 from __future__ import annotations
@@ -84,11 +87,24 @@ def oc_block(oc: int, in_sp: int, out_sp: int, strides: int, one_by_one: bool) -
     return 16
 
 
+def avx512() -> bool:
+    """Whether PyTorch and oneDNN run AVX-512 kernels here."""
+    return "AVX512" in torch.backends.cpu.get_cpu_capability()
+
+
+def _avx2_padded_oc(oc: int) -> int | None:
+    """AVX2's padded output channels: its blocks are ``8 * ocb`` for ``ocb`` from
+    ``min(div_up(oc, 8), 4)`` (2 for large outputs or ``loop_gcndhw``) down to 1, and
+    ``est_eff``, not mirrored, picks one; known where every candidate pads alike."""
+    sizes = {-(-oc // (8 * ocb)) * 8 * ocb for ocb in range(1, min(-(-oc // 8), 4) + 1)}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def applies(x: torch.Tensor, w: torch.Tensor, dilation: list[int], groups: int) -> bool:
-    """Whether the problem is a regular fp32 channels-last one on AVX-512 (brgconv's)."""
+    """Whether the problem is a regular fp32 one of brgconv's ISAs (AVX-512, AVX2)."""
     isa = torch.backends.cpu.get_cpu_capability()
     return (
-        "AVX512" in isa
+        isa in ("AVX2", "AVX512")
         and x.dtype == torch.float32
         and groups == 1
         and x.dim() == 4
@@ -110,36 +126,44 @@ def forward(
     one_by_one = kh == kw == 1
     if one_by_one and (any(s != 1 for s in stride) or any(padding)):
         return None  # rtus: exec_trans with a compacted source buffer
-    fold = _width_fold(i, iw, kw, stride[1], padding[1], ow)
+    wide = avx512()
+    fold = _width_fold(i, iw, kw, stride[1], padding[1], ow, 16 if wide else 8)
     ic, kw_f = i * fold, kw // fold
-    if not one_by_one and ((kw_f == 1 and ow == 1) or (ic == 1 and (kw_f > 1 or kh > 1))):
-        return None  # exec_trans (os blocking of a 1-wide output, relo of one channel)
+    # exec_trans (AVX-512 only): os blocking of a 1-wide output, relo of one channel
+    if wide and not one_by_one and ((kw_f == 1 and ow == 1) or (ic == 1 and kw_f * kh > 1)):
+        return None
     if kh * kw_f * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
         return None
     ip_like = oh == ow == 1 and not any(padding) and all(s == 1 for s in stride)
-    if ip_like and kh * kw > 27 and x.shape[0] > 1:
+    if wide and ip_like and kh * kw > 27 and x.shape[0] > 1:
         return None  # ip_convolution_fwd_t (check_conv_ip in src/cpu/x64/ip_convolution.cpp)
+    if wide:
+        block = oc_block(o, ih * iw, oh * ow, math.prod(stride), one_by_one)
+        padded = -(-o // block) * block
+    else:
+        padded = _avx2_padded_oc(o)
+        if padded is None:
+            return None
     elem = w.element_size()
     copy = 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem
-    block = oc_block(o, ih * iw, oh * ow, math.prod(stride), one_by_one)
-    wts = -(-o // block) * block * i * kh * kw * elem
+    wts = padded * i * kh * kw * elem
     scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw_f)
     return [copy + out.untyped_storage().nbytes() + scratch + wts]
 
 
-def _width_fold(ic: int, iw: int, kw: int, sw: int, left: int, ow: int) -> int:
+def _width_fold(ic: int, iw: int, kw: int, sw: int, left: int, ow: int, simd: int) -> int:
     """``trans_dim_koef`` (``init_jcp`` in jit_brgemm_conv_utils.cpp): a forward whose
     width stride exceeds 1 and has no width padding runs as ``[iw / k][kw / k][sw / k][ic *
     k]`` for the largest ``k`` dividing ``iw``, ``kw`` and ``sw`` (``k <= min(kw, sw, iw)``)
-    that keeps ``ic * k`` a multiple of 16 once above 16. ConvNeXt's 2x2 stride-2
-    downsampling becomes a 1-wide filter over twice the channels."""
+    that keeps ``ic * k`` a multiple of the ISA's ``simd_w`` once above it. ConvNeXt's 2x2
+    stride-2 downsampling becomes a 1-wide filter over twice the channels."""
     right = end_padding(left, ow, iw, sw, kw)
-    if kw == 1 or sw == 1 or left > 0 or right > 0 or (ic > 16 and ic % 16):
+    if kw == 1 or sw == 1 or left > 0 or right > 0 or (ic > simd and ic % simd):
         return 1
     return max(
         k
         for k in range(1, min(kw, sw, iw) + 1)
-        if iw % k == 0 and kw % k == 0 and sw % k == 0 and (ic * k <= 16 or ic * k % 16 == 0)
+        if iw % k == 0 and kw % k == 0 and sw % k == 0 and (ic * k <= simd or ic * k % simd == 0)
     )
 
 
@@ -214,6 +238,8 @@ def backward(
     of :func:`.cpu_onednn_conv._avx512_direct_scratchpad`. ``mkldnn_to_dense(...)`` and
     ``.to(ChannelsLast)`` then copy the weight gradient twice, next to ideep's bias gradient
     and its copy."""
+    if not avx512():
+        return None  # AVX2's weight gradient on nxc data falls to gemm: not modelled
     o, i, kh, kw = w.shape
     elem, threads = x.element_size(), torch.get_num_threads()
     out_hw = (grad_out.shape[-2], grad_out.shape[-1])
@@ -263,7 +289,7 @@ def transposed_forward(
     once. A channels-last input computes straight into the output, after
     ``weight.contiguous(ChannelsLast)``. Not modelled: unit strides (on a plain input
     ``ref_deconvolution`` over the blocked jit kernels runs them)."""
-    if all(s == 1 for s in stride):
+    if all(s == 1 for s in stride) or not avx512():
         return None  # a plain input runs ref_deconvolution over blocked jit kernels
     conv_x = torch.empty(out.shape, dtype=out.dtype, device="meta")
     threads = torch.get_num_threads()

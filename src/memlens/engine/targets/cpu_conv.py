@@ -79,7 +79,7 @@ def _backend(
     if x.dim() != 4:
         return None
     if transposed:
-        modelled = cpu_brgconv.applies(x, w, dilation, groups)
+        modelled = cpu_brgconv.avx512() and cpu_brgconv.applies(x, w, dilation, groups)
         return (
             "mkldnn_transpose"
             if modelled and _uses_mkldnn(x, w, stride, dilation, groups)

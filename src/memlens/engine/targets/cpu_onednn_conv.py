@@ -56,8 +56,8 @@ and returns the weight gradient as ``mkldnn_to_dense(...).to(ChannelsLast)``. Mo
 fp32 depthwise problems (ConvNeXt's 7x7): on AVX-512 a weight gradient ``jit_uni_dw`` refuses
 runs ``jit_avx512_common`` on ``nxc`` data, which pads each group's single input and output
 channel to 16 (``aBCde16c16b``: 256 times the gradient, 9.2 MiB for 192 channels).
-Regular channels-last convolutions on AVX-512 (``brgconv``) are :mod:`.cpu_brgconv`'s; not
-modelled: AVX2's (``brgemm<avx2>``) and its ``gemm`` weight gradient on ``nxc`` data.
+Regular channels-last convolutions (``brgconv``) are :mod:`.cpu_brgconv`'s; not modelled:
+AVX2's ``gemm`` weight gradient on ``nxc`` data.
 """
 
 from __future__ import annotations
@@ -146,8 +146,8 @@ def _cl_forward(x: torch.Tensor, w: torch.Tensor, out: torch.Tensor, groups: int
     """Channels-last forward (Note [MKLDNN Convolution Memory Formats] in Conv.cpp: source and
     destination are views of the NHWC tensors, only the weights are reordered). A depthwise
     fp32 problem runs ``brdgmm_dw`` (AVX-512) or ``jit_uni_dw`` (AVX2) on ``Goihw{block}g``
-    weights, groups padded to the block, without a scratchpad; others (AVX2's ``brgemm``;
-    AVX-512's are :mod:`.cpu_brgconv`'s) are not modelled (empty list)."""
+    weights, groups padded to the block, without a scratchpad; other grouped problems and
+    half precision are not modelled (empty list; regular ones are :mod:`.cpu_brgconv`'s)."""
     if not _depthwise(x, w, groups) or x.dtype != torch.float32:
         return []
     block = _block()

@@ -116,3 +116,28 @@ def test_index_select_rule_matches_the_allocator(dim, strided) -> None:
     )
     func, args = aten.index_select.default, (x, dim, index)
     assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
+
+
+# (indices, bags, dim, rows, index dtype, mode, per-sample weights, strided gradient)
+BAGS = [
+    (640, 64, 32, 2000, torch.int64, 0, False, True),  # DLRM's sum-pooled tables
+    (640, 64, 32, 2000, torch.int32, 0, True, False),
+    (5000, 50, 8, 3000, torch.int64, 1, False, False),  # mean: offset2bag from the forward
+    (640, 64, 32, 2000, torch.int32, 1, False, True),
+    (640, 64, 32, 2000, torch.int64, 2, False, True),  # max
+    (100, 10, 8, 50, torch.int64, 0, False, False),  # making offset2bag is the peak
+]
+
+
+@pytest.mark.parametrize(("n", "bags", "d", "rows", "itype", "mode", "psw", "strided"), BAGS)
+def test_embedding_bag_backward_rule_matches_the_allocator(
+    n, bags, d, rows, itype, mode, psw, strided
+) -> None:
+    weight, weights = torch.randn(rows, d), torch.randn(n) if psw else None
+    indices = torch.randint(0, rows, (n,), dtype=itype)
+    offsets = (torch.arange(bags) * (n // bags)).to(itype)
+    fwd = aten._embedding_bag.default(weight, indices, offsets, False, mode, False, weights)
+    grad = _strided((bags, d)).normal_() if strided else torch.randn(bags, d)
+    func = aten._embedding_bag_backward.default
+    args = (grad, indices, offsets, *fwd[1:], rows, False, mode, False, weights, -1)
+    assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))

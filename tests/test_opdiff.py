@@ -64,3 +64,23 @@ def test_a_missing_rule_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
         "index_select.default",
         "max_pool2d_with_indices_backward.default",
     } <= reported
+
+
+class _Bags(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.bags = nn.EmbeddingBag(2000, 32, mode=mode)
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.bags(ids, offsets)
+
+
+@pytest.mark.parametrize("mode", ["sum", "max"])
+def test_embedding_bag_backward_is_replayed_on_its_forward_structure(mode: str) -> None:
+    calls = Calls()
+    inputs = lambda: (torch.randint(0, 2000, (640,)), torch.arange(0, 640, 10))  # noqa: E731
+    collect(calls, "bags", lambda: _Bags(mode), inputs=inputs, batch=64, mode="train")
+    (call,) = [c for c in calls.calls.values() if c.name == "_embedding_bag_backward.default"]
+    replay(call)
+    assert call.skipped is None
+    assert (call.real_peak, call.real_kept) == (call.engine_peak, call.engine_kept)

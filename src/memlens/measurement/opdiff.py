@@ -14,13 +14,12 @@ training trace checks them as well.
 Integer and boolean inputs the trace knows the values of (the engine's shadows,
 :mod:`memlens.engine.shadow`: index tensors built from ``arange``, a router's assignment,
 ``batch_sizes`` of a packed sequence made from known lengths) are replayed with those values.
-Other inputs: floating tensors are filled with normal samples, integer tensors with zeros,
-boolean tensors with ones (the engine's neutral mask). Zeros are in range for every index and
-form a valid index structure: an embedding bag's backward given zero offsets, ``offset2bag``,
-bag sizes and arg-max indices reads row 0 only, and its kernels allocate by shape alone
-(``_embedding_bag_dense_backward_cpu_sum_mean`` in aten/src/ATen/native/EmbeddingBag.cpp sorts
-the indices and keeps its counts in ``std::vector``). Calls that cannot run alone (an op
-refusing such values, a generator argument) are returned as skipped, with the reason.
+Other inputs: floating tensors are filled with normal samples, integer tensors with zeros
+(in range for every index), boolean tensors with ones (the engine's neutral mask). An
+embedding bag's backward gets the index structure its forward would make from evenly spaced
+offsets (every bag non-empty: its max mode allocates by the number of non-empty bags). Calls
+that cannot run alone (an op refusing such values, a generator argument) are returned as
+skipped, with the reason.
 """
 
 from __future__ import annotations
@@ -281,6 +280,34 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
 _WORKSPACE = {aten.mkldnn_rnn_layer_backward.default: 22}
 
 
+def _bag_structure(args: tuple) -> None:
+    """Give an ``_embedding_bag_backward`` call (zero indices) the index structure its forward
+    would make: evenly spaced offsets (every bag non-empty, as the CPU rules assume), and the
+    ``offset2bag``, bag sizes and arg-max indices of ``_embedding_bag`` run on them."""
+    grad, indices, offsets, *structure = args[:6]
+    num_weights, mode, weights = args[6], args[8], args[10] if len(args) > 10 else None
+    n, bags = indices.numel(), grad.shape[0]
+    last = offsets.numel() == bags + 1  # include_last_offset
+    offsets.copy_(torch.arange(offsets.numel()) * (n // max(bags, 1)))
+    if last:
+        offsets[-1] = n
+    weight = torch.randn(num_weights, grad.shape[1], dtype=grad.dtype)
+    made = aten._embedding_bag.default(
+        weight,
+        indices,
+        offsets,
+        False,
+        mode,
+        False,
+        weights,
+        last,
+        args[11] if len(args) > 11 else -1,
+    )
+    for t, real in zip(structure, made[1:], strict=True):
+        if t.shape == real.shape:
+            t.copy_(real)
+
+
 def replay(call: Call) -> None:
     """Run ``call`` once on real CPU tensors and record what the allocator saw."""
     if call.op in _WORKSPACE and call.args[_WORKSPACE[call.op]].shape == (0,):
@@ -289,6 +316,8 @@ def replay(call: Call) -> None:
     try:
         args = tuple(_thaw(a) for a in call.args)
         kwargs = {k: _thaw(v) for k, v in call.kwargs}
+        if call.op is aten._embedding_bag_backward.default and call.args[2].value is None:
+            _bag_structure(args)
         call.real_kept, call.real_peak = measure_call(call.op, args, kwargs, call.grad)
     except Exception as e:  # a call that cannot run alone is a result too
         call.skipped = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]

@@ -184,3 +184,20 @@ def test_channels_last_brgconv_forward_on_avx2(shape) -> None:
     assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
         lambda: aten.convolution.default(*fwd)
     )
+
+
+def test_brgconv_copies_a_plain_input_of_a_channels_last_weight() -> None:
+    """A channels-last weight makes oneDNN take a plain input channels-last: a copy."""
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("brgconv's backward rules model AVX-512")
+    w = torch.randn(96, 64, 3, 3).to(memory_format=torch.channels_last)
+    fwd = (torch.randn(2, 64, 8, 8), w, torch.randn(96), [1, 1], [1, 1], [1, 1], False, [0, 0], 1)
+    y = aten.convolution.default(*fwd)
+    assert _predicted_peak(aten.convolution.default, fwd, y) == allocator_peak(
+        lambda: aten.convolution.default(*fwd)
+    )
+    bwd = (torch.randn_like(y), *fwd[:2], [96], *fwd[3:], [True, True, True])
+    grads = aten.convolution_backward.default(*bwd)
+    assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
+        lambda: aten.convolution_backward.default(*bwd)
+    )

@@ -4,9 +4,9 @@ With channels-last tensors (``mkldnn_conv_use_channels_last``) a regular (one gr
 convolution runs ``brgemm_convolution_fwd_t`` / ``brgemm_1x1_convolution_fwd_t``
 (src/cpu/x64/jit_brgemm_conv.cpp, jit_brgemm_1x1_conv.cpp; oneDNN v3.12, commit 80afa71,
 the one bundled with torch 2.14) on NHWC views of PyTorch's tensors. PyTorch's
-``_mkldnn_convolution`` (aten/src/ATen/native/mkldnn/Conv.cpp) first copies a weight that is
-not channels-last contiguous (``weight.contiguous(ChannelsLast)``), allocates the NHWC
-output, and ideep's ``convolution_forward::do_compute`` allocates the primitive's scratchpad
+``_mkldnn_convolution`` (aten/src/ATen/native/mkldnn/Conv.cpp) first copies an input or a
+weight that is not channels-last contiguous (``.contiguous(ChannelsLast)``: a channels-last
+weight makes a plain input channels-last too), allocates the NHWC output, and ideep's ``convolution_forward::do_compute`` allocates the primitive's scratchpad
 before reordering the weights into the primitive's ``Acdb{oc_block}a`` layout: the four are
 alive together.
 
@@ -145,7 +145,10 @@ def forward(
         if padded is None:
             return None
     elem = w.element_size()
-    copy = 0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem
+    copy = sum(
+        0 if t.is_contiguous(memory_format=torch.channels_last) else t.numel() * elem
+        for t in (x, w)
+    )
     wts = padded * i * kh * kw * elem
     scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw_f)
     return [copy + out.untyped_storage().nbytes() + scratch + wts]
@@ -228,9 +231,9 @@ def backward(
     """Peak bytes inside a channels-last regular backward, the gradients included; None
     where not modelled.
 
-    ``mkldnn_convolution_backward`` (aten/src/ATen/native/mkldnn/Conv.cpp) copies a weight
-    that is not channels-last contiguous and an incoming gradient that is not channels-last,
-    then runs the input gradient (NHWC, PyTorch's own tensor; reordered weights and
+    ``mkldnn_convolution_backward`` (aten/src/ATen/native/mkldnn/Conv.cpp) copies what of
+    the incoming gradient, the input and the weight is not channels-last contiguous, then
+    runs the input gradient (NHWC, PyTorch's own tensor; reordered weights and
     scratchpad, :func:`_data_scratchpad`) and the weight gradient:
     ``jit_avx512_common_convolution_bwd_weights_t`` (or its 1x1 variant) on ``nxc`` data,
     whose diff weights are ``ABcd16b16a`` (both channel counts padded to 16; ``Acdb16a``,
@@ -243,9 +246,9 @@ def backward(
     o, i, kh, kw = w.shape
     elem, threads = x.element_size(), torch.get_num_threads()
     out_hw = (grad_out.shape[-2], grad_out.shape[-1])
-    go_cl = grad_out.is_contiguous(memory_format=torch.channels_last)
-    base = (0 if w.is_contiguous(memory_format=torch.channels_last) else w.numel() * elem) + (
-        0 if go_cl else grad_out.numel() * elem
+    base = sum(
+        0 if t.is_contiguous(memory_format=torch.channels_last) else t.numel() * elem
+        for t in (grad_out, x, w)
     )
     high = held = 0
     if mask[0]:

@@ -280,17 +280,19 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
 _WORKSPACE = {aten.mkldnn_rnn_layer_backward.default: 22}
 
 
-def _bag_structure(args: tuple) -> None:
-    """Give an ``_embedding_bag_backward`` call (zero indices) the index structure its forward
-    would make: evenly spaced offsets (every bag non-empty, as the CPU rules assume), and the
-    ``offset2bag``, bag sizes and arg-max indices of ``_embedding_bag`` run on them."""
+def _bag_structure(args: tuple, spaced: bool) -> None:
+    """Give an ``_embedding_bag_backward`` call the index structure its forward would make:
+    the ``offset2bag``, bag sizes and arg-max indices of ``_embedding_bag`` run on its indices
+    and offsets (``spaced``: offsets unknown, made evenly spaced, every bag non-empty as the
+    CPU rules assume)."""
     grad, indices, offsets, *structure = args[:6]
     num_weights, mode, weights = args[6], args[8], args[10] if len(args) > 10 else None
     n, bags = indices.numel(), grad.shape[0]
     last = offsets.numel() == bags + 1  # include_last_offset
-    offsets.copy_(torch.arange(offsets.numel()) * (n // max(bags, 1)))
-    if last:
-        offsets[-1] = n
+    if spaced:
+        offsets.copy_(torch.arange(offsets.numel()) * (n // max(bags, 1)))
+        if last:
+            offsets[-1] = n
     weight = torch.randn(num_weights, grad.shape[1], dtype=grad.dtype)
     made = aten._embedding_bag.default(
         weight,
@@ -316,8 +318,8 @@ def replay(call: Call) -> None:
     try:
         args = tuple(_thaw(a) for a in call.args)
         kwargs = {k: _thaw(v) for k, v in call.kwargs}
-        if call.op is aten._embedding_bag_backward.default and call.args[2].value is None:
-            _bag_structure(args)
+        if call.op is aten._embedding_bag_backward.default:
+            _bag_structure(args, spaced=call.args[2].value is None)
         call.real_kept, call.real_peak = measure_call(call.op, args, kwargs, call.grad)
     except Exception as e:  # a call that cannot run alone is a result too
         call.skipped = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]

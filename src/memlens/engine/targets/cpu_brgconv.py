@@ -6,9 +6,9 @@ convolution runs ``brgemm_convolution_fwd_t`` / ``brgemm_1x1_convolution_fwd_t``
 the one bundled with torch 2.14) on NHWC views of PyTorch's tensors. PyTorch's
 ``_mkldnn_convolution`` (aten/src/ATen/native/mkldnn/Conv.cpp) first copies an input or a
 weight that is not channels-last contiguous (``.contiguous(ChannelsLast)``: a channels-last
-weight makes a plain input channels-last too), allocates the NHWC output, and ideep's ``convolution_forward::do_compute`` allocates the primitive's scratchpad
-before reordering the weights into the primitive's ``Acdb{oc_block}a`` layout: the four are
-alive together.
+weight makes a plain input channels-last too), allocates the NHWC output, and ideep's
+``convolution_forward::do_compute`` allocates the primitive's scratchpad before reordering
+the weights into the primitive's ``Acdb{oc_block}a`` layout: all are alive together.
 
 **Scratchpad** (``brgemm_convolution_utils::init_scratchpad`` in
 src/cpu/x64/jit_brgemm_conv_utils.cpp): the brgemm batch, ``nthr * adjusted_batch_size``

@@ -87,6 +87,7 @@ from memlens.engine.targets import (
     cpu_reduce,
     cpu_rnn,
     cpu_sdpa,
+    cpu_transformer,
     cpu_upsample,
     cuda_blas,
     cuda_cublas_layout,
@@ -131,6 +132,7 @@ RULE_SETS: dict[str, Rules] = {
         cpu_reduce,
         cpu_rnn,
         cpu_sdpa,
+        cpu_transformer,
         cpu_upsample,
     ),
     "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
@@ -149,6 +151,8 @@ def emulated(target: Target, *, amp: bool, attention: str = "auto") -> Iterator[
     with contextlib.ExitStack() as stack:
         stack.enter_context(InPlaceBias())  # as on every device: see .linear
         stack.enter_context(NativeRNN())  # ATen's native RNNs, packed sequences
+        if target.kernel_rules == "cpu":
+            stack.enter_context(cpu_transformer.fast_path())  # fused encoder layers, MHA
         if rerouted(target, attention):
             stack.enter_context(Attention(target, attention))
         if target.kernel_rules == "cuda":

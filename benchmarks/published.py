@@ -41,6 +41,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -85,6 +86,7 @@ class Row:
     why: dict[str, str] = field(default_factory=dict)  # option -> why the row needs it
     assumptions: tuple[str, ...] = ()
     inputs: tuple[int, int] | None = None  # (batch, seq): OPT's ids and all-ones mask
+    loss: Callable[[Any], torch.Tensor] | None = None  # the step's loss of the model output
     probe_bytes: int | None = None  # the probe tensor of a context row (None: no tensor)
     share_of: str | None = None  # a row whose estimate this one reads (``weights``)
     model_code: str | None = None  # the measured run's model code, where it differs in memory
@@ -293,8 +295,13 @@ _B_ASSUME = (
     "model: OPTForCausalLM of the bundled facebook/opt-350m config (331,196,416 parameters), "
     "fp16 weights, built by the installed transformers (the measured run used ~4.46; "
     "where their memory differs, the row says so)",
-    "inputs: input_ids (batch, seq) and an all-ones attention_mask, no labels; step: "
-    "model.zero_grad(); loss = model(**inputs).logits.sum(); loss.backward(); no optimizer",
+    "inputs: input_ids (batch, seq) and an all-ones attention_mask, no labels; the "
+    "benchmark's loop: model.zero_grad(); outputs = model(**inputs); loss = "
+    "outputs.logits.sum(); loss.backward(); no optimizer",
+    "memlens's pytorch loop with loss = outputs.logits.sum() and a stateless SGD (its update "
+    "in place) stands in for it: its output is a loop variable, as the benchmark's outputs "
+    "is, alive through the next step's forward until rebound; with the config's use_cache "
+    "on, that is the logits and every layer's keys and values (past_key_values)",
     "training mode (dropout 0.1 on): from_pretrained returns eval mode and the source does "
     "not say whether the script called model.train()",
     "the traced PyTorch is the installed one, not 2.4: e.g. the cuBLASLt workspace is one "
@@ -302,7 +309,6 @@ _B_ASSUME = (
 )
 _B_WHY = {
     "attention": "the row compares attn_implementation='sdpa' with 'eager'",
-    "step": "the benchmark's step has no optimizer and no labels: loss = logits.sum()",
 }
 _B_EAGER = (
     "eager attention as transformers 4.46.3 ran it (OPTAttention.forward: bmm, + mask, "
@@ -318,15 +324,6 @@ _B_SDPA = (
     "[B,H,S,D]-contiguous and transpose(1, 2).contiguous() copies it), swapped in for the "
     "installed sdpa_attention_forward",
 )
-
-
-def logits_sum_step(model: torch.nn.Module, batch: Any, optimizer: Any = None) -> None:
-    """The OPT SDPA benchmark's step, as published: no labels, no optimizer."""
-    kwargs = getattr(batch, "kwargs", batch)
-    model.zero_grad()
-    outputs = model(**kwargs)
-    loss = outputs.logits.sum()
-    loss.backward()
 
 
 def _logits_sum(output: Any) -> torch.Tensor:
@@ -479,10 +476,11 @@ def _b(rid: str, attention: str, batch: int, seq: int, published: float) -> Row:
         metric="peak",
         model="opt-350m",
         device="l40s",
-        # sgd: no state, so nothing beyond the step's own memory if ``step`` is missing
+        # sgd: no state, its update in place: nothing beyond the benchmark's own step
         # the shapes come from inputs= (opt_inputs(batch, seq)): seq_len is refused beside them
         options={"precision": "fp16", "batch": batch, "optimizer": "sgd"},
-        needs={"attention": attention, "step": logits_sum_step},
+        loss=_logits_sum,
+        needs={"attention": attention},
         why=dict(_B_WHY),
         inputs=(batch, seq),
         model_code="opt-tf4.46",
@@ -723,8 +721,8 @@ def run_row(row: Row, available: dict, cache: dict[str, Any]) -> dict[str, Any]:
         call = dict(kwargs)
         if row.inputs is not None:
             call["inputs"] = opt_inputs(*row.inputs)
-        if "step" in row.needs and "step" not in call:
-            call["loss"] = _logits_sum  # the step's loss, in memlens's own loop
+        if row.loss is not None:
+            call["loss"] = row.loss
         with measured_model_code(row):
             est = _estimate(row, call, out)
         cache[row.id] = est
@@ -766,8 +764,6 @@ def _estimate(row: Row, call: dict[str, Any], out: dict[str, Any]) -> Any:
             out["missing"].append(
                 {"option": name, "value": _show(row.needs[name]), "why": row.why.get(name, "")}
             )
-            if name == "step":
-                call["loss"] = _logits_sum
 
 
 # -- summary and report ---------------------------------------------------------------------

@@ -69,17 +69,28 @@ def _tiny(tmp_path) -> str:
     ],
 )
 def test_agrees_with_the_trace(tmp_path, fields) -> None:
-    """One GPU, eager attention: the closed form equals the traced step (< 0.1%)."""
+    """One GPU, eager attention, no key/value cache returned: the closed form equals the
+    traced step (< 0.1%), the previous step's logits (the loop's output variable) included."""
     import memlens
 
     model = _tiny(tmp_path)
-    kw = dict(batch=2, seq_len=128, attention="eager", device="h100-80gb", **fields)
+    kw = dict(
+        batch=2, seq_len=128, attention="eager", device="h100-80gb", use_cache=False, **fields
+    )
     traced = memlens.estimate(model, **kw)
     closed = analytic_estimate(model, **kw)
     assert closed.peak_bytes == pytest.approx(traced.peak_bytes, rel=1e-3)
     assert closed.worst.breakdown["activations"] == pytest.approx(
         traced.breakdown["activations"], rel=5e-3
     )
+
+
+def test_says_it_leaves_out_the_returned_key_value_cache(tmp_path) -> None:
+    kw = dict(batch=2, seq_len=128, attention="eager", device="h100-80gb")
+    notes = analytic_estimate(_tiny(tmp_path), **kw).unknowns
+    assert any("use_cache on" in n for n in notes)
+    off = analytic_estimate(_tiny(tmp_path), use_cache=False, **kw).unknowns
+    assert not any("use_cache on" in n for n in off)
 
 
 def test_pipeline_stages(tmp_path) -> None:

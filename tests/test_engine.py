@@ -16,8 +16,9 @@ from conftest import tiny_mlp
 PARAMS = (4 * 3 + 3 + 3 * 2 + 2) * 4  # 92 bytes
 INPUTS = 5 * 4 * 4  # 80 bytes
 # Alive at the end of forward: ReLU's output (saved by threshold_backward and by the second
-# Linear), the model output and the scalar loss. The first Linear's output dies at ReLU.
-ACTIVATIONS = 5 * 3 * 4 + 5 * 2 * 4 + 4  # 104 bytes
+# Linear), the model output and the previous step's output and scalar loss (the loop's
+# variables, rebound only once the new ones exist). The first Linear's output dies at ReLU.
+ACTIVATIONS = 5 * 3 * 4 + 2 * 5 * 2 * 4 + 4  # 144 bytes
 
 
 def _estimate(optimizer: str) -> memlens.Estimate:

@@ -161,11 +161,14 @@ def test_image_models_take_pixel_values_at_their_size():
     assert tuple(build_fake(spec, shape).inputs.kwargs["pixel_values"].shape) == (1, 3, 336, 336)
 
 
-def test_models_are_float32_with_sdpa_and_no_cache():
+def test_models_are_float32_with_sdpa_and_the_configs_cache_switch():
     model = built("llama-3-8b").model
     assert model.lm_head.weight.dtype == torch.float32  # the config says bfloat16
     assert model.config._attn_implementation == "sdpa"
-    assert model.config.use_cache is False
+    assert model.config.use_cache is True  # the config's (transformers' default)
+    spec = registry.resolve("llama-3-8b")
+    off = build_fake(spec, Workload(use_cache=False)).model
+    assert off.config.use_cache is False
 
 
 def test_bert_defaults_to_the_encoder_and_task_picks_a_head():

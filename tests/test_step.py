@@ -47,6 +47,39 @@ def test_release_output_lowers_the_peak_by_the_output_and_matches_a_real_run():
     assert held.peak_bytes - released.peak_bytes == logits
 
 
+def test_the_loops_output_lives_through_the_next_forward_until_rebound():
+    """``pred = model(X)`` rebinds ``pred`` only when the forward returns: the previous
+    step's logits are alive through this step's forward (and the real run holds them)."""
+    est, real = _pair()
+    _close(est, real)
+    logits = 32 * 2000 * 4
+    forward = est.timeline.phase_starts[Phase.FORWARD]
+    carried = [b for b in est.timeline.live_at(forward) if b.op == "carried"]
+    assert logits in [b.nbytes for b in carried]
+    # freed once the new output is bound: none of the previous step's is alive in backward
+    backward = est.timeline.phase_starts[Phase.BACKWARD]
+    assert logits not in [b.nbytes for b in est.timeline.live_at(backward) if b.op == "carried"]
+    # the first step has no previous output; the real first step agrees
+    assert abs(est.first_step_peak_bytes - real.first_step_peak_bytes) <= 0.01 * real.peak_bytes
+
+
+def returning_step(model, batch, optimizer):
+    """Returns its output, which the caller's loop holds until the next call returns."""
+    out = model(batch)
+    out.float().pow(2).mean().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    return out
+
+
+def test_a_user_steps_return_value_is_held_through_the_next_call():
+    held, held_real = _pair(step=returning_step)
+    _close(held, held_real)
+    released = memlens.estimate(_model, step=release_step, **KW)
+    # the previous call's output is alive through the whole next call
+    assert held.peak_bytes - released.peak_bytes >= 32 * 2000 * 4
+
+
 def test_zero_grad_zeros_keeps_gradients_alive_across_steps():
     est, real = _pair(zero_grad="zeros")
     _close(est, real)

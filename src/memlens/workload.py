@@ -385,8 +385,9 @@ class LoopPreset:
 
     - ``pytorch``: the canonical loop of PyTorch's tutorials (``pred = model(X);
       loss = loss_fn(pred, y); loss.backward(); optimizer.step(); optimizer.zero_grad()``):
-      the output is a local alive through backward; ``zero_grad`` frees (``set_to_none``
-      default since PyTorch 2.0, ``torch/optim/optimizer.py`` ``Optimizer.zero_grad``).
+      the output is a loop variable, alive through backward and through the next step's
+      forward until ``pred`` is rebound; ``zero_grad`` frees (``set_to_none`` default since
+      PyTorch 2.0, ``torch/optim/optimizer.py`` ``Optimizer.zero_grad``).
     - ``hf-trainer``: transformers' ``Trainer.training_step`` (``transformers/trainer.py``):
       ``compute_loss`` runs ``outputs = model(**inputs)`` and returns only ``outputs["loss"]``
       (the logits are released before ``accelerator.backward(loss)``); ``del inputs`` drops
@@ -616,12 +617,23 @@ class Workload:
     release_output: bool | None = option(
         None,
         help="The model output is released before backward, as the HF Trainer does, or kept "
-        "alive through backward, as out = model(x); loss = f(out) does (default: the loop's).",
+        "alive through backward and into the next step's forward, as the loop variable of "
+        "out = model(x); loss = f(out) is (default: the loop's).",
         group="loop",
         parse=_optional_flag,
         flag="--release-output/--keep-output",
         uses=_STEPS,
         training_only=True,
+    )
+    use_cache: bool | None = option(
+        None,
+        help="A Hugging Face model returns its key/value cache (past_key_values) from a "
+        "forward pass, held as long as the output is (default: the config's use_cache, "
+        "transformers' default on).",
+        group="loop",
+        parse=_optional_flag,
+        flag="--use-cache/--no-cache",
+        uses=_BUILDS,
     )
     step: UserStep | None = option(
         None,

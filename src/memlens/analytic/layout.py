@@ -244,6 +244,20 @@ def estimate_layout(
     seq, b = w.seq_len // lay.cp, w.batch
     sp = w.sequence_parallel
     attention = "eager" if w.attention == "eager" else "flash"
+    # checkpointed blocks run without the cache (transformers' GradientCheckpointingLayer;
+    # memlens's checkpointing strategy likewise)
+    cached = (shape.use_cache if w.use_cache is None else w.use_cache) and w.checkpoint != "blocks"
+    if recipe == "hf-llama" and cached:
+        unknowns.append(
+            "use_cache on: the key/value cache a forward returns (past_key_values) is not "
+            "in the closed form (transformers' cache classes copy or alias the keys and "
+            "values by version); the traced estimate has it, or pass use_cache=False"
+        )
+    if recipe == "hf-llama" and lay.pp > 1 and not w.preset.release_output:
+        unknowns.append(
+            "pipeline stages: the previous step's output held by the loop is not modelled "
+            "across a pipeline schedule"
+        )
     if recipe == "hf-llama":
         terms = act.hf_llama_terms(shape, seq, b, sizes.act, attention, autocast)
         if attention == "flash" and shape.kv_heads != shape.heads:
@@ -401,7 +415,8 @@ def estimate_layout(
                 )
             else:
                 inputs += inflight * 8 * seq * b  # input ids (int64; the labels when pp = 1)
-        head_acts = loss_temp = kept = 0
+        moments: dict[str, dict[str, int]] = {}
+        head_acts = loss_temp = kept = carried = loss_fwd = 0
         if last:
             head_terms = (
                 act.hf_llama_head(shape, seq, b, sizes.act, not w.preset.release_output, autocast)
@@ -415,6 +430,13 @@ def estimate_layout(
                 inputs += 8 * seq * b  # labels
             if recipe == "hf-llama" and not w.preset.release_output:
                 kept = _share(act.logits_term(shape, seq, b, sizes.act), lay.tp, sp, False)
+            if recipe == "hf-llama" and lay.pp == 1 and kept:
+                # the previous step's logits, alive until this forward returns; the loss
+                # inside it (labels given) upcasts the logits (``logits.float()``) and, under
+                # autocast, the final norm's fp32 output is alive until the model returns
+                carried = kept
+                loss_fwd = 4 * seq * b * shape.vocab if sizes.act != 4 else 0
+                loss_fwd += 4 * seq * b * shape.hidden if autocast else 0
         if recipe == "hf-llama":
             device_cats["buffers"] = 4 * (shape.head_dim // 2)  # rotary inv_freq (fp32)
             rotary = act.hf_llama_rotary(shape, seq, 4 if autocast else sizes.act)
@@ -423,7 +445,13 @@ def estimate_layout(
         base = dict(device_cats)
         base["inputs"] = inputs
         all_grads = base["gradients"] + (0 if grads_resident else grad_bytes)
-        moments: dict[str, dict[str, int]] = {}
+        if carried:  # the loss inside the model's forward (labels given)
+            loss_at = dict(
+                base, activations=inflight * mb_acts + head_acts + carried, temporaries=loss_fwd
+            )
+            loss_at["collectives"] += extra_fwd
+            loss_at["parameters"] += root_unsharded + held_fwd
+            moments["forward (loss)"] = loss_at
         start = dict(base, activations=inflight * mb_acts + head_acts, temporaries=loss_temp)
         start["collectives"] += extra_fwd
         start["parameters"] += root_unsharded + held_fwd

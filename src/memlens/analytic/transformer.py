@@ -48,6 +48,7 @@ class TransformerShape:
     dropout: bool = False  # any dropout probability > 0 (GPT-2's attn/resid/embd_pdrop)
     qkv_bias: bool = False  # Llama's ``attention_bias``; Qwen2 always
     o_bias: bool = False  # Llama's ``attention_bias`` (Qwen2's o_proj has none)
+    use_cache: bool = True  # the config's: a forward returns past_key_values (transformers')
 
     @classmethod
     def from_config(cls, config: dict[str, Any], name: str = "") -> TransformerShape:
@@ -71,6 +72,7 @@ class TransformerShape:
                     dropout=float(config.get("attention_dropout") or 0.0) > 0,
                     qkv_bias=kind == "qwen2" or bool(config.get("attention_bias")),
                     o_bias=kind != "qwen2" and bool(config.get("attention_bias")),
+                    use_cache=bool(config.get("use_cache", True)),
                 )
             if kind in GPT2_TYPES:
                 hidden = int(config["n_embd"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +22,53 @@ from memlens.workload import Workload
 
 PhaseHook = Callable[[Phase | None], None]
 LossFn = Callable[[Any, Inputs], torch.Tensor]
+
+
+@dataclass
+class Carry:
+    """What the loop around the step holds from one step into the next.
+
+    A training loop binds the step's output and loss to loop variables (``pred =
+    model(X); loss = loss_fn(pred, y)`` in PyTorch's tutorials, ``outputs = model(**batch)``
+    in transformers'), and ``for`` does not free them: the previous step's output (logits,
+    and a Hugging Face model's ``past_key_values`` when ``use_cache`` is on) stays alive
+    through the next forward pass, freed when the new output is bound to the same name (its
+    autograd graph was freed by ``backward``). A user's step function's return value is held
+    the same way (``result = step(model, batch, optimizer)`` in the caller's loop). One
+    :class:`Carry` per run of steps, shared by consecutive calls of :func:`run_step`.
+    """
+
+    output: Any = None
+    loss: Any = None
+
+
+def held_tensors(value: Any) -> list[torch.Tensor]:
+    """The tensors ``value`` holds: inside containers, a Hugging Face ``ModelOutput`` and
+    objects' attributes (a transformers ``Cache`` keeps its keys and values there)."""
+    found: list[torch.Tensor] = []
+    seen: set[int] = set()
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if v is None or isinstance(v, (str, bytes, int, float, bool)) or id(v) in seen:
+            continue
+        seen.add(id(v))
+        if isinstance(v, torch.Tensor):
+            found.append(v)
+        elif isinstance(v, dict):
+            stack += v.values()
+        elif isinstance(v, (list, tuple, set)):
+            stack += v
+        elif hasattr(v, "__dict__") and not isinstance(v, (type, nn.Module)):
+            stack += vars(v).values()
+    return found
+
+
+def returned_cache(output: Any) -> list[torch.Tensor]:
+    """The tensors of the key/value cache a Hugging Face model's forward returned
+    (``past_key_values``, with ``use_cache`` on)."""
+    cache = output.get("past_key_values") if isinstance(output, dict) else None
+    return held_tensors(cache)
 
 
 def _float_tensors(output: Any) -> list[torch.Tensor]:
@@ -201,10 +249,12 @@ def _user_step(
     optimizer: Any,
     on_phase: PhaseHook,
     strategies: StepStrategies,
+    carry: Carry,
 ) -> None:
     """The user's step function, called as ``fn(model, batch, optimizer)`` and traced as
     written (no autocast or loss scaling of memlens's: those are the function's own; a
-    CUDA autocast region of a step traced for a CUDA target on CPU tensors autocasts them)."""
+    CUDA autocast region of a step traced for a CUDA target on CPU tensors autocasts them).
+    What it returns is held until the next call returns (:class:`Carry`)."""
     assert workload.step is not None
     batch = user_batch(inputs)
     device_type, kind = _device_type(model, inputs), strategies.target_kind()
@@ -215,8 +265,8 @@ def _user_step(
     )
     on_phase(Phase.FORWARD)
     with _phases_of_user_step(optimizer, on_phase), aliased:
-        result = workload.step(model, batch, optimizer if workload.training else None)
-    del result, batch
+        carry.output = workload.step(model, batch, optimizer if workload.training else None)
+    del batch
     on_phase(None)
 
 
@@ -232,6 +282,7 @@ def run_step(
     scaler: torch.amp.GradScaler | None = None,
     checkpoint: list[list[str]] | None = None,
     recomputation: Recomputation = contextlib.nullcontext,
+    carry: Carry | None = None,
 ) -> None:
     """Forward (and for training: loss, backward, optimizer step, ``zero_grad``).
 
@@ -240,8 +291,10 @@ def run_step(
     by the count) and backward, gradients accumulating in ``.grad``; the optimizer steps
     after the last (through ``scaler`` for fp16 AMP). ``checkpoint`` names the module groups
     run under activation checkpointing, whose recomputations run inside ``recomputation()``
-    (the engine's recorder tells them apart). A micro-batch's output and loss are locals: they
-    are freed when it ends, as in a loop whose step function does not return them.
+    (the engine's recorder tells them apart). A training micro-batch's output and loss are
+    the loop's variables, held in ``carry`` into the next step (or micro-batch) until they
+    are rebound (:class:`Carry`); an inference forward's output is freed when it returns
+    (one call, as ``estimate --inference`` reports it).
 
     The loop preset (``workload.preset``, see :class:`~memlens.workload.LoopPreset`) says
     whether the output is released before backward, whether ``zero_grad`` frees or zeroes
@@ -249,17 +302,18 @@ def run_step(
     first micro-batch's forward and its backward, and whether gradients are clipped before
     the step. ``workload.step`` replaces all of this with the user's own function.
     """
+    carry = Carry() if carry is None else carry
     if workload.step is not None:
         with strategies.checkpointed(model, checkpoint or [], recomputation):
-            _user_step(model, inputs, workload, optimizer, on_phase, strategies)
+            _user_step(model, inputs, workload, optimizer, on_phase, strategies, carry)
         return
     amp = strategies.autocast(_device_type(model, inputs))
     if not workload.training:
         on_phase(Phase.FORWARD)
         with torch.no_grad(), amp:
-            output = model(*inputs.args, **inputs.kwargs)
+            carry.output = model(*inputs.args, **inputs.kwargs)
         on_phase(None)
-        del output
+        carry.output = None  # one forward call: its output is freed when it returns
         return
     assert optimizer is not None
     preset = workload.preset
@@ -268,13 +322,15 @@ def run_step(
         for micro in range(workload.grad_accum):
             on_phase(Phase.FORWARD)
             with amp:
-                output = model(*inputs.args, **inputs.kwargs)
+                # binding the new output frees the previous step's (alive until now)
+                carry.output = model(*inputs.args, **inputs.kwargs)
                 on_phase(Phase.LOSS)
-                loss = loss_fn(output, inputs)
+                loss = loss_fn(carry.output, inputs)
                 if workload.grad_accum > 1:
                     loss = loss / workload.grad_accum
+                carry.loss = loss
             if preset.release_output:
-                output = None  # HF compute_loss returns only the loss; Lightning's is a local
+                carry.output = None  # HF compute_loss returns only the loss; Lightning's: a local
             if preset.zero_grad_before_backward and micro == 0:
                 optimizer.zero_grad(set_to_none=set_to_none)  # Lightning's closure
             on_phase(Phase.BACKWARD)
@@ -294,4 +350,4 @@ def run_step(
                 if not preset.zero_grad_before_backward:
                     optimizer.zero_grad(set_to_none=set_to_none)
                 on_phase(None)
-            del output, loss
+            del loss

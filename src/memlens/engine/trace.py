@@ -1,9 +1,11 @@
 """Trace one step of a model on fake tensors into a :class:`Timeline`.
 
 Training is traced at steady state: a warm-up step runs first (it creates the optimizer
-state), then the next step is traced; the warm-up step's timeline is kept as
-``first_step``. The trace follows the target's behaviour where it differs from the CPU's
-(its kernel rules, attention kernels and autocast lists: :mod:`memlens.engine.targets`).
+state, and its output and loss are the loop's variables the traced step starts with:
+:class:`~memlens.engine.step.Carry`), then the next step is traced; the warm-up step's
+timeline is kept as ``first_step``. The trace follows the target's behaviour where it
+differs from the CPU's (its kernel rules, attention kernels and autocast lists:
+:mod:`memlens.engine.targets`).
 The workload's strategies come in as a :class:`~memlens.engine.protocol.StepStrategies`
 object, applied to the fake model exactly as the measurer applies them to the real one.
 """
@@ -22,7 +24,7 @@ from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.rules import Rules
 from memlens.engine.shadow import Read, Reads
-from memlens.engine.step import default_loss, run_step, user_loss
+from memlens.engine.step import Carry, default_loss, returned_cache, run_step, user_loss
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
 from memlens.targets import Target
@@ -92,6 +94,8 @@ def trace(
             optimizer = strategies.optimizer(trainable, recorder.host)
             scaler = strategies.scaler("cpu")  # the fake tensors are CPU tensors
 
+    carry = Carry()  # the loop's variables, from the warm-up step into the traced one
+
     def label_gradients() -> None:
         for p in trainable:
             if p.grad is not None:
@@ -108,6 +112,8 @@ def trace(
                 _label_optimizer_state(recorder, optimizer, scaler, strategies, target)
             else:
                 recorder.label_survivors(Phase.FORWARD, Category.ACTIVATIONS)
+                for t in returned_cache(carry.output):  # use_cache on: the returned cache
+                    recorder.set_category(t, Category.KV_CACHE)
         if phase is not None:
             recorder.set_phase(phase)
 
@@ -123,6 +129,7 @@ def trace(
             scaler=scaler,
             checkpoint=applied.checkpoint,
             recomputation=recorder.recomputation,
+            carry=carry,
         )
 
     first_step = None

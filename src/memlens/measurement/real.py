@@ -13,8 +13,8 @@ from torch import nn
 
 from memlens.engine.build import skip_init
 from memlens.engine.protocol import Applied, StepStrategies
-from memlens.engine.step import LossFn, default_loss, run_step, user_loss
-from memlens.sources.base import Inputs, ModelSpec
+from memlens.engine.step import Carry, LossFn, default_loss, held_tensors, run_step, user_loss
+from memlens.sources.base import Inputs, ModelSpec, building
 from memlens.workload import Workload
 
 
@@ -30,9 +30,11 @@ class RealStep:
     strategies: StepStrategies
     scaler: torch.amp.GradScaler | None = None
     applied: Applied = field(default_factory=Applied)
+    carry: Carry = field(default_factory=Carry)  # the loop's variables between steps
 
     def run(self, workload: Workload) -> None:
-        """One step of ``workload``: what the engine traces."""
+        """One step of ``workload``: what the engine traces (the previous step's output and
+        loss alive until this one rebinds them)."""
         run_step(
             self.model,
             self.inputs,
@@ -42,6 +44,7 @@ class RealStep:
             strategies=self.strategies,
             scaler=self.scaler,
             checkpoint=self.applied.checkpoint,
+            carry=self.carry,
         )
 
 
@@ -55,7 +58,7 @@ def build_real(
     """Build on ``device`` (weights left uninitialised: values never change memory) and
     apply the workload's strategies as the engine does."""
     dev = torch.device(device)
-    with dev, skip_init():
+    with dev, skip_init(), building(workload):  # as the engine builds it (attention, cache)
         model = spec.build()
     if spec.source == "module":
         model = copy.deepcopy(model)  # the user's own instance: strategies must not touch it
@@ -74,8 +77,9 @@ def build_real(
 
 def live_bytes(step: RealStep) -> int:
     """Bytes of the distinct storages alive before a step: parameters, buffers, inputs,
-    optimizer and loss-scaler state, and gradients that outlive a step (``zero_grad`` that
-    zeroes, or a user's step that zeroes them at its start)."""
+    optimizer and loss-scaler state, gradients that outlive a step (``zero_grad`` that
+    zeroes, or a user's step that zeroes them at its start), and the previous step's output
+    and loss the loop still holds (:class:`~memlens.engine.step.Carry`)."""
     tensors: list[torch.Tensor] = [*step.model.parameters(), *step.model.buffers()]
     tensors += [p.grad for p in step.model.parameters() if p.grad is not None]
     tensors += step.inputs.tensors()
@@ -83,6 +87,7 @@ def live_bytes(step: RealStep) -> int:
         for state in step.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     tensors += step.strategies.scaler_state(step.scaler)
+    tensors += held_tensors((step.carry.output, step.carry.loss))
     seen: dict[int, int] = {}
     for t in tensors:
         if t.device.type == step.device.type:

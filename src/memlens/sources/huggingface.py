@@ -3,8 +3,10 @@
 A model comes from a ``config.json`` file, a folder holding one, a Hub id (``org/name``: only
 its ``config.json``, from the local Hugging Face cache or else downloaded), or a config bundled
 with memlens (:mod:`memlens.sources.bundled`). The module is built with ``from_config`` in
-float32 (the workload's precision decides the step's dtypes) and ``use_cache=False``: a
-step holds no KV cache, which is the ``kv_cache`` category's business, not the activations'.
+float32 (the workload's precision decides the step's dtypes) and the config's ``use_cache``
+unless the workload's ``use_cache`` says otherwise: with it on (transformers' default) a
+forward pass returns every layer's keys and values in ``past_key_values``, held as long as
+the output is (by the training loop: :class:`memlens.engine.step.Carry`).
 Attention code (:func:`attn_implementation`): the workload's ``attention`` option (``eager``
 builds with ``attn_implementation="eager"``, ``sdpa``/``flash``/``mem-efficient`` with
 ``"sdpa"``, whose kernel the engine then picks); with ``auto``, the config's own
@@ -518,8 +520,8 @@ def spec_from_config(
         workload = build_workload()
         attn = attn_implementation(full_cfg, workload.attention if workload else "auto")
         kwargs = {"attn_implementation": attn} if attn is not None else {}
-        if hasattr(c, "use_cache"):
-            c.use_cache = False
+        if hasattr(c, "use_cache") and workload is not None and workload.use_cache is not None:
+            c.use_cache = workload.use_cache
         if chosen == "seq-cls" and getattr(c, "pad_token_id", None) is None:
             c.pad_token_id = 0  # lets a decoder find each row's last token at batch > 1
         if detect_fake_mode() is None:

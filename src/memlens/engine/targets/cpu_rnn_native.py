@@ -137,62 +137,13 @@ def _full_bidirectional(x: Tensor, hidden: Hidden, cells: tuple[_Cell, _Cell]):
     return torch.cat([fw_output, rev_output], fw_output.dim() - 1), (fw_hidden, rev_hidden)
 
 
-class _Shared:
-    """The gradient autograd accumulates for a tensor narrowed once per step."""
-
-    def __init__(self, uses: int) -> None:
-        self.left = uses
-        self.buffer: Tensor | None = None
-
-
-class _Narrow(torch.autograd.Function):
-    """``narrow`` whose gradients accumulate as a real run's autograd engine adds them.
-
-    Each step's ``narrow`` of ``input_w`` has a ``slice_backward`` (zeros of ``input_w``'s
-    shape, the step's gradient copied in: FunctionsManual.cpp). ``InputBuffer::accumulate``
-    (torch/csrc/autograd/input_buffer.cpp) adds them in place, ``old_var.add_(var)``, when it
-    holds the last reference to a dense buffer and neither is "tensor-subclass-like"; under a
-    dispatch mode every tensor is, so a traced backward would allocate one more
-    ``input_w``-sized sum per step. Here the first gradient to arrive is the buffer autograd
-    receives and the others are added into it in place, as in the real run.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, start: int, length: int, shared: _Shared) -> Tensor:  # type: ignore[override]
-        ctx.start, ctx.length, ctx.shared, ctx.shape = start, length, shared, x.shape
-        return x.narrow(0, start, length)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
-        full = torch.zeros(ctx.shape, dtype=grad.dtype, device=grad.device)
-        full.narrow(0, ctx.start, ctx.length).copy_(grad)
-        shared = ctx.shared
-        shared.left -= 1
-        if shared.buffer is None:
-            shared.buffer = full if shared.left else None
-            return full, None, None, None
-        shared.buffer.add_(full)
-        if not shared.left:
-            shared.buffer = None
-        return None, None, None, None
-
-
-def _narrowing(input_w: Tensor, steps: int) -> Callable[[int, int], Tensor]:
-    """``input_w.narrow(0, start, length)`` for each of ``steps`` steps."""
-    if not (torch.is_grad_enabled() and input_w.requires_grad):
-        return lambda start, length: input_w.narrow(0, start, length)
-    shared = _Shared(steps)
-    return lambda start, length: _Narrow.apply(input_w, start, length, shared)
-
-
 def _packed_layer(x: Tensor, sizes: list[int], hidden: Hidden, cell: _Cell):
     """``PackedLayer``: finished sequences' states are sliced off as the batch shrinks."""
     step_outputs, hiddens = [], []
     offset, last = 0, sizes[0]
     input_w = cell.linear_ih(x)
-    narrow = _narrowing(input_w, len(sizes))
     for size in sizes:
-        step_input = narrow(offset, size)
+        step_input = input_w.narrow(0, offset, size)
         offset += size
         dec = last - size
         if dec > 0:
@@ -212,12 +163,11 @@ def _reversed_packed_layer(x: Tensor, sizes: list[int], hidden: Hidden, cell: _C
     step_outputs = []
     offset, last = x.size(0), sizes[-1]
     input_w = cell.linear_ih(x)
-    narrow = _narrowing(input_w, len(sizes))
     state = _slice(hidden, 0, sizes[-1])
     for size in reversed(sizes):
         if size - last > 0:
             state = _concat([state, _slice(hidden, last, size)])
-        step_input = narrow(offset - size, size)
+        step_input = input_w.narrow(0, offset - size, size)
         offset -= size
         last = size
         state = cell(step_input, state, True)

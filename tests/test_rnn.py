@@ -1,6 +1,7 @@
 """Recurrent layers against real CPU runs: LSTM (oneDNN's workspace and scratchpads,
-engine/targets/cpu_rnn.py), GRU and vanilla RNN (PyTorch's own cells), uni- and
-bidirectional, one to three layers, with embeddings and packed sequences."""
+engine/targets/cpu_rnn.py), GRU and vanilla RNN (PyTorch's own cells, run as RNN.cpp runs them:
+engine/targets/cpu_rnn_native.py), uni- and bidirectional, one to three layers, batch-first,
+with embeddings and packed sequences."""
 
 from __future__ import annotations
 
@@ -16,24 +17,29 @@ VOCAB, EMBED, HIDDEN, BATCH, SEQ = 500, 24, 32, 4, 12
 
 
 class Tagger(nn.Module):
-    """Embedding, a recurrent stack and a per-token classifier; ``packed``: sequences of
-    decreasing lengths go through ``pack_padded_sequence``."""
+    """Embedding, a recurrent stack and a per-token classifier over ``(seq, batch)`` tokens;
+    ``packed``: sequences of decreasing lengths (given as a list) go through
+    ``pack_padded_sequence`` and come back padded to ``SEQ``."""
 
-    def __init__(self, cell: str, layers: int, bidirectional: bool, packed: bool) -> None:
+    def __init__(
+        self, cell: str, layers: int, bidirectional: bool, packed: bool, batch_first: bool = False
+    ) -> None:
         super().__init__()
-        self.packed = packed
+        self.packed, self.batch_first = packed, batch_first
         self.embed = nn.Embedding(VOCAB, EMBED)
         rnn = getattr(nn, cell)
-        self.rnn = rnn(EMBED, HIDDEN, num_layers=layers, bidirectional=bidirectional)
+        self.rnn = rnn(
+            EMBED, HIDDEN, num_layers=layers, bidirectional=bidirectional, batch_first=batch_first
+        )
         self.head = nn.Linear(HIDDEN * (2 if bidirectional else 1), 5)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        x = self.embed(tokens)  # (seq, batch, embed)
+        x = self.embed(tokens.t() if self.batch_first else tokens)
         if not self.packed:
             return self.head(self.rnn(x)[0])
-        lengths = torch.arange(SEQ, SEQ - BATCH, -1)  # decreasing, as enforce_sorted wants
-        y, _ = self.rnn(pack_padded_sequence(x, lengths))
-        return self.head(pad_packed_sequence(y)[0])
+        lengths = [SEQ - SEQ * i // BATCH for i in range(BATCH)]  # 12, 9, 6, 3
+        y, _ = self.rnn(pack_padded_sequence(x, lengths, batch_first=self.batch_first))
+        return self.head(pad_packed_sequence(y, self.batch_first, total_length=SEQ)[0])
 
 
 def _tokens() -> tuple[torch.Tensor]:
@@ -41,29 +47,74 @@ def _tokens() -> tuple[torch.Tensor]:
 
 
 CASES = [
-    ("LSTM", 1, False, False),
-    ("LSTM", 2, True, False),
-    ("LSTM", 3, False, False),
-    ("GRU", 1, True, False),
-    ("GRU", 3, False, False),
+    ("LSTM", 1, False, False, False),
+    ("LSTM", 2, True, False, False),
+    ("LSTM", 3, False, False, False),
+    ("GRU", 1, True, False, True),  # batch_first: the input projection adds its bias in place
+    ("GRU", 3, False, False, False),
+    ("RNN", 2, False, False, True),
+    ("LSTM", 1, True, True, True),  # packed: RNN.cpp's packed layers, not oneDNN
+    ("GRU", 2, False, True, False),
 ]
 
 
-@pytest.mark.parametrize(("cell", "layers", "bi", "packed"), CASES)
-@pytest.mark.parametrize("mode", ["inference", "train"])
-def test_recurrent_models_match_real_cpu_runs(cell, layers, bi, packed, mode) -> None:
-    def build() -> nn.Module:
-        return Tagger(cell, layers, bi, packed)
-
-    kwargs = {"mode": mode, "batch": BATCH, "inputs": _tokens}
-    if mode == "train":
-        kwargs["optimizer"] = "adam"
-    est = memlens.estimate(build, device="cpu", **kwargs)
-    real = memlens.measure(build, device="cpu", **kwargs)
+def _close(model, **kwargs) -> None:
+    est = memlens.estimate(model, device="cpu", **kwargs)
+    real = memlens.measure(model, device="cpu", **kwargs)
     assert abs(est.peak_bytes - real.peak_bytes) <= 0.01 * real.peak_bytes, (
         est.peak_bytes,
         real.peak_bytes,
     )
+
+
+@pytest.mark.parametrize(("cell", "layers", "bi", "packed", "batch_first"), CASES)
+@pytest.mark.parametrize("mode", ["inference", "train"])
+def test_recurrent_models_match_real_cpu_runs(cell, layers, bi, packed, batch_first, mode) -> None:
+    def build() -> nn.Module:
+        return Tagger(cell, layers, bi, packed, batch_first)
+
+    kwargs = {"mode": mode, "batch": BATCH, "inputs": _tokens}
+    if mode == "train":
+        kwargs["optimizer"] = "adam"
+    _close(build, **kwargs)
+
+
+class _Unsorted(nn.Module):
+    """Lengths read from the padding of real tokens, unsorted (``enforce_sorted=False``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(300, EMBED, padding_idx=0)
+        self.rnn = nn.LSTM(EMBED, HIDDEN, batch_first=True)
+        self.head = nn.Linear(HIDDEN, 5)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        lengths = (tokens != 0).sum(1)
+        packed = pack_padded_sequence(self.embed(tokens), lengths, True, enforce_sorted=False)
+        out = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=14)[0]
+        return self.head(out)
+
+
+def test_packed_lengths_from_real_inputs_match_a_real_cpu_run() -> None:
+    """Lengths the trace reads from the real tokens; sorting, packing (its backward: one
+    zero-filled gradient, a copy per step) and padding as PackedSequence.cpp runs them."""
+    lengths = (7, 12, 3, 10, 7)
+    tokens = torch.randint(1, 300, (len(lengths), 14))
+    for row, length in enumerate(lengths):
+        tokens[row, length:] = 0
+    _close(_Unsorted, mode="train", optimizer="sgd-momentum", batch=5, inputs=(tokens,))
+
+
+def test_packed_lengths_without_values_are_refused_in_one_line() -> None:
+    """Token values the trace does not have (inputs made on fake tensors): no lengths."""
+    with pytest.raises(memlens.TraceError, match="lengths depend on input values"):
+        memlens.estimate(
+            _Unsorted,
+            device="cpu",
+            mode="inference",
+            batch=BATCH,
+            inputs=lambda: (torch.randint(0, VOCAB, (BATCH, SEQ)),),
+        )
 
 
 @pytest.mark.parametrize(

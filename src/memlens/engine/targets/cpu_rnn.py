@@ -1,8 +1,8 @@
 """oneDNN LSTM on CPU: the workspace kept for backward and the buffers inside each layer call.
 
 On CPU, ``at::lstm`` sends a float LSTM to oneDNN when mkldnn is enabled
-(``use_mkldnn`` in aten/src/ATen/native/RNN.cpp; GRU and vanilla RNN run PyTorch's own
-cells, ATen ops the trace already sees). Each layer and direction is one
+(``use_mkldnn`` in aten/src/ATen/native/RNN.cpp; GRU, vanilla RNN and packed sequences run
+PyTorch's own cells, :mod:`.cpu_rnn_native`). Each layer and direction is one
 ``mkldnn_rnn_layer`` call (aten/src/ATen/native/mkldnn/RNN.cpp): with grad mode on it
 returns, besides the output and final states, a ``workspace`` of
 ``pd.workspace_desc().get_size()`` bytes that autograd keeps for

@@ -20,10 +20,12 @@ composite: a dispatch mode sees the ATen ops they call, but two things differ un
 :class:`NativeRNN` runs these ``torch._VF`` calls as the C++ does, in the same order, with the
 same in-place ops and the same lifetimes (a C++ local dies at the end of its scope; here at
 the same point), reading ``batch_sizes`` and the sequence lengths from their real shadows
-(:mod:`memlens.engine.shadow`): lengths computed from the inputs, or given as tensors, have
-them. ``_pack_padded_sequence`` (``CompositeExplicitAutograd``, its backward
-``_pack_padded_sequence_backward``) is an autograd function here with the same forward and
-backward ops. oneDNN's LSTM (``mkldnn_rnn_layer``) stays a C++ call (:mod:`.cpu_rnn`).
+(:mod:`memlens.engine.shadow`): lengths given as a list or computed from constants or from
+real inputs (``inputs=``) have them; lengths of values the trace lacks are refused
+(:class:`TraceError`), not guessed. ``_pack_padded_sequence`` (``CompositeExplicitAutograd``,
+its backward ``_pack_padded_sequence_backward``) is an autograd function here with the same
+forward and backward ops. oneDNN's LSTM (``mkldnn_rnn_layer``) stays a C++ call
+(:mod:`.cpu_rnn`). A CUDA target runs these layers in cuDNN; its trace follows this CPU path.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from memlens.measurement.opdiff import FLOOR, Call, Calls, TensorMeta, collect, replay
+from memlens.measurement.opdiff import FLOOR, Call, Calls, collect, replay
 
 HERE = Path(__file__).resolve().parent
 MODES: list[dict[str, Any]] = [{"mode": "inference"}, {"mode": "train", "optimizer": "adam"}]
@@ -43,31 +43,10 @@ class Reason:
     why: str
 
 
-def _depthwise_gradient_on_small_input(c: Call) -> bool:
-    """``convolution_backward`` of a depthwise convolution asked for its weight gradient, on
-    an input shorter than ``jit_uni_dw``'s ``min_ih`` (its filter height, plus the top padding's
-    remainder modulo the stride)."""
-    x, w, stride, padding, groups, mask = (c.args[i] for i in (1, 2, 4, 5, 9, 10))
-    if not (isinstance(x, TensorMeta) and isinstance(w, TensorMeta)) or len(x.shape) != 4:
-        return False
-    depthwise = groups > 1 and x.shape[1] == groups == w.shape[0]
-    return depthwise and bool(mask[1]) and x.shape[2] < w.shape[2] + (-padding[0]) % stride[0]
-
-
-#: Known causes of reported calls, each a kernel no CPU rule models yet.
-REASONS = [
-    Reason(
-        "convolution_backward.default",
-        _depthwise_gradient_on_small_input,
-        "oneDNN's depthwise weight-gradient kernel refuses an input shorter than its filter "
-        "(`jit_uni_dw_conv_bwd_weights_kernel_t::init_conf`, src/cpu/x64/"
-        "jit_uni_dw_conv_kernel_utils.cpp in oneDNN: `jcp.ih >= min_ih`), so a 3x3 depthwise "
-        "gradient on 1x1 or 2x2 maps falls to `gemm_convolution_bwd_weights_t` and its "
-        "scratchpad; `cpu_onednn_conv._direct_weight_grad` tests only that init_conf's filter "
-        "width, stride and paddings, so the rule counts the direct kernel's buffers (its gemm "
-        "branch, `_gemm_weight_grad_scratchpad`, gives both calls' real peaks to the byte)",
-    ),
-]
+#: Known causes of reported calls, each a kernel no CPU rule models yet (none left over the
+#: broad zoo: the last, 3x3 depthwise weight gradients on maps smaller than the filter falling
+#: to oneDNN's gemm kernel, is modelled in ``cpu_onednn_conv._direct_weight_grad``).
+REASONS: list[Reason] = []
 
 
 def reason(c: Call) -> str | None:

@@ -141,3 +141,30 @@ def test_embedding_bag_backward_rule_matches_the_allocator(
     func = aten._embedding_bag_backward.default
     args = (grad, indices, offsets, *fwd[1:], rows, False, mode, False, weights, -1)
     assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "channels_last"])
+@pytest.mark.parametrize("op", ["bilinear", "nearest"])
+def test_upsample_backward_rules_match_the_allocator(op, layout) -> None:
+    grad = {
+        "contiguous": torch.randn(2, 256, 4, 4),
+        "strided": torch.randn(2, 256, 5, 4)[:, :, :4],  # a slice of a concatenation's gradient
+        "channels_last": torch.randn(2, 256, 4, 4).contiguous(memory_format=torch.channels_last),
+    }[layout]
+    if op == "bilinear":
+        func, args = (
+            aten.upsample_bilinear2d_backward.default,
+            (grad, (4, 4), (2, 256, 2, 2), False),
+        )
+    else:
+        func, args = aten.upsample_nearest2d_backward.default, (grad, (4, 4), (2, 256, 2, 2))
+    assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
+
+
+@pytest.mark.parametrize("dims", [(), (1,), (1, 2), (0, 1, 2)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_roll_rule_matches_the_allocator(dims, strided) -> None:
+    x = torch.randn(2, 8, 8, 48).transpose(1, 2) if strided else torch.randn(2, 8, 8, 48)
+    shifts = (-2,) * len(dims) if dims else (3,)
+    func, args = aten.roll.default, (x, shifts, dims)
+    assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))

@@ -14,6 +14,12 @@ vector of the output's length (``HelperInterpNearest`` / ``HelperInterpLinear
 ::compute_indices_weights``; nearest's weight is a placeholder). The 3-D kernels take the
 channels-last path only for channels-last inputs (no copy); they and the 1-D ones are not
 ruled (index vectors of a few KiB).
+
+The 2-D backward kernels (``upsample_*2d_backward_kernel_impl``, UpSampleMoreKernel.cpp) run
+the channels-last kernel when the incoming gradient is channels-last contiguous, else
+``cpu_upsample_linear_backward`` / ``cpu_upsample_nearest_backward``, which take
+``grad_output_.contiguous()`` (and of ``grad_input_``, allocated in the gradient's format):
+a strided gradient (a slice of a concatenation's gradient) is copied for the call.
 """
 
 from __future__ import annotations
@@ -57,3 +63,17 @@ def upsample_bilinear2d(call: OpCall) -> list[int]:
     if call.device != "cpu" or x.dtype == torch.uint8:
         return []
     return _inside(x, out, 2, forced=torch.get_num_threads() == 1 and x.shape[1] == 3)
+
+
+@register_rule(
+    aten.upsample_bilinear2d_backward.default,
+    aten.upsample_nearest2d_backward.default,
+    aten._upsample_nearest_exact2d_backward.default,
+)
+def upsample2d_backward(call: OpCall) -> list[int]:
+    grad, out = call.args[0], call.out
+    if call.device != "cpu":
+        return []
+    fmt = _CL if grad.is_contiguous(memory_format=_CL) else torch.contiguous_format
+    copies = sum(0 if t.is_contiguous(memory_format=fmt) else _bytes(t) for t in (grad, out))
+    return [out.untyped_storage().nbytes() + copies] if copies else []

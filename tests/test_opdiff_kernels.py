@@ -1,6 +1,6 @@
 """CPU rules of ops the op-level differential test found unmodelled (memlens.engine.targets
-.cpu_upsample, .cpu_embedding, .cpu_pool, .cpu_index): one real call's allocator peak against
-the outputs plus what the rule says the kernel allocates inside."""
+.cpu_upsample, .cpu_embedding, .cpu_pool, .cpu_index, .cpu_batch_norm): one real call's
+allocator peak against the outputs plus what the rule says the kernel allocates inside."""
 
 from __future__ import annotations
 
@@ -168,3 +168,30 @@ def test_roll_rule_matches_the_allocator(dims, strided) -> None:
     shifts = (-2,) * len(dims) if dims else (3,)
     func, args = aten.roll.default, (x, shifts, dims)
     assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "1x1", "2d", "3d", "strided"])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_norm_rule_matches_the_allocator(layout, training, affine, threads) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        c = 256
+        x = {
+            "contiguous": lambda: torch.randn(4, c, 8, 8),
+            "channels_last": lambda: torch.randn(4, c, 8, 8).contiguous(
+                memory_format=torch.channels_last
+            ),
+            "1x1": lambda: torch.randn(4, c, 1, 1),
+            "2d": lambda: torch.randn(16, c),
+            "3d": lambda: torch.randn(4, c, 10),
+            "strided": lambda: _strided((4, c, 8, 8)).normal_(),
+        }[layout]()
+        w, b = (torch.randn(c), torch.randn(c)) if affine else (None, None)
+        func = aten.native_batch_norm.default
+        args = (x, w, b, torch.randn(c), torch.rand(c), training, 0.1, 1e-5)
+        assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
+    finally:
+        torch.set_num_threads(before)

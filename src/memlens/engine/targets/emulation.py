@@ -78,6 +78,7 @@ from typing import Any
 
 from memlens.engine.rules import Rule, Rules, rules_of
 from memlens.engine.targets import (
+    cpu_batch_norm,
     cpu_conv,
     cpu_embedding,
     cpu_fft,
@@ -123,6 +124,7 @@ def _chain(fns: list[Rule]) -> Rule:
 #: Kernel-rule sets by :attr:`Target.kernel_rules`.
 RULE_SETS: dict[str, Rules] = {
     "cpu": rules_of(
+        cpu_batch_norm,
         cpu_conv,
         cpu_embedding,
         cpu_fft,

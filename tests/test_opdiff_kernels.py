@@ -1,6 +1,7 @@
 """CPU rules of ops the op-level differential test found unmodelled (memlens.engine.targets
-.cpu_upsample, .cpu_embedding, .cpu_pool, .cpu_index, .cpu_batch_norm): one real call's
-allocator peak against the outputs plus what the rule says the kernel allocates inside."""
+.cpu_upsample, .cpu_embedding, .cpu_pool, .cpu_index, .cpu_batch_norm, .cpu_group_norm): one
+real call's allocator peak against the outputs plus what the rule says the kernel allocates
+inside."""
 
 from __future__ import annotations
 
@@ -195,3 +196,19 @@ def test_batch_norm_rule_matches_the_allocator(layout, training, affine, threads
         assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided_grad"])
+@pytest.mark.parametrize("mask", [(True, True, True), (True, False, False), (False, True, True)])
+def test_group_norm_backward_rule_matches_the_allocator(layout, mask) -> None:
+    n, c, hw, groups = 2, 128, 4, 8
+    x, grad = torch.randn(n, c, hw, hw), torch.randn(n, c, hw, hw)
+    if layout == "channels_last":
+        x, grad = (t.contiguous(memory_format=torch.channels_last) for t in (x, grad))
+    elif layout == "strided_grad":
+        grad = _strided((n, c, hw, hw)).normal_()
+    mean, rstd, weight = torch.randn(n, groups), torch.rand(n, groups), torch.randn(c)
+    func = aten.native_group_norm_backward.default
+    args = (grad, x, mean, rstd, weight, n, c, hw * hw, groups, list(mask))
+    out = tuple(t for t in func(*args) if t is not None)
+    assert _predicted(func, args, out) == allocator_peak(lambda: func(*args))

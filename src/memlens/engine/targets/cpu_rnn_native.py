@@ -41,6 +41,7 @@ from torch.utils._python_dispatch import _disable_current_modes, _get_current_di
 
 from memlens._errors import TraceError
 from memlens.engine.recorder import RecordingMode
+from memlens.engine.shadow import Shadows
 
 Hidden = Any  # a Tensor, or (h, c) for an LSTM
 Params = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]
@@ -304,14 +305,22 @@ def _onednn_lstm(args: tuple) -> bool:
     return False
 
 
+def _shadows() -> Shadows | None:
+    """The shadows of the dispatch mode running the model: the recorder's, or those of a
+    mode that keeps its own (``memlens.layers``' FLOP counter)."""
+    for mode in reversed(_get_current_dispatch_mode_stack()):
+        owner = mode.recorder if isinstance(mode, RecordingMode) else mode
+        if isinstance(getattr(owner, "shadows", None), Shadows):
+            return owner.shadows
+    return None
+
+
 def _shadow(t: Tensor) -> Tensor | None:
-    """The real value of ``t`` from the recording mode's shadows, if it has one."""
+    """The real value of ``t``, if it has one."""
     if not isinstance(t, torch._subclasses.FakeTensor):
         return t
-    for mode in _get_current_dispatch_mode_stack():
-        if isinstance(mode, RecordingMode):
-            return mode.recorder.shadows.get(t)
-    return None
+    shadows = _shadows()
+    return shadows.get(t) if shadows is not None else None
 
 
 def _values(t: Tensor, what: str) -> list[int]:
@@ -330,11 +339,11 @@ def _values(t: Tensor, what: str) -> list[int]:
 def _seeded(values: list[int]) -> Tensor:
     """A new int64 tensor (``at::empty``, as the C++ allocates it) whose shadow is ``values``."""
     out = torch.empty(len(values), dtype=torch.int64)
-    for mode in _get_current_dispatch_mode_stack():
-        if isinstance(mode, RecordingMode):
-            with _disable_current_modes():
-                real = torch.tensor(values, dtype=torch.int64)
-            mode.recorder.shadows.seed(out, real)
+    shadows = _shadows()
+    if shadows is not None:
+        with _disable_current_modes():
+            real = torch.tensor(values, dtype=torch.int64)
+        shadows.seed(out, real)
     return out
 
 

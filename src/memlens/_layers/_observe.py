@@ -26,6 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_mod
 from memlens.engine.build import Built
 from memlens.engine.flops import count_flops
 from memlens.engine.shadow import Shadows
+from memlens.engine.targets.cpu_rnn_native import NativeRNN
 
 aten = torch.ops.aten
 
@@ -130,7 +131,8 @@ def observe(built: Built, training: bool) -> Observation:
     counter = _FlopCounter(stack)
     try:
         saving = torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t)
-        with built.mode, counter, saving, torch.set_grad_enabled(training):
+        native = NativeRNN()  # recurrent layers and packed sequences as ATen runs them
+        with built.mode, counter, native, saving, torch.set_grad_enabled(training):
             model(*inputs.args, **inputs.kwargs)
     finally:
         for h in handles:

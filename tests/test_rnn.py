@@ -163,3 +163,18 @@ def test_cuda_target_lists_the_cudnn_reserve_space() -> None:
         lambda: Tagger("LSTM", 1, False, False), device="cuda", batch=BATCH, inputs=_tokens
     )
     assert any("cudnnGetRNNTempSpaceSizes" in u for u in est.unknowns)
+
+
+def test_layers_and_activations_run_packed_sequences() -> None:
+    """``memlens.layers`` observes under its own dispatch mode: packed layers run there too."""
+
+    def build() -> nn.Module:
+        return Tagger("LSTM", 1, True, True, True)
+
+    report = memlens.layers(build, batch=BATCH, inputs=_tokens)
+    rnn = next(row for row in report.rows if row.path == "rnn")
+    packed_rows = sum(SEQ - SEQ * i // BATCH for i in range(BATCH))  # 12 + 9 + 6 + 3
+    assert rnn.output_shapes[:2] == [(packed_rows, 2 * HIDDEN), (SEQ,)]  # data, batch_sizes
+    act = memlens.activations(build, device="cpu", batch=BATCH, inputs=_tokens)
+    est = memlens.estimate(build, device="cpu", mode="inference", batch=BATCH, inputs=_tokens)
+    assert act.peak_bytes == est.peak_bytes

@@ -173,6 +173,12 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
             "gradients: fp32 accumulators about the size of the fp32 weight gradient, plus "
             "per-thread buffers) that are not modelled"
         )
+        if any(b.op == "aten.mkldnn_rnn_layer" for b in result.timeline.blocks):
+            notes.append(
+                "half-precision LSTMs run oneDNN's brgemm RNN: the workspace kept for backward "
+                "is modelled, its weight reorders and scratchpads are not "
+                "(engine/targets/cpu_rnn.py)"
+            )
     if "bf16" in workload.precision and not target.bf16:
         notes.append(
             f"{target.name} has no native bfloat16 arithmetic (compute capability below 8.0): "

@@ -107,6 +107,7 @@ def test_channels_last_depthwise_rules_match_the_allocator(n, c, hw, k, p, bias)
 # channels-last regular convolutions (brgconv): (batch, in, size, out, kernel, stride, padding)
 CL_REGULAR = [
     (2, 96, 4, 192, 2, 2, 0),  # ConvNeXt's downsampling: weight copy, Acdb32a weights
+    (2, 96, 2, 192, 2, 2, 0),  # to a 1x1 map: exec_trans's input buffer and mask
     (2, 3, 32, 48, 4, 4, 0),  # 48 outputs on a small input: 32-blocks pad them to 64
     (2, 3, 64, 48, 4, 4, 0),  # a large input admits 48-blocks
     (2, 64, 8, 144, 3, 1, 1),  # unit stride: the input gradient is a forward brgconv

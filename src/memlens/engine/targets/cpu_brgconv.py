@@ -32,9 +32,11 @@ channels). The block only matters where it does not divide the channels. AVX2's
 channels, 32 for 192): its forward is modelled where every candidate pads alike (channels
 a multiple of 96, as ConvNeXt's), its backward (``gemm`` weight gradient on ``nxc``) not.
 
-Not modelled (``None``): problems that try ``exec_trans`` (a transposed-input buffer: a
-one-wide output of a one-wide filter, counted after :func:`_width_fold`, one input channel
-(``relo``), strided or padded 1x1 filters (``rtus``)), filters of more than 102 taps,
+A one-wide output of a one-wide filter (counted after :func:`_width_fold`: ConvNeXt's
+downsampling to a 1x1 map) tries ``exec_trans``, whose input buffer and mask are modelled
+where their sizes are known (:func:`_trans_buffers`). Not modelled (``None``): other
+``exec_trans`` problems (one input channel (``relo``), strided or padded 1x1 filters
+(``rtus``), unit height strides), filters of more than 102 taps,
 groups, dilation and ``ip_convolution`` (a filter covering the whole input, more than 27
 taps). ``exec_trans`` and ``ip_convolution`` are AVX-512's only.
 """
@@ -129,14 +131,18 @@ def forward(
     wide = avx512()
     fold = _width_fold(i, iw, kw, stride[1], padding[1], ow, 16 if wide else 8)
     ic, kw_f = i * fold, kw // fold
-    # exec_trans (AVX-512 only): os blocking of a 1-wide output, relo of one channel
-    if wide and not one_by_one and ((kw_f == 1 and ow == 1) or (ic == 1 and kw_f * kh > 1)):
-        return None
-    if kh * kw_f * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
-        return None
     ip_like = oh == ow == 1 and not any(padding) and all(s == 1 for s in stride)
     if wide and ip_like and kh * kw > 27 and x.shape[0] > 1:
         return None  # ip_convolution_fwd_t (check_conv_ip in src/cpu/x64/ip_convolution.cpp)
+    if kh * kw_f * _BATCH_ELEMENT > _P4K:  # the batch's size then depends on kh_block
+        return None
+    threads = torch.get_num_threads()
+    trans = 0  # exec_trans (AVX-512 only): a 1-wide output of a 1-wide filter, one channel
+    if wide and not one_by_one and ((kw_f == 1 and ow == 1) or (ic == 1 and kw_f * kh > 1)):
+        folded = [stride[0], stride[1] // fold]
+        trans = _trans_buffers(ic, ih, iw // fold, oh, folded, padding, kh, threads)
+        if ic == 1 or trans is None:
+            return None
     if wide:
         block = oc_block(o, ih * iw, oh * ow, math.prod(stride), one_by_one)
         padded = -(-o // block) * block
@@ -150,8 +156,36 @@ def forward(
         for t in (x, w)
     )
     wts = padded * i * kh * kw * elem
-    scratch = batch_scratchpad(torch.get_num_threads(), 1 if one_by_one else kh * kw_f)
+    scratch = batch_scratchpad(threads, 1 if one_by_one else kh * kw_f) + trans
     return [copy + out.untyped_storage().nbytes() + scratch + wts]
+
+
+def _trans_buffers(
+    ic: int,
+    ih: int,
+    iw: int,
+    oh: int,
+    stride: list[int],
+    padding: list[int],
+    kh: int,
+    threads: int,
+) -> int | None:
+    """``exec_trans``'s input buffer and mask for a 1-wide output of a 1-wide (folded)
+    filter (``init_conf`` and ``init_scratchpad``, jit_brgemm_conv_utils.cpp): per thread
+    ``rnd_up(ds * hs * iwp * nb_ic * LDA, 4096)`` floats and ``rnd_up(nb_oh * nb_ow *
+    nb_ic, 4096)`` bytes, each booked 4 KiB aligned. Their blocks (``oh_block``,
+    ``ic_block``) come from cost heuristics; the sizes are known where even the largest
+    blocks fit one page (``hs <= ihp + pads``, ``nb_ic * ic_block < 2 * ic``), else None.
+    Unit height strides (``is_os_blocking``) are not modelled."""
+    (sh, sw), (t, left) = stride, padding
+    if sh == 1:
+        return None
+    bottom = end_padding(t, oh, ih, sh, kh)
+    hs = ih + t + bottom + max(0, t) + max(0, bottom)
+    iwp = iw + left + end_padding(left, 1, iw, sw, 1)  # LDA: sw * ic_block, kw 1
+    if hs * iwp * sw * 2 * ic > _P4K or oh * ic > _P4K:
+        return None
+    return _book(threads * _P4K * 4, _P4K) + _book(threads * _P4K, _P4K)
 
 
 def _width_fold(ic: int, iw: int, kw: int, sw: int, left: int, ow: int, simd: int) -> int:

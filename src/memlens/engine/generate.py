@@ -51,9 +51,7 @@ from memlens.categories import Category, Phase
 from memlens.engine.build import build_fake
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
-from memlens.engine.rules import rules_of
 from memlens.engine.shadow import Reads
-from memlens.engine.targets import sampling
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
 from memlens.targets import Target
@@ -98,7 +96,7 @@ class _GenerationRecorder(Recorder):
     which the output embeddings made (logits), and which are (query x key) tensors."""
 
     def __init__(self, model: nn.Module, target: Target, head: str | None, reads: Reads) -> None:
-        super().__init__(model, kernel_rules(target, rules_of(sampling)), target, reads)
+        super().__init__(model, kernel_rules(target), target, reads)
         self.seen = 0  # tokens the cache has seen, before the current forward
         self.query = 0  # tokens the current forward reads
         self.key_lengths: set[int] = set()  # key counts of the current forward's attention

@@ -95,12 +95,13 @@ from memlens.engine.targets import (
     cuda_cublas_layout,
     cuda_embedding,
     cuda_sdpa,
+    sampling,
 )
+from memlens.engine.targets.cpu_rnn_native import NativeRNN
 from memlens.engine.targets.cuda_attention import Attention, rerouted
 from memlens.engine.targets.cuda_autocast import cuda_autocast_policy
 from memlens.engine.targets.cuda_dropout import CudaDropout
 from memlens.engine.targets.cuda_softmax import CudaSoftmax
-from memlens.engine.targets.cpu_rnn_native import NativeRNN
 from memlens.engine.targets.linear import InPlaceBias
 from memlens.targets import Target
 
@@ -138,8 +139,11 @@ RULE_SETS: dict[str, Rules] = {
         cpu_sdpa,
         cpu_transformer,
         cpu_upsample,
+        sampling,
     ),
-    "cuda": _chained(rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa)),
+    "cuda": _chained(
+        rules_of(cuda_blas), rules_of(cuda_cublas_layout, cuda_embedding, cuda_sdpa, sampling)
+    ),
 }
 
 

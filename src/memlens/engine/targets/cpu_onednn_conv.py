@@ -630,7 +630,8 @@ def backward(
 ) -> list[int]:
     """Peak bytes inside oneDNN's backward, the gradients it returns included.
     ``bias_channels``: the bias gradient's channels where the kernel does not compute it
-    (``ref_deconvolution`` sums a transposed convolution's own, :func:`transposed_backward`)."""
+    (``ref_deconvolution`` sums a transposed convolution's own and books the kernel's
+    scratchpad as one nested entry, :func:`transposed_backward`)."""
     if channels_last(x, w):
         return _cl_backward(grad_out, x, w, stride, padding, dilation, groups, mask)
     elem = x.element_size()
@@ -650,16 +651,21 @@ def backward(
         # ideep's bias gradient, made before the call
         gb = (w.shape[0] if bias_channels is None else bias_channels) * elem if mask[2] else 0
         kernel_bias = mask[2] and bias_channels is None
+
+        def nest(scratch: int) -> int:  # ref_deconvolution books the kernel's as key_nested
+            return scratch if bias_channels is None else _book(scratch)
+
         out_hw = (grad_out.shape[-2], grad_out.shape[-1])
         if x.dtype == torch.float32 and not _direct_weight_grad(
             x, w, out_hw, stride, padding, dilation, groups
         ):  # gemm on plain layouts: the result in ideep's buffer, then the copy out
-            scratch = _gemm_weight_grad_scratchpad(x, w, out_hw, stride, groups)
+            scratch = nest(_gemm_weight_grad_scratchpad(x, w, out_hw, stride, groups))
             high = max(high, held + gb + gw + scratch, held + gb + 2 * gw)
         else:
             wblock, wfirst, scratch = _weight_grad_kernel(
                 x, w, out_hw, stride, padding, dilation, groups, kernel_bias
             )
+            scratch = nest(scratch)
             go_w = _blocked(grad_out.shape, elem, wblock)
             src_w = 0 if wfirst else _blocked(x.shape, elem, wblock)
             wts_w = _weights(w, groups, wblock, wfirst)

@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from memlens.distributed.strategies import ParallelStrategies, check_traceable
 from memlens.distributed.world import meshes
-from memlens.measurement.cpu import _MARK_BYTES, _native_stderr_silenced
+from memlens.measurement.cpu import _MARK_BYTES, _native_stderr_silenced, allocations
 from memlens.measurement.real import build_real
 from memlens.strategies.apply import WorkloadStrategies
 from memlens.targets import resolve_target
@@ -67,37 +67,13 @@ def _peaks(model: str, workload: Workload, steps: int) -> list[int]:
 
 
 def _totals(prof: profile) -> list[tuple[int, int]]:
-    """(size, bytes alive) after each allocation record of the session, in time order.
-
-    The allocator's running total counts from this session's start (it outlives a session:
-    ``ProfiledCPUMemoryReporter`` keeps it), and is corrected for frees made on threads the
-    profiler does not follow (gloo's workers drop the last reference to a collective's
-    tensors): ``ProfiledCPUMemoryReporter::Delete`` (``c10/core/CPUAllocator.cpp``) guards its
-    bookkeeping with the thread-local ``memoryProfilingEnabled()``, so such a free is never
-    subtracted. A block whose address the allocator hands out again was freed by then: it is
-    subtracted at that reuse, the latest it can have been freed (an upper bound)."""
-    stack = list(prof.profiler.kineto_results.experimental_event_tree())
-    alloc = torch._C._profiler._EventType.Allocation
-    raw = []
-    while stack:
-        node = stack.pop()
-        if node.tag == alloc:
-            f = node.extra_fields
-            raw.append((node.start_time_ns, f.alloc_size, f.total_allocated, f.ptr))
-        stack.extend(node.children)
-    raw.sort(key=lambda r: r[0])
-    start = raw[0][2] - raw[0][1]
-    live: dict[int, int] = {}
-    unseen = 0  # bytes freed on other threads, found so far
-    out = []
-    for _, size, total, ptr in raw:
-        if size > 0:
-            unseen += live.pop(ptr, 0)
-            live[ptr] = size
-        else:
-            live.pop(ptr, None)
-        out.append((size, total - start - unseen))
-    return out
+    """(size, bytes alive) after each allocation record of the session, in time order, counted
+    from the session's start (the allocator's running total outlives a session:
+    ``ProfiledCPUMemoryReporter`` keeps it), with frees on gloo's threads found
+    (:func:`memlens.measurement.cpu.allocations`)."""
+    records = allocations(prof)
+    start = records[0][2] - records[0][1]
+    return [(size, total - start) for _, size, total in records]
 
 
 def _rank(

@@ -24,17 +24,35 @@ from memlens.workload import Workload
 
 
 def allocations(prof: profile) -> list[tuple[int, int, int]]:
-    """(time ns, size, running total) of each allocation record, in time order."""
-    out: list[tuple[int, int, int]] = []
+    """(time ns, size, running total) of each allocation record, in time order.
+
+    The total is corrected for frees made on threads the profiler does not follow (gloo's
+    workers drop the last reference to a collective's tensors):
+    ``ProfiledCPUMemoryReporter::Delete`` (``c10/core/CPUAllocator.cpp``) guards its
+    bookkeeping with the thread-local ``memoryProfilingEnabled()``, so such a free is never
+    subtracted. A block whose address the allocator hands out again was freed by then: it is
+    subtracted at that reuse, the latest it can have been freed (an upper bound). Where every
+    free is seen (one thread), nothing changes."""
+    raw: list[tuple[int, int, int, int]] = []
     stack = list(prof.profiler.kineto_results.experimental_event_tree())
     alloc = torch._C._profiler._EventType.Allocation
     while stack:
         node = stack.pop()
         if node.tag == alloc:
             f = node.extra_fields
-            out.append((node.start_time_ns, f.alloc_size, f.total_allocated))
+            raw.append((node.start_time_ns, f.alloc_size, f.total_allocated, f.ptr))
         stack.extend(node.children)
-    out.sort(key=lambda r: r[0])
+    raw.sort(key=lambda r: r[0])
+    live: dict[int, int] = {}
+    unseen = 0  # bytes freed on other threads, found so far
+    out: list[tuple[int, int, int]] = []
+    for time_ns, size, total, ptr in raw:
+        if size > 0:
+            unseen += live.pop(ptr, 0)
+            live[ptr] = size
+        else:
+            live.pop(ptr, None)
+        out.append((time_ns, size, total - unseen))
     return out
 
 

@@ -449,7 +449,10 @@ def _sole_reference_counts() -> tuple[int, int] | None:
     is its only holder, as a dispatch mode sees it while the engine accumulates a second one
     (measured once on a two-element graph: the dispatcher's own references vary with the
     PyTorch build); ``None`` where the engine accumulates without an ``aten.add`` the mode
-    sees."""
+    sees, or a PyTorch lacks the reference counts or the current node (every sum is then
+    traced out of place, an upper bound)."""
+    if not (hasattr(torch.Tensor, "_use_count") and hasattr(torch._C, "_current_autograd_node")):
+        return None
     seen: list[tuple[int, int]] = []
 
     class Probe(TorchDispatchMode):
@@ -458,7 +461,7 @@ def _sole_reference_counts() -> tuple[int, int] | None:
                 seen.append(_reference_counts(args[0]))
             return func(*args, **(kwargs or {}))
 
-    with _disable_current_modes(), torch.enable_grad():
+    with _disable_current_modes(), torch.inference_mode(False), torch.enable_grad():
         h = torch.ones(2, requires_grad=True) * 2
         y = (h.exp() + h.sin()).sum()  # h's buffer: sin's gradient first, then exp's is added
         with Probe():
@@ -496,7 +499,7 @@ class RecordingMode(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
         if any(is_traceable_wrapper_subclass_type(t) for t in types):
             return NotImplemented
-        if torch._C._current_graph_task_id() != -1:
+        if self._sole is not None and torch._C._current_graph_task_id() != -1:
             self._follow_node()
             if func is aten.add.Tensor and self._accumulates_in_place(args, kwargs):
                 func = aten.add_.Tensor
@@ -530,7 +533,7 @@ class RecordingMode(TorchDispatchMode):
             and _dense(old)
         ):
             return False
-        if self._sole is None or _reference_counts(old) != self._sole:
+        if _reference_counts(old) != self._sole:
             return False
         # not an inner op of a wrapper subclass's own dispatch (a DTensor's gradients are
         # subclass-like in the real step too: summed out of place)

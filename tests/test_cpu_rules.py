@@ -202,3 +202,28 @@ def test_brgconv_copies_a_plain_input_of_a_channels_last_weight() -> None:
     assert _predicted_peak(aten.convolution_backward.default, bwd, grads) == allocator_peak(
         lambda: aten.convolution_backward.default(*bwd)
     )
+
+
+@pytest.mark.parametrize(
+    ("shape", "threads"),
+    [((2, 16, 64, 32, 3, 1, 1), 4), ((2, 8, 16, 48, 5, 1, 2), 2)],
+)
+def test_nxc_weight_gradient_matches_the_allocator(shape, threads) -> None:
+    """jit_avx512_common on nxc data: batch-only reductions (no 2-D harness), and a plain
+    source for a first layer of 4-15 channels."""
+    if "AVX512" not in torch.backends.cpu.get_cpu_capability():
+        pytest.skip("brgconv's backward rules model AVX-512")
+    n, c, hw, o, k, s, p = shape
+    x = torch.randn(n, c, hw, hw).to(memory_format=torch.channels_last)
+    w = torch.randn(o, c, k, k)
+    y = aten.convolution.default(x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1)
+    bwd = (torch.randn_like(y), x, w, [o], [s, s], [p, p], [1, 1], False, [0, 0], 1)
+    bwd += ([False, True, True],)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        grads = aten.convolution_backward.default(*bwd)
+        predicted = _predicted_peak(aten.convolution_backward.default, bwd, grads)
+        assert predicted == allocator_peak(lambda: aten.convolution_backward.default(*bwd))
+    finally:
+        torch.set_num_threads(before)

@@ -300,7 +300,7 @@ def backward(
             )
         else:
             args = (x, w, out_hw, stride, padding, [1, 1], 1, mask[2], threads)
-            scratch = cpu_onednn_conv._avx512_direct_scratchpad(*args)
+            scratch = cpu_onednn_conv._avx512_direct_scratchpad(*args, nxc=True)
             if scratch is None:  # jit_avx2, then gemm, on nxc: not modelled
                 return None
         i_pad = i if i < 16 and not one_by_one else -(-i // 16) * 16

@@ -521,9 +521,12 @@ def _avx512_direct_scratchpad(
     groups: int,
     bias: bool,
     threads: int,
+    nxc: bool = False,
 ) -> int | None:
     """Scratchpad of ``jit_avx512_common_convolution_bwd_weights_t<f32>`` on plain PyTorch
-    tensors, None where its ``init_conf`` refuses the problem
+    tensors (``nxc``: channels-last ones, whose source stays plain for any first layer below
+    16 channels, with ``harness_mb_reduction`` and no transposed ``ow == 1`` kernel), None
+    where its ``init_conf`` refuses the problem
     (src/cpu/x64/jit_avx512_common_conv_kernel.cpp, ``..._bwd_weights_kernel_f32_t::init_conf``,
     ``balance`` and ``init_scratchpad``; ``init_balancers`` in
     jit_avx512_common_convolution.hpp). When ``balance`` splits the batch over ``nthr_mb``
@@ -540,7 +543,8 @@ def _avx512_direct_scratchpad(
         return None
     right, bottom = _end_pad(left, ow, iw, sw, ext_kw), _end_pad(t, oh, ih, sh, ext_kh)
     hw_transp = (
-        14 <= kw < 20
+        not nxc
+        and 14 <= kw < 20
         and ow == 1
         and kw == iw
         and sh == sw == 1
@@ -554,13 +558,13 @@ def _avx512_direct_scratchpad(
     if (
         oc_pad % 16
         or ic_pad % ic_block
-        or (first and ic > 3)
+        or (first and ic > 3 and not nxc)
         or not (left < ext_kw and right < ext_kw and left <= 28 and right <= 28)
         or not (t <= ext_kh // 2 and bottom <= ext_kh // 2)
         or (kw > 14 and not hw_transp)
     ):
         return None
-    two_d = dh == 0 and oh > 9 and not hw_transp  # harness_2d_reduction
+    two_d = dh == 0 and oh > 9 and not hw_transp and not nxc  # harness_2d_reduction
     src, dst = ((iw, ih), (ow, oh)) if hw_transp else ((ih, iw), (oh, ow))
     k = (kw, kh) if hw_transp else (kh, kw)
     nb_oc, nb_ic = oc_pad // 16, ic_pad // ic_block
@@ -754,7 +758,7 @@ def _cl_backward(
             wide = torch.empty((g * 16, 16, *w.shape[-2:]), device="meta", dtype=w.dtype)
             wide_x = torch.empty((x.shape[0], g * 16, *x.shape[-2:]), device="meta")
             args = (wide_x, wide, out_hw, stride, padding, dilation, g, mask[2], threads)
-            scratch = _avx512_direct_scratchpad(*args)
+            scratch = _avx512_direct_scratchpad(*args, nxc=True)
             if scratch is None:  # jit_avx2, then gemm: not modelled
                 return []
             if mask[2]:  # key_conv_padded_bias: one output channel per group, padded to 16

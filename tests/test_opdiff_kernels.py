@@ -212,3 +212,52 @@ def test_group_norm_backward_rule_matches_the_allocator(layout, mask) -> None:
     args = (grad, x, mean, rstd, weight, n, c, hw * hw, groups, list(mask))
     out = tuple(t for t in func(*args) if t is not None)
     assert _predicted(func, args, out) == allocator_peak(lambda: func(*args))
+
+
+_F, _I = torch.randn(4, 8), torch.randint(0, 5, (4, 8))
+_B, _D0 = torch.ones(4, 8, dtype=torch.bool), torch.tensor(2.0, dtype=torch.float64)
+BINARY = [
+    (aten.add.Tensor, (_F, 0.5), {}),
+    (aten.add.Tensor, (_F, 2), {"alpha": 3}),
+    (aten.add.Tensor, (_F, True), {}),
+    (aten.add.Tensor, (_F, _D0), {}),  # a 0-dim double tensor: converted to fp32
+    (aten.add.Tensor, (_F, _F), {}),  # nothing wrapped or converted
+    (aten.add.Tensor, (_B, 1), {}),
+    (aten.mul.Tensor, (_F, _B), {}),  # a bool mask: a float copy
+    (aten.mul.Tensor, (_I, 0.5), {}),
+    (aten.mul.Tensor, (_F, 1j), {}),
+    (aten.mul.Tensor, (_F.bfloat16(), 0.5), {}),
+    (aten.div.Tensor, (_I, _I), {}),  # true division of integers: both in fp32
+    (aten.div.Tensor_mode, (_I, 2), {"rounding_mode": "floor"}),
+    (aten.eq.Scalar, (_F, 0), {}),
+    (aten.gt.Scalar, (_I, 0), {}),
+    (aten.lt.Tensor, (_F, _I), {}),
+    (aten.rsub.Scalar, (_F, 1.0), {}),
+    (aten.add_.Tensor, (_F.clone(), 1), {}),
+    (aten.mul_.Tensor, (_F.clone(), _B), {}),
+]
+
+
+_WRAPPED_DTYPE = {
+    bool: torch.bool,
+    int: torch.int64,
+    float: torch.float64,
+    complex: torch.complex128,
+}
+
+
+@pytest.mark.parametrize(("func", "args", "kwargs"), BINARY, ids=lambda x: str(x)[:40])
+def test_binary_rule_matches_the_allocator(func, args, kwargs) -> None:
+    out = func(*args, **kwargs)
+    rule = kernel_rules(CPU).get(func)
+    inside = list(rule(OpCall(func, args, kwargs, out, "cpu", CPU))) if rule else []
+    new = 0 if func.overloadpacket.__name__.endswith("_") else out.untyped_storage().nbytes()
+    # a Python number is wrapped into an 8-byte tensor (1 for a bool, 16 for a complex) and,
+    # in another dtype than the common one, converted: bytes the rule leaves out
+    wrapped = sum(
+        {bool: 1, complex: 16}.get(type(x), 8)
+        + (torch.result_type(*args) != _WRAPPED_DTYPE[type(x)]) * torch.result_type(*args).itemsize
+        for x in args
+        if not isinstance(x, torch.Tensor)
+    )
+    assert max([new, *inside]) + wrapped == allocator_peak(lambda: func(*args, **kwargs))

@@ -80,6 +80,7 @@ from memlens.engine.rules import Rule, Rules, rules_of
 from memlens.engine.targets import (
     cpu_batch_norm,
     cpu_conv,
+    cpu_elementwise,
     cpu_embedding,
     cpu_fft,
     cpu_group_norm,
@@ -128,6 +129,7 @@ RULE_SETS: dict[str, Rules] = {
     "cpu": rules_of(
         cpu_batch_norm,
         cpu_conv,
+        cpu_elementwise,
         cpu_embedding,
         cpu_fft,
         cpu_group_norm,

@@ -76,7 +76,9 @@ def _size(n: int) -> str:
     n = abs(n)
     if n >= 2**20:
         return f"{sign}{n / 2**20:,.2f} MiB"
-    return f"{sign}{n / 2**10:,.1f} KiB"
+    if n >= 2**10:
+        return f"{sign}{n / 2**10:,.1f} KiB"
+    return f"{sign}{n} B"
 
 
 def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
@@ -185,6 +187,7 @@ def main() -> None:
 def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float) -> None:
     out.mkdir(parents=True, exist_ok=True)
     every = list(calls.calls.values())
+    replayed = [c for c in every if c.real_peak is not None]
     (out / "opdiff-cpu.json").write_text(
         json.dumps(
             {
@@ -193,6 +196,11 @@ def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float)
                 "isa": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
                 "distinct_calls": len(every),
+                "replayed": len(replayed),
+                "exact_calls": sum(c.difference == 0 for c in replayed),
+                "largest_difference_under_floor_bytes": max(
+                    (abs(c.difference) for c in replayed if not c.reported), default=0
+                ),
                 "reported": [_row(c) for c in every if c.reported],
                 "skipped": [_row(c) for c in every if c.skipped],
                 "failed": failed,

@@ -113,6 +113,7 @@ CL_REGULAR = [
     (2, 64, 8, 144, 3, 1, 1),  # unit stride: the input gradient is a forward brgconv
     (2, 64, 16, 128, 1, 1, 0),  # 1x1: brgconv_1x1 and the 1x1 weight gradient
     (8, 16, 64, 16, 3, 2, 1),  # strided input gradient: its input buffer sets the peak
+    (8, 16, 15, 16, 3, 2, 1),  # an odd width: exec_trans adds an output buffer
 ]
 
 

@@ -211,20 +211,24 @@ def _data_scratchpad(
     stride: list[int],
     padding: list[int],
     threads: int,
+    deconv: bool = False,
 ) -> tuple[int, int] | None:
     """Input gradient: (the reordered weights' bytes, the scratchpad's), None where not
-    modelled.
+    modelled (``deconv``: as the forward of a transposed convolution, which oneDNN refuses
+    for spatial sizes the strides do not divide).
 
     Unit strides run ``brgemm_convolution_bwd_t`` (src/cpu/x64/jit_brgemm_conv_bwd.cpp): a
     forward brgconv of the incoming gradient with the weights' channels swapped, its
     scratchpad booked whole as one nested entry (``key_nested``, 128-byte alignment), its
     weights ``Bcda{block}b`` with the forward's block rule on the input channels. Other
     strides run ``brgemm_convolution_bwd_strided_t`` (``init_conf`` and ``init_scratchpad``
-    in src/cpu/x64/jit_brgemm_conv_bwd_utils.cpp): on ``exec_base`` (an input width that
-    the stride divides) the batch, a per-thread input buffer of
+    in src/cpu/x64/jit_brgemm_conv_bwd_utils.cpp): the batch, a per-thread input buffer of
     ``rnd_up(odp * ohp * owp * oc, 4096)`` floats (the outgoing gradient grown by the
     filter's overflow, ``oc_block = oc``) and a mask of ``rnd_up(nb_ih * nb_iw, 4096)``
-    bytes, which is one page while the input has at most 4,096 pixels."""
+    bytes, one page while even one block per pixel fits it; an input width the stride does
+    not divide (``has_uneven_iw``: ``exec_trans``) adds a per-thread output buffer of
+    ``rnd_up(iw_block * stride_w * ic, 4096)`` floats, one page while even the widest block
+    (``rnd_up(iw, stride_w)``) fits it."""
     o, i, kh, kw = w.shape
     (ih, iw), (oh, ow) = x.shape[-2:], out_hw
     (sh, sw), (t, left) = stride, padding
@@ -235,8 +239,11 @@ def _data_scratchpad(
         block = oc_block(i, oh * ow, ih * iw, 1, one_by_one)
         nested = batch_scratchpad(threads, 1 if one_by_one else kh * kw)
         return -(-i // block) * block * o * kh * kw * 4, _book(nested)
-    if iw % sw or ih % sh or (kh == kw == 1) or kh * kw * 40 > _P4K or ih * iw > _P4K:
-        return None  # exec_trans (uneven width), the 1x1 blocking, large batches or masks
+    sp = -(-iw // sw) * sw  # the width blocked, rounded to the stride when uneven
+    if deconv and (iw % sw or ih % sh):
+        return None  # "deconvolution with uneven spatial dimensions is not supported"
+    if (kh == kw == 1) or kh * kw * 40 > _P4K or ih * sp > _P4K or sp * sw * i > _P4K:
+        return None  # the 1x1 blocking, large batches, masks or output buffers
     block = 16
     for icb in range(min(-(-i // 16), 4), 0, -1):  # fast_check_ic_block, the largest kept
         block, rnd_ic = 16 * icb, -(-i // 16) * 16
@@ -251,6 +258,8 @@ def _data_scratchpad(
     inp = -(-ohp * owp * o // _P4K) * _P4K
     scratch = batch_scratchpad(threads, kh * kw)
     scratch += _book(threads * inp * 4, _P4K) + _book(threads * _P4K, _P4K)
+    if iw % sw:  # key_conv_brgemm_out_buffer
+        scratch += _book(threads * _P4K * 4, _P4K)
     return -(-i // block) * block * o * kh * kw * 4, scratch
 
 
@@ -330,7 +339,7 @@ def transposed_forward(
         return None  # a plain input runs ref_deconvolution over blocked jit kernels
     conv_x = torch.empty(out.shape, dtype=out.dtype, device="meta")
     threads = torch.get_num_threads()
-    data = _data_scratchpad(conv_x, w, (x.shape[-2], x.shape[-1]), stride, padding, threads)
+    data = _data_scratchpad(conv_x, w, x.shape[-2:], stride, padding, threads, deconv=True)
     if data is None:
         return None
     wts, scratch = data[0], _book(data[1])  # the deconvolution's key_nested

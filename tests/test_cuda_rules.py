@@ -245,3 +245,28 @@ def test_cuda_dropout_keeps_a_bool_mask_where_cpu_keeps_the_input_dtype() -> Non
     assert ("bool[64, 1024]", "aten.native_dropout") in masks["h100-80gb"]
     assert not any(op == "aten.empty_like" for _, op in masks["h100-80gb"])
     assert ("float16[64, 1024]", "aten.empty_like") in masks["cpu"]
+
+
+def test_device_specific_layer_families_are_stated_for_cuda():
+    """Recurrent layers (cuDNN's RNN on CUDA) and PyTorch's fused transformer layers in eval
+    are traced as the CPU runs them: a CUDA estimate says so, a CPU one does not."""
+    from torch import nn
+
+    import memlens
+
+    def gru():
+        return nn.GRU(16, 32, num_layers=2, batch_first=True)
+
+    def encoder():
+        return nn.TransformerEncoderLayer(32, 4, 64, batch_first=True)
+
+    rnn_cuda = memlens.estimate(gru, input_shape=(8, 16), batch=2, device="h100-80gb")
+    assert any("cuDNN's RNN" in n for n in rnn_cuda.unknowns)
+    rnn_cpu = memlens.estimate(gru, input_shape=(8, 16), batch=2, device="cpu")
+    assert not any("cuDNN's RNN" in n for n in rnn_cpu.unknowns)
+    fused = memlens.estimate(
+        encoder, input_shape=(8, 32), batch=2, device="h100-80gb", mode="inference"
+    )
+    assert any("fused kernels" in n for n in fused.unknowns)
+    trained = memlens.estimate(encoder, input_shape=(8, 32), batch=2, device="h100-80gb")
+    assert not any("fused kernels" in n for n in trained.unknowns)

@@ -179,6 +179,20 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
                 "is modelled, its weight reorders and scratchpads are not "
                 "(engine/targets/cpu_rnn.py)"
             )
+    if target.kind == "cuda" and "recurrent" in result.families:
+        notes.append(
+            "recurrent layers are traced as the CPU runs them; on CUDA, cuDNN's RNN "
+            "(_cudnn_rnn, aten/src/ATen/native/cudnn/RNN.cpp) runs all layers at once with a "
+            "workspace per call and, in training, a reserve space kept for backward, both "
+            "sized by cuDNN (cudnnGetRNNTempSpaceSizes): not modelled"
+        )
+    if target.kind == "cuda" and "torch-transformer" in result.families and not workload.training:
+        notes.append(
+            "nn.TransformerEncoderLayer and nn.MultiheadAttention in eval run fused kernels "
+            "on CUDA (_transformer_encoder_layer_fwd, _native_multi_head_attention: "
+            "aten/src/ATen/native/transformers/cuda/attention.cu); they are traced unfused, "
+            "their buffers not modelled"
+        )
     if "bf16" in workload.precision and not target.bf16:
         notes.append(
             f"{target.name} has no native bfloat16 arithmetic (compute capability below 8.0): "

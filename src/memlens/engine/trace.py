@@ -48,6 +48,21 @@ class Trace:
     recompute_flops: int = 0  # of which: forward ops re-run by activation checkpointing
     blocks: list[str] = field(default_factory=list)  # the model's repeated blocks
     host_peak_bytes: int = 0  # host memory of an offloaded optimizer, at its peak
+    families: frozenset[str] = frozenset()  # layer families whose kernels differ by device
+
+
+def layer_families(model: torch.nn.Module) -> frozenset[str]:
+    """The model's layer families whose kernels differ between devices beyond what the CPU
+    trace shows: ``recurrent`` (``nn.RNNBase``: cuDNN's RNN on CUDA) and ``torch-transformer``
+    (``nn.TransformerEncoderLayer``, ``nn.MultiheadAttention``: fused kernels in eval)."""
+    nn = torch.nn
+    out = set()
+    for m in model.modules():
+        if isinstance(m, nn.RNNBase):
+            out.add("recurrent")
+        elif isinstance(m, (nn.TransformerEncoderLayer, nn.MultiheadAttention)):
+            out.add("torch-transformer")
+    return frozenset(out)
 
 
 def trace(
@@ -169,6 +184,7 @@ def trace(
         recompute_flops=recorder.recompute_flops,
         blocks=strategies.blocks(model) if workload.training else [],
         host_peak_bytes=recorder.host_peak,
+        families=layer_families(model),
     )
 
 

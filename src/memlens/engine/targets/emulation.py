@@ -206,13 +206,6 @@ KERNEL_UNKNOWNS: dict[str, dict[str, str]] = {
         "aten.embedding_dense_backward": (
             "cub's radix-sort temporary storage in embedding backward is not modelled"
         ),
-        "aten.mkldnn_rnn_layer": (
-            "LSTMs are traced as the CPU runs them (oneDNN, one call per layer and "
-            "direction); on CUDA, _cudnn_rnn runs all layers at once and keeps a reserve space "
-            "for backward, with a workspace per call, both sized by cuDNN "
-            "(cudnnGetRNNTempSpaceSizes in aten/src/ATen/native/cudnn/RNN.cpp; the meta kernel "
-            "returns the reserve empty): not modelled"
-        ),
     },
 }
 

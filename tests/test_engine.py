@@ -212,3 +212,20 @@ def test_phases_repeat_with_gradient_accumulation():
     second_forward = [i for i, p in est.timeline.phase_marks if p.value == "forward"][1]
     assert est.timeline.phase_at(second_forward).value == "forward"
     assert est.timeline.phase_at(second_forward - 1).value == "backward"
+
+
+def test_a_factory_that_converts_its_model_builds_and_matches_the_real_run():
+    """``model.double()`` / ``.to(dtype)`` swaps fake parameters (``nn.Module._apply``), which
+    fake tensors' weak references refuse: the build falls back to ``param.data = new``."""
+
+    def model():
+        return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).double()
+
+    kw = dict(inputs=torch.randn(4, 16, dtype=torch.float64), device="cpu")
+    est = memlens.estimate(model, **kw)
+    real = memlens.measure(model, **kw)
+    assert est.breakdown["parameters"] == (16 * 32 + 32 + 32 * 4 + 4) * 8
+    assert abs(est.peak_bytes - real.peak_bytes) <= 0.01 * real.peak_bytes
+    # float inputs: the real matmul refuses mixed dtypes, and so does the trace
+    with pytest.raises(memlens.TraceError, match="dtypes"):
+        memlens.estimate(model, input_shape=(16,), batch=4, device="cpu")

@@ -109,12 +109,27 @@ def skip_init() -> Iterator[None]:
         for name, fn in vars(torch.nn.init).items()
         if callable(fn) and name.endswith("_") and not name.startswith("_")
     }
+    swap = torch.utils.swap_tensors
+
+    def swap_or_set(t1: torch.Tensor, t2: torch.Tensor) -> None:
+        # model.to(dtype) / .half() swaps fake parameters (nn.Module._apply), which fails on
+        # a tensor that has weak references (fake tensors have: the fake mode's and the
+        # shadows' tables); the legacy path, ``param.data = new``, gives the same tensor
+        try:
+            swap(t1, t2)
+        except RuntimeError as e:
+            if "weakref" not in str(e):
+                raise
+            t1.data = t2
+
     try:
         for name in saved:
             setattr(torch.nn.init, name, _identity_init)
+        torch.utils.swap_tensors = swap_or_set
         with _SkipInit():
             yield
     finally:
+        torch.utils.swap_tensors = swap
         for name, fn in saved.items():
             setattr(torch.nn.init, name, fn)
 

@@ -63,6 +63,22 @@ _UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 
+#: Matrix products and the positions of their two operands, whose dtypes the real kernels
+#: require equal (``addmm_impl_cpu_``, ``bmm_out_or_baddbmm_`` in aten/src/ATen/native/
+#: LinearAlgebra.cpp; cuBLAS likewise) and the meta kernels do not check: a fake trace of a
+#: ``.double()`` model fed float inputs would run where the real step fails.
+_SAME_DTYPE: dict[Any, tuple[int, int]] = {
+    aten.mm.default: (0, 1),
+    aten.bmm.default: (0, 1),
+    aten.mv.default: (0, 1),
+    aten.dot.default: (0, 1),
+    aten.addmm.default: (1, 2),
+    aten.baddbmm.default: (1, 2),
+    aten.addmv.default: (1, 2),
+    aten.addbmm.default: (1, 2),
+}
+
+
 #: Namespaces of communication ops: their outputs are the ``collectives`` category
 #: (``torch/distributed/_functional_collectives.py``, ``torch/csrc/distributed/c10d/Ops.cpp``,
 #: FSDP2's ``fsdp::all_gather_copy_in`` / ``chunk_cat`` in ``_fsdp_collectives.py``).
@@ -292,6 +308,17 @@ class Recorder:
         if func is aten._local_scalar_dense.default:
             return self._neutral_value(args[0])
         bound = _UPPER_BOUND_SHAPES.get(func)
+        operands = _SAME_DTYPE.get(func)
+        if operands is not None:
+            a, b = (args[i] for i in operands)
+            if a.dtype != b.dtype:
+                raise TraceError(
+                    f"RuntimeError: the operands of {func.overloadpacket.__name__} have dtypes "
+                    f"{a.dtype} and {b.dtype}, which the real kernel refuses (give inputs of "
+                    "the model's dtype, or run it under autocast)",
+                    op=str(func.overloadpacket.__name__),
+                    module=self.modules.current,
+                )
         try:
             out = (
                 self._data_shaped(func, args, kwargs, bound)

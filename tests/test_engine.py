@@ -229,3 +229,16 @@ def test_a_factory_that_converts_its_model_builds_and_matches_the_real_run():
     # float inputs: the real matmul refuses mixed dtypes, and so does the trace
     with pytest.raises(memlens.TraceError, match="dtypes"):
         memlens.estimate(model, input_shape=(16,), batch=4, device="cpu")
+
+
+def test_a_model_built_in_bf16_says_what_onednn_keeps_unmodelled():
+    """A bf16 model under an fp32 workload still runs bf16 matmuls: where oneDNN computes
+    them natively, its scratchpads are stated unknown, as for a bf16 workload."""
+
+    def model():
+        return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 8)).to(torch.bfloat16)
+
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    est = memlens.estimate(model, inputs=x, device="cpu", mode="inference")
+    noted = any("oneDNN" in n for n in est.unknowns)
+    assert noted == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

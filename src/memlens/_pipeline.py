@@ -25,6 +25,7 @@ from memlens.sources.base import ModelSpec
 from memlens.strategies.apply import WorkloadStrategies
 from memlens.strategies.data import host_memory
 from memlens.targets import Target
+from memlens.timeline import Timeline
 from memlens.workload import Workload
 
 
@@ -166,7 +167,9 @@ def _blocks_by_activations(result: Trace) -> list[str]:
 def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list[str]:
     """What the trace of these strategies on ``target`` cannot know, said explicitly."""
     notes = []
-    if target.kind == "cpu" and _onednn_half(workload.precision):
+    if target.kind == "cpu" and (
+        _onednn_half(workload.precision) or _traced_onednn_half(result.timeline)
+    ):
         notes.append(
             "half-precision CPU matmuls and convolution backward passes allocate oneDNN "
             "scratchpads (matmuls: tens to hundreds of KiB per thread; convolution weight "
@@ -222,6 +225,32 @@ def strategy_unknowns(workload: Workload, target: Target, result: Trace) -> list
             "traced as a dequantised matmul (same weights and saved tensors, other temporaries)"
         )
     return notes
+
+
+#: The ops oneDNN runs on CPU, as the timeline names them (their outputs' blocks).
+_ONEDNN_OPS = frozenset(
+    {
+        "aten.mm",
+        "aten.addmm",
+        "aten.bmm",
+        "aten.baddbmm",
+        "aten.convolution",
+        "aten.convolution_backward",
+        "aten.mkldnn_rnn_layer",
+    }
+)
+
+
+def _traced_onednn_half(timeline: Timeline) -> bool:
+    """Whether the step ran a oneDNN op in a half type this machine's oneDNN computes natively
+    (a model built in bf16 whatever the workload's precision)."""
+    for b in timeline.blocks:
+        if b.op in _ONEDNN_OPS:
+            if b.tensor.startswith("bfloat16") and _onednn_half("bf16"):
+                return True
+            if b.tensor.startswith("float16") and _onednn_half("fp16"):
+                return True
+    return False
 
 
 def _onednn_half(precision: str) -> bool:

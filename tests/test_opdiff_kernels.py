@@ -171,7 +171,9 @@ def test_roll_rule_matches_the_allocator(dims, strided) -> None:
     assert _predicted(func, args, func(*args)) == allocator_peak(lambda: func(*args))
 
 
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "1x1", "2d", "3d", "strided"])
+@pytest.mark.parametrize(
+    "layout", ["contiguous", "channels_last", "1x1", "1x1_batch2", "2d", "3d", "strided"]
+)
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("threads", [1, 2])
@@ -186,6 +188,7 @@ def test_batch_norm_rule_matches_the_allocator(layout, training, affine, threads
                 memory_format=torch.channels_last
             ),
             "1x1": lambda: torch.randn(4, c, 1, 1),
+            "1x1_batch2": lambda: torch.randn(2, c, 1, 1),  # no more rows than threads
             "2d": lambda: torch.randn(16, c),
             "3d": lambda: torch.randn(4, c, 10),
             "strided": lambda: _strided((4, c, 8, 8)).normal_(),

@@ -5,7 +5,8 @@
 memory format), ``batch_norm_cpu_update_stats_template`` gathers the statistics in two more
 ``C``-long temporaries (``_mean``, ``_var_sum``); its channels-last kernel, taken for a
 channels-last input or one whose spatial size is 1 (``batch_norm_cpu_collect_stats_kernel``,
-aten/src/ATen/native/cpu/batch_norm_kernel.cpp), adds a ``{num_threads, C}`` buffer. The
+aten/src/ATen/native/cpu/batch_norm_kernel.cpp), adds a ``{num_threads, C}`` buffer when it
+reduces more rows (batch x spatial) than threads. The
 normalisation (``batch_norm_cpu_stub``) then folds weight, bias and statistics into two
 ``C``-long terms (``alpha``, ``beta``). A strided input takes the TensorIterator path of
 ``batch_norm_cpu_transform_input_template``: in evaluation ``1 / sqrt(running_var + eps)``
@@ -42,9 +43,10 @@ def batch_norm(call: OpCall) -> list[int]:
     if _contiguous(x) and all(t.is_contiguous() for t in params):
         if not training:
             return [outs + 2 * c * elem]  # alpha, beta
-        spatial = x.numel() // x.shape[0] // c
+        spatial, threads = x.numel() // x.shape[0] // c, torch.get_num_threads()
         channels_last = not x.is_contiguous() or spatial == 1
-        buffer = torch.get_num_threads() * c * elem if channels_last else 0
+        # batch_norm_cpu_collect_stats_channels_last_impl: the buffer for N * HW > threads
+        buffer = threads * c * elem if channels_last and x.numel() // c > threads else 0
         # _mean and _var_sum (with the buffer), then alpha and beta
         return [outs + 2 * c * elem + buffer]
     if not training:

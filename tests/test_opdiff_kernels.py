@@ -264,3 +264,22 @@ def test_binary_rule_matches_the_allocator(func, args, kwargs) -> None:
         if not isinstance(x, torch.Tensor)
     )
     assert max([new, *inside]) + wrapped == allocator_peak(lambda: func(*args, **kwargs))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.complex64])
+@pytest.mark.parametrize(
+    "layouts",
+    [("plain", "weird"), ("plain", "transposed"), ("weird", "transposed"), ("weird", "weird")],
+)
+@pytest.mark.parametrize("k", [32, 4])  # 2 x 4 x 4 < 400: bmm's own loops, no copy
+def test_bmm_rule_matches_the_allocator(dtype, layouts, k) -> None:
+    def operand(rows: int, cols: int, layout: str) -> torch.Tensor:
+        if layout == "weird":  # (batch, rows, cols) read from (rows, cols, batch)
+            return torch.randn(rows, cols, 64, dtype=dtype).permute(2, 0, 1)
+        if layout == "transposed":
+            return torch.randn(64, cols, rows, dtype=dtype).transpose(1, 2)
+        return torch.randn(64, rows, cols, dtype=dtype)
+
+    a, b = operand(2, k, layouts[0]), operand(k, k, layouts[1])
+    func = aten.bmm.default
+    assert _predicted(func, (a, b), func(a, b)) == allocator_peak(lambda: func(a, b))

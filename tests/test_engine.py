@@ -242,3 +242,27 @@ def test_a_model_built_in_bf16_says_what_onednn_keeps_unmodelled():
     est = memlens.estimate(model, inputs=x, device="cpu", mode="inference")
     noted = any("oneDNN" in n for n in est.unknowns)
     assert noted == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class _Masked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(64, 512)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = self.proj(x)
+        return y[y > 0 if mask is None else mask].pow(2).sum()
+
+
+def test_boolean_mask_indexing_is_traced_through_its_nonzero():
+    """``y[mask]`` (and its backward's ``index_put``) index with the mask's nonzero
+    positions: a mask whose values are known (a real input) gives the real step exactly; one
+    computed from fake values is a read, bounded by selecting every element."""
+    x, mask = torch.randn(32, 64), torch.rand(32) > 0.5
+    kw = dict(device="cpu", loss=lambda out: out)
+    est = memlens.estimate(_Masked, inputs=(x, mask), **kw)
+    real = memlens.measure(_Masked, inputs=(x, mask), **kw)
+    assert abs(est.peak_bytes - real.peak_bytes) <= 0.01 * real.peak_bytes
+    bounded = memlens.estimate(_Masked, inputs=(x,), **kw)
+    assert any("data-dependent" in n for n in bounded.unknowns)
+    assert bounded.peak_bytes >= memlens.measure(_Masked, inputs=(x,), **kw).peak_bytes

@@ -63,6 +63,24 @@ _UPPER_BOUND_SHAPES: dict[Any, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 
+#: Indexing ops whose indices may be boolean masks (the output or the positions written then
+#: depend on the mask's values).
+_MASK_INDEXED = frozenset(
+    {
+        aten.index.Tensor,
+        aten.index_put.default,
+        aten.index_put_.default,
+        aten._index_put_impl_.default,
+    }
+)
+
+
+def _has_mask(indices: Any) -> bool:
+    return any(
+        isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in indices
+    )
+
+
 #: Matrix products and the positions of their two operands, whose dtypes the real kernels
 #: require equal (``addmm_impl_cpu_``, ``bmm_out_or_baddbmm_`` in aten/src/ATen/native/
 #: LinearAlgebra.cpp; cuBLAS likewise) and the meta kernels do not check: a fake trace of a
@@ -307,6 +325,8 @@ class Recorder:
             return func(*args, **kwargs)
         if func is aten._local_scalar_dense.default:
             return self._neutral_value(args[0])
+        if func in _MASK_INDEXED and _has_mask(args[1]):
+            return self._with_mask_indices(func, args, kwargs)
         bound = _UPPER_BOUND_SHAPES.get(func)
         operands = _SAME_DTYPE.get(func)
         if operands is not None:
@@ -386,6 +406,21 @@ class Recorder:
         self._block_of[key] = self.timeline.alloc(
             buffer.nbytes, category, self.phase, self.modules.current, buffer.name
         )
+
+    def _with_mask_indices(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """``x[mask]`` (and its backward's ``index_put``): ATen turns each boolean mask into
+        the long indices of its nonzero elements (``expandTensors``, aten/src/ATen/native/
+        IndexingUtils.h: ``index.nonzero()``, then ``nonzero.select(1, j)`` per dimension)
+        and indexes with those; the ``nonzero`` is data-shaped (its shadow's value, or a
+        read)."""
+        indices: list[Any] = []
+        for i in args[1]:
+            if i is not None and i.dtype in (torch.bool, torch.uint8):
+                nonzero = self.dispatch(aten.nonzero.default, (i,), {})
+                indices += [nonzero.select(1, j) for j in range(i.dim())]
+            else:
+                indices.append(i)
+        return self.dispatch(func, (args[0], indices, *args[2:]), kwargs)
 
     def _data_shaped(self, func: Any, args: tuple, kwargs: dict, bound: Callable) -> Any:
         """An op whose output shape is data-dependent (``nonzero``): a fake of the real output

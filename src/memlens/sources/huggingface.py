@@ -242,10 +242,22 @@ def _positive_int(value: Any) -> bool:
 # --- tasks and modalities -------------------------------------------------------------------
 
 
-def _tokens(config: Any, batch: int, seq_len: int) -> torch.Tensor:
+def _real_ints(high: int, shape: tuple[int, ...]) -> torch.Tensor:
+    """Random integers below ``high`` from a fixed seed, real even under the engine's fake
+    mode: the trace knows their values (as a user's own inputs), so the model's reads of them
+    (transformers' ``warn_if_padding_and_no_attention_mask``) are answered, not explored,
+    and the real run reads the same ones."""
     import torch
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-    return torch.randint(0, config.get_text_config().vocab_size, (batch, seq_len))
+    with unset_fake_temporarily():
+        generator = torch.Generator().manual_seed(0)
+        ints = torch.randint(0, high, shape, generator=generator)
+        return ints.to(torch.get_default_device())
+
+
+def _tokens(config: Any, batch: int, seq_len: int) -> torch.Tensor:
+    return _real_ints(config.get_text_config().vocab_size, (batch, seq_len))
 
 
 def _noise(batch: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -271,9 +283,7 @@ class Task:
 def _class_labels(
     config: Any, inputs: dict[str, Any], batch: int, sizes: dict[str, Any]
 ) -> torch.Tensor:
-    import torch
-
-    return torch.randint(0, config.num_labels, (batch,))
+    return _real_ints(config.num_labels, (batch,))
 
 
 _LM_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")

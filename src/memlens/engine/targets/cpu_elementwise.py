@@ -44,6 +44,8 @@ def binary(call: OpCall) -> list[int]:
     a, b = call.args[0], call.args[1]
     if call.device != "cpu" or not isinstance(a, torch.Tensor):
         return []
+    if not isinstance(b, (torch.Tensor, bool, int, float, complex)):
+        return []  # a symbolic number (SymInt, SymFloat): not ruled
     common = torch.result_type(a, b)
     if _true_division(call) and not (common.is_floating_point or common.is_complex):
         common = torch.get_default_dtype()

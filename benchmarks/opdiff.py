@@ -1,6 +1,6 @@
 """Op-level differential test over the broad zoo: each distinct ATen call, run alone for real.
 
-    python benchmarks/opdiff.py [--only LABEL] [--out DIR]
+    python benchmarks/opdiff.py [--only LABEL] [--out DIR] [--device cuda [--target GPU]]
 
 Every workload of ``zoo.py:BROAD`` is traced for a CPU target (inference and training with
 Adam, whose ops include SGD-momentum's); each distinct op call the engine saw (op, shapes,
@@ -9,7 +9,10 @@ allocation records (``memlens.measurement.opdiff``). Reported: every call whose 
 bytes differ from the engine's by more than ``max(1%, 64 KiB)``; those a known cause
 explains (:data:`REASONS`: a kernel no CPU rule models yet, with its source) are listed
 apart, under "Remaining, with reasons". Writes ``benchmarks/results/opdiff-cpu.md`` and
-``.json``.
+``.json``. With ``--device cuda`` (a GPU needed) the traces are made for a CUDA target
+(``--target``, a catalog device) and each call runs on CUDA tensors, measured with the
+caching allocator's statistics: the CUDA kernel rules checked op by op
+(``opdiff-cuda.*``).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ def _size(n: int) -> str:
     return f"{sign}{n} B"
 
 
-def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
+def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float, device: str = "cpu") -> str:
     every = list(calls.calls.values())
     replayed = [c for c in every if c.real_peak is not None]
     skipped_calls = [c for c in every if c.skipped is not None]
@@ -90,15 +93,25 @@ def markdown(calls: Calls, failed: list[str], cmd: str, seconds: float) -> str:
     unexplained = [c for c in reported if reason(c) is None]
     skipped = Counter(c.skipped.split(":")[0] + f" ({c.name})" for c in every if c.skipped)
     lines = [
-        "# Op-level differential test on cpu",
+        f"# Op-level differential test on {device}",
         "",
         f"Reproduce: `{cmd}` (torch {torch.__version__}, {platform.machine()}, "
-        f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
-        f"{seconds / 60:.0f} min). Each distinct ATen call of the broad zoo's CPU traces "
-        "(inference, training with Adam) run alone on real tensors of the same shapes, strides "
-        "and dtypes; peak = largest rise of the CPU allocator's running total during the call, "
-        "kept = what it still holds when the call returns. Reported: a difference above "
-        f"max(1%, {FLOOR // 1024} KiB).",
+        + (
+            f"{torch.cuda.get_device_name()}, "
+            if device == "cuda"
+            else f"{torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads, "
+        )
+        + f"{seconds / 60:.0f} min). Each distinct ATen call of the broad zoo's "
+        f"{'CUDA-target' if device == 'cuda' else 'CPU'} traces (inference, training with Adam) "
+        f"run alone on real {device} tensors of the same shapes, strides and dtypes; peak = "
+        + (
+            "max_memory_allocated's rise during the call (after a warm-up call), kept = "
+            "memory_allocated's rise when it returns. "
+            if device == "cuda"
+            else "largest rise of the CPU allocator's running total during the call, kept = "
+            "what it still holds when the call returns. "
+        )
+        + f"Reported: a difference above max(1%, {FLOOR // 1024} KiB).",
         "",
         f"- distinct calls: {len(every)} (from {sum(c.count for c in every)} calls)",
         f"- replayed: {len(replayed)}; could not run alone: {len(skipped_calls)}; "
@@ -145,7 +158,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", action="append", help="only these zoo labels")
     parser.add_argument("--out", default=str(HERE / "results"))
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="run each call on this device (cuda: the calls of a CUDA target's traces)",
+    )
+    parser.add_argument(
+        "--target",
+        default="cuda",
+        help="with --device cuda: the catalog device the traces are made for (default: a "
+        "generic CUDA GPU)",
+    )
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA GPU (torch.cuda.is_available() is False here)")
+    target = "cpu" if args.device == "cpu" else args.target
     sys.path.insert(0, str(HERE))
     import zoo  # type: ignore[import-not-found]
 
@@ -162,6 +190,7 @@ def main() -> None:
                     calls,
                     name,
                     spec,
+                    device=target,
                     inputs=getattr(zoo, inputs) if inputs else None,
                     **shape,
                     **mode,
@@ -170,29 +199,35 @@ def main() -> None:
                 failed.append(f"{name}: {type(e).__name__}: {e}"[:300])
         print(f"{label:20s} {len(calls.calls)} distinct calls", flush=True)
     cmd = "python benchmarks/opdiff.py" + "".join(f" --only {o}" for o in args.only or [])
+    if args.device == "cuda":
+        cmd += f" --device cuda --target {args.target}"
     for i, call in enumerate(calls.calls.values()):
-        replay(call)
+        replay(call, args.device)
         if call.reported:
             known = " (known cause)" if reason(call) else ""
             print(f"{_size(call.difference):>12s} {call.signature[:150]}{known}", flush=True)
         if i % 500 == 499:
             print(f"... {i + 1} replayed", flush=True)
-            _write(Path(args.out), calls, failed, cmd, time.perf_counter() - t0)
-    _write(Path(args.out), calls, failed, cmd, time.perf_counter() - t0)
+            _write(Path(args.out), args.device, calls, failed, cmd, time.perf_counter() - t0)
+    _write(Path(args.out), args.device, calls, failed, cmd, time.perf_counter() - t0)
     reported = [c for c in calls.calls.values() if c.reported]
     known = sum(reason(c) is not None for c in reported)
     print(f"{len(reported)} reported of {len(calls.calls)} calls ({known} with a known cause)")
 
 
-def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float) -> None:
+def _write(
+    out: Path, device: str, calls: Calls, failed: list[str], cmd: str, seconds: float
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     every = list(calls.calls.values())
     replayed = [c for c in every if c.real_peak is not None]
-    (out / "opdiff-cpu.json").write_text(
+    gpu = torch.cuda.get_device_name() if device == "cuda" else None
+    (out / f"opdiff-{device}.json").write_text(
         json.dumps(
             {
                 "command": cmd,
                 "torch": torch.__version__,
+                "gpu": gpu,
                 "isa": torch.backends.cpu.get_cpu_capability(),
                 "threads": torch.get_num_threads(),
                 "distinct_calls": len(every),
@@ -208,7 +243,7 @@ def _write(out: Path, calls: Calls, failed: list[str], cmd: str, seconds: float)
             indent=1,
         )
     )
-    (out / "opdiff-cpu.md").write_text(markdown(calls, failed, cmd, seconds))
+    (out / f"opdiff-{device}.md").write_text(markdown(calls, failed, cmd, seconds, device))
 
 
 if __name__ == "__main__":

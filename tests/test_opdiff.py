@@ -84,3 +84,52 @@ def test_embedding_bag_backward_is_replayed_on_its_forward_structure(mode: str) 
     replay(call)
     assert call.skipped is None
     assert (call.real_peak, call.real_kept) == (call.engine_peak, call.engine_kept)
+
+
+def test_a_cuda_targets_calls_carry_the_cuda_rules() -> None:
+    """The harness is fed from a CUDA target's trace (run with ``--device cuda`` where a GPU
+    is lent): the stride-0 gradient of ``logits.sum()`` reaches ``mm``, whose CUDA rule
+    (cuBLAS's dense copy of the operand) is in the engine's peak for that call."""
+
+    def model() -> nn.Module:
+        return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 512))
+
+    cuda, cpu = Calls(), Calls()
+    for calls, device in ((cuda, "h100-80gb"), (cpu, "cpu")):
+        collect(
+            calls,
+            "mlp",
+            model,
+            device=device,
+            input_shape=(64,),
+            batch=32,
+            mode="train",
+            loss=lambda out: out.sum(),
+        )
+
+    def input_grad(calls: Calls) -> int:  # mm(stride-0 gradient, weight)
+        (call,) = [c for c in calls.calls.values() if c.signature.startswith(_STRIDE0)]
+        return call.engine_peak
+
+    assert input_grad(cuda) - input_grad(cpu) == 32 * 512 * 4  # cuBLAS's dense copy
+
+
+_STRIDE0 = "mm.default(float32[32, 512]@[0, 0]"
+
+
+def test_the_benchmark_refuses_cuda_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here")
+    script = Path(__file__).parents[1] / "benchmarks" / "opdiff.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--device", "cuda", "--only", "none"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 2 and "needs a CUDA GPU" in run.stderr
+    assert "Traceback" not in run.stderr

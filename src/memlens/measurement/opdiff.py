@@ -1,4 +1,5 @@
-"""Op-level differential test: every distinct ATen call of a trace, run alone for real on CPU.
+"""Op-level differential test: every distinct ATen call of a trace, run alone for real on
+CPU, or on CUDA (fed from a CUDA target's trace: the CUDA kernel rules checked op by op).
 
 :func:`collect` records, while the engine traces a workload, each distinct op call it sees
 (op, argument shapes, strides, dtypes and values, grad mode) with what the engine counts for
@@ -62,14 +63,14 @@ class TensorMeta:
         contiguous = self.stride == _contiguous_strides(self.shape)
         return f"{dtype}{list(self.shape)}" + ("" if contiguous else f"@{list(self.stride)}")
 
-    def real(self) -> torch.Tensor:
+    def real(self, device: str = "cpu") -> torch.Tensor:
         size = 1 + sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True) if n)
         if self.dtype.is_floating_point or self.dtype.is_complex:
-            flat = torch.randn(size, dtype=self.dtype)
+            flat = torch.randn(size, dtype=self.dtype, device=device)
         elif self.dtype == torch.bool:
-            flat = torch.ones(size, dtype=torch.bool)
+            flat = torch.ones(size, dtype=torch.bool, device=device)
         else:
-            flat = torch.zeros(size, dtype=self.dtype)
+            flat = torch.zeros(size, dtype=self.dtype, device=device)
         t = flat.as_strided(self.shape, self.stride)
         if self.value is not None:
             t.copy_(self.value)
@@ -118,11 +119,11 @@ def _value(t: torch.Tensor, shadows: Shadows | None) -> torch.Tensor | None:
         return shadow.clone()
 
 
-def _thaw(x: Any) -> Any:
+def _thaw(x: Any, device: str = "cpu") -> Any:
     if isinstance(x, TensorMeta):
-        return x.real()
+        return x.real(device)
     if isinstance(x, tuple):
-        return [_thaw(v) for v in x]
+        return [_thaw(v, device) for v in x]
     return x
 
 
@@ -249,18 +250,33 @@ def collecting(calls: Calls) -> Iterator[Calls]:
         Recorder.dispatch = original  # type: ignore[method-assign]
 
 
-def collect(calls: Calls, label: str, model: Any, *, inputs: Any = None, **fields: Any) -> None:
-    """Trace ``model`` for a CPU target (``memlens.estimate``'s arguments) into ``calls``."""
+def collect(
+    calls: Calls,
+    label: str,
+    model: Any,
+    *,
+    device: str = "cpu",
+    inputs: Any = None,
+    **fields: Any,
+) -> None:
+    """Trace ``model`` for the ``device`` target (``memlens.estimate``'s arguments: ``cpu``,
+    or a CUDA device of the catalog, whose kernel rules then size each call) into ``calls``."""
     from memlens._estimate import estimate
 
     calls.workload = label
     with collecting(calls):
-        estimate(model, device="cpu", inputs=inputs, **fields)
+        estimate(model, device=device, inputs=inputs, **fields)
 
 
-def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, int]:
-    """(bytes kept, peak rise) of the CPU allocator's running total during one real call
-    (after a warm-up call: oneDNN primitive creation, lazy initialisation)."""
+def measure_call(
+    op: Any, args: tuple, kwargs: dict, grad: bool, device: str = "cpu"
+) -> tuple[int, int]:
+    """(bytes kept, peak rise) of the allocator during one real call, after a warm-up call
+    (oneDNN primitive creation, cuBLAS handles and workspaces, lazy initialisation): the CPU
+    allocator's running total from the profiler's records, or on CUDA the caching allocator's
+    ``memory_allocated`` and ``max_memory_allocated`` around the call."""
+    if device == "cuda":
+        return _measure_cuda_call(op, args, kwargs, grad)
     with torch.set_grad_enabled(grad):
         op(*args, **kwargs)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
@@ -273,6 +289,20 @@ def measure_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, i
     peak = max(total for _, _, total in records) - start
     # the output is freed after profiling stops: what is still allocated at the end is kept
     return records[-1][2] - start, peak
+
+
+def _measure_cuda_call(op: Any, args: tuple, kwargs: dict, grad: bool) -> tuple[int, int]:
+    with torch.set_grad_enabled(grad):
+        op(*args, **kwargs)
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = op(*args, **kwargs)
+        torch.cuda.synchronize()
+        kept = torch.cuda.memory_allocated() - base
+        peak = torch.cuda.max_memory_allocated() - base
+    del out
+    return kept, peak
 
 
 #: Ops reading a workspace their forward returned (argument index): replayed only when a rule
@@ -290,10 +320,10 @@ def _bag_structure(args: tuple, spaced: bool) -> None:
     n, bags = indices.numel(), grad.shape[0]
     last = offsets.numel() == bags + 1  # include_last_offset
     if spaced:
-        offsets.copy_(torch.arange(offsets.numel()) * (n // max(bags, 1)))
+        offsets.copy_(torch.arange(offsets.numel(), device=offsets.device) * (n // max(bags, 1)))
         if last:
             offsets[-1] = n
-    weight = torch.randn(num_weights, grad.shape[1], dtype=grad.dtype)
+    weight = torch.randn(num_weights, grad.shape[1], dtype=grad.dtype, device=grad.device)
     made = aten._embedding_bag.default(
         weight,
         indices,
@@ -310,16 +340,17 @@ def _bag_structure(args: tuple, spaced: bool) -> None:
             t.copy_(real)
 
 
-def replay(call: Call) -> None:
-    """Run ``call`` once on real CPU tensors and record what the allocator saw."""
+def replay(call: Call, device: str = "cpu") -> None:
+    """Run ``call`` once on real tensors of ``device`` (``cpu`` or ``cuda``) and record what
+    the allocator saw."""
     if call.op in _WORKSPACE and call.args[_WORKSPACE[call.op]].shape == (0,):
         call.skipped = "Workspace: no rule sized the forward's workspace (the kernel would crash)"
         return
     try:
-        args = tuple(_thaw(a) for a in call.args)
-        kwargs = {k: _thaw(v) for k, v in call.kwargs}
+        args = tuple(_thaw(a, device) for a in call.args)
+        kwargs = {k: _thaw(v, device) for k, v in call.kwargs}
         if call.op is aten._embedding_bag_backward.default:
             _bag_structure(args, spaced=call.args[2].value is None)
-        call.real_kept, call.real_peak = measure_call(call.op, args, kwargs, call.grad)
+        call.real_kept, call.real_peak = measure_call(call.op, args, kwargs, call.grad, device)
     except Exception as e:  # a call that cannot run alone is a result too
         call.skipped = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]

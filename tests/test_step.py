@@ -337,3 +337,27 @@ def test_cli_output_switch(tmp_path):
         assert out["workload"]["release_output"] is (switch == "--release-output")
         peaks[switch] = out["peak_bytes"]
     assert peaks["--keep-output"] - peaks["--release-output"] == 32 * 2000 * 4
+
+
+class _WithAux(nn.Module):
+    """A trunk and an auxiliary head whose output the loss does not use (GoogLeNet's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 16))
+        self.aux = nn.Sequential(nn.Linear(64, 4096), nn.ReLU(), nn.Linear(4096, 16))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.trunk(x), self.aux(x)
+
+
+def test_an_output_outside_the_loss_frees_its_graph_when_released():
+    """No backward runs through the auxiliary head: its saved activations live exactly as
+    long as its output, as in the real run (the engine's module hooks hold no graph node)."""
+    kw = {**KW, "loss": lambda out: out[0].sum()}
+    for release in (True, False):
+        est = memlens.estimate(_WithAux, release_output=release, **kw)
+        _close(est, memlens.measure(_WithAux, release_output=release, **kw))
+    released = memlens.estimate(_WithAux, release_output=True, **kw)
+    held = memlens.estimate(_WithAux, release_output=False, **kw)
+    assert held.peak_bytes - released.peak_bytes >= 32 * 4096 * 4  # the aux ReLU's output

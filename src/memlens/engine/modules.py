@@ -8,6 +8,8 @@ backward (the recorder knows when) register no backward hooks.
 
 from __future__ import annotations
 
+import itertools
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,29 +27,56 @@ def _grad_tensors(obj: Any) -> list[torch.Tensor]:
     return [t for t in leaves if isinstance(t, torch.Tensor) and t.requires_grad]
 
 
+#: The nodes of each wait of :func:`_after_grads` on several tensors, by token, while one of
+#: its tensors lives. A hook that held them itself would make a cycle through the autograd
+#: graph's C++ nodes (node -> its hook -> node) that Python's garbage collector cannot see.
+_WAITING: dict[int, list[Any]] = {}
+_TOKENS = itertools.count()
+
+
 def _after_grads(tensors: list[torch.Tensor], fn: Callable[[], None]) -> None:
     """Call ``fn`` once backward has computed the gradient of each of ``tensors`` that it
-    computes: ``torch.autograd.graph.register_multi_grad_hook(mode="all")`` without its buffer.
+    computes: ``torch.autograd.graph.register_multi_grad_hook(mode="all")`` without its buffer
+    and without its reference cycle.
 
-    That buffer keeps every gradient until the last one arrives: a Seq2Seq model's logits
+    The buffer keeps every gradient until the last one arrives: a Seq2Seq model's logits
     gradient waits there for the encoder output's, through the whole decoder backward, where a
     real run frees it once the LM head's backward has used it. Here each tensor hook only
     counts calls per graph task, against the nodes the engine will run
     (``torch._C._will_engine_execute_node``, as ``register_multi_grad_hook`` counts them).
+
+    The hooks hold no node: ``register_multi_grad_hook``'s do, and an output that no backward
+    runs through (GoogLeNet's auxiliary logits outside the loss) would then keep its graph's
+    saved tensors alive after the loop drops it, where the real run frees them. The nodes are
+    kept in :data:`_WAITING` while a tensor lives; once all are gone, the first hook of a
+    graph task calls ``fn``.
     """
-    nodes = [_get_grad_fn_or_grad_acc(t) for t in tensors]
+    if len(tensors) == 1:  # the one gradient has arrived when its hook runs
+        tensors[0].register_hook(lambda _grad: fn())
+        return
+    token = next(_TOKENS)
+    _WAITING[token] = [_get_grad_fn_or_grad_acc(t) for t in tensors]
+    alive = [len(tensors)]
+
+    def dead() -> None:
+        alive[0] -= 1
+        if alive[0] == 0:
+            _WAITING.pop(token, None)
+
     pending: dict[int, int] = {}
 
     def hook(_grad: torch.Tensor) -> None:
         task = torch._C._current_graph_task_id()
         if task not in pending:
-            pending[task] = sum(map(torch._C._will_engine_execute_node, nodes))
+            nodes = _WAITING.get(token)
+            pending[task] = sum(map(torch._C._will_engine_execute_node, nodes)) if nodes else 1
         pending[task] -= 1
         if pending[task] == 0:
-            del pending[task]
+            pending[task] = -1  # done for this task: later hooks of it do nothing
             fn()
 
     for t in tensors:
+        weakref.finalize(t, dead).atexit = False
         t.register_hook(hook)
 
 

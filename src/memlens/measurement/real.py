@@ -75,6 +75,32 @@ def build_real(
     return RealStep(model, inputs, loss_fn, optimizer, dev, strategies, scaler, applied)
 
 
+def _saved_by_graph(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The tensors the autograd graphs of ``tensors`` still hold: a graph no backward ran
+    through keeps its saved tensors (a model output the loss did not use, such as
+    GoogLeNet's auxiliary logits, keeps its branch's activations while the loop holds it).
+    Saved tensors a backward released cannot be read and are skipped."""
+    found: list[torch.Tensor] = []
+    seen: set[int] = set()
+    stack = [t.grad_fn for t in tensors if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        for name in dir(node):
+            if not name.startswith("_saved_"):
+                continue
+            try:
+                value = getattr(node, name)
+            except (RuntimeError, AttributeError):  # released by a backward
+                continue
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            found += [v for v in values if isinstance(v, torch.Tensor)]
+        stack += [fn for fn, _ in node.next_functions]
+    return found
+
+
 def live_bytes(step: RealStep) -> int:
     """Bytes of the distinct storages alive before a step: parameters, buffers, inputs,
     optimizer and loss-scaler state, gradients that outlive a step (``zero_grad`` that
@@ -87,7 +113,8 @@ def live_bytes(step: RealStep) -> int:
         for state in step.optimizer.state.values():
             tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
     tensors += step.strategies.scaler_state(step.scaler)
-    tensors += held_tensors((step.carry.output, step.carry.loss))
+    carried = held_tensors((step.carry.output, step.carry.loss))
+    tensors += carried + _saved_by_graph(carried)
     seen: dict[int, int] = {}
     for t in tensors:
         if t.device.type == step.device.type:

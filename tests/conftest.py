@@ -29,3 +29,19 @@ def small_cnn() -> nn.Module:
 @pytest.fixture
 def mlp_factory():
     return tiny_mlp
+
+
+def cli_exit_code(*args: str) -> int:
+    """The console script's exit code for ``memlens *args`` (errors are formatted by
+    ``memlens.cli.main``)."""
+    import sys
+
+    from memlens.cli import main
+
+    argv, sys.argv = sys.argv, ["memlens", *args]
+    try:
+        with pytest.raises(SystemExit) as info:
+            main()
+    finally:
+        sys.argv = argv
+    return int(info.value.code or 0)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import struct
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,8 @@ from torch import nn
 
 import memlens
 from memlens._errors import MemlensError
+
+from conftest import cli_exit_code
 
 #: The outside file the hostile checkpoints point at: never opened, never echoed.
 SECRET = "root:x:0:0:SECRET"
@@ -179,18 +180,6 @@ def _onnx_external(folder: Path, location: str) -> None:
     onnx.save(helper.make_model(graph), str(folder / "model.onnx"))
 
 
-def _main(*args: str) -> int:
-    from memlens.cli import main
-
-    argv, sys.argv = sys.argv, ["memlens", *args]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = argv
-    return info.value.code or 0
-
-
 CPU = ("--device", "cpu")
 MLP8 = ("--input-shape", "8", *CPU)
 
@@ -335,7 +324,7 @@ CLI_ERRORS: list[tuple[str, tuple[str, ...], str]] = [
 def test_cli_refuses_in_one_line(
     lab: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], expected: str
 ) -> None:
-    code = _main(*(a.replace("{lab}", str(lab)) for a in args))
+    code = cli_exit_code(*(a.replace("{lab}", str(lab)) for a in args))
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert code == 2, captured.err
@@ -349,14 +338,14 @@ def test_cli_refuses_in_one_line(
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _main("--version") == 0
+    assert cli_exit_code("--version") == 0
     assert capsys.readouterr().out.strip() == f"memlens {memlens.__version__}"
 
 
 def test_json_stays_json_when_the_model_prints(
     lab: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    assert _main("estimate", f"{lab}/models.py:chatty", *MLP8, "--json") == 0
+    assert cli_exit_code("estimate", f"{lab}/models.py:chatty", *MLP8, "--json") == 0
     captured = capfd.readouterr()
     assert json.loads(captured.out)["kind"] == "estimate"
     assert "hello from forward" in captured.err
@@ -366,18 +355,22 @@ def test_json_stays_json_when_the_model_prints(
 def test_budget_with_a_unit_is_bytes_of_that_unit(
     lab: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _main("estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", "16GiB", "--json") == 0
+    assert (
+        cli_exit_code("estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", "16GiB", "--json") == 0
+    )
     assert json.loads(capsys.readouterr().out)["device"]["capacity_bytes"] == 16 * 2**30
 
 
 def test_tight_verdict_under_the_headroom(lab: Path, capsys: pytest.CaptureFixture[str]) -> None:
     est = memlens.estimate(f"{lab}/models.py:mlp", input_shape=(8,), device="cpu")
     budget = f"{int(est.total_bytes * 1.02)}B"  # 2% free: under the default 5%
-    assert _main("estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", budget) == 0
+    assert cli_exit_code("estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", budget) == 0
     out = capsys.readouterr().out
     assert "TIGHT: fits with only" in re.sub(r"\s+", " ", out)
     assert (
-        _main("estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", budget, "--headroom", "1%")
+        cli_exit_code(
+            "estimate", f"{lab}/models.py:mlp", *MLP8, "--budget", budget, "--headroom", "1%"
+        )
         == 0
     )
     assert "FITS with" in capsys.readouterr().out
@@ -386,10 +379,10 @@ def test_tight_verdict_under_the_headroom(lab: Path, capsys: pytest.CaptureFixtu
 def test_sweep_prints_a_line_per_trace_when_piped(
     lab: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _main("sweep", f"{lab}/models.py:mlp", *MLP8, "--batch", "1,2,4") == 0
+    assert cli_exit_code("sweep", f"{lab}/models.py:mlp", *MLP8, "--batch", "1,2,4") == 0
     err = capsys.readouterr().err
     assert [line.split(":")[0] for line in err.splitlines()] == ["trace 1", "trace 2", "trace 3"]
-    assert _main("sweep", f"{lab}/models.py:mlp", *MLP8, "--batch", "1,2", "--json") == 0
+    assert cli_exit_code("sweep", f"{lab}/models.py:mlp", *MLP8, "--batch", "1,2", "--json") == 0
     captured = capsys.readouterr()
     assert captured.err == "" and json.loads(captured.out)["kind"] == "sweep"
 

@@ -15,6 +15,8 @@ from memlens.cli import app
 from memlens.sources.huggingface import checkpoint_settings
 from memlens.workload import Workload
 
+from conftest import cli_exit_code
+
 pytest.importorskip("transformers")
 
 TINY = {
@@ -83,7 +85,7 @@ def test_sequences_past_the_positions_are_refused_unless_allowed(tmp_path, capsy
         memlens.estimate(folder, seq_len=128, mode="inference", device="cpu")
     est = memlens.estimate(folder, seq_len=128, mode="inference", allow_long_context=True)
     assert est.peak_bytes > 0
-    assert _main("estimate", "gpt2", "--inference", "--seq-len", "4096") != 0
+    assert cli_exit_code("estimate", "gpt2", "--inference", "--seq-len", "4096") != 0
     err = " ".join(capsys.readouterr().err.split())
     assert "--seq-len 4096: past the model's 1024 positions" in err and "Traceback" not in err
     assert "--allow-long-context" in err
@@ -123,18 +125,3 @@ def test_checkpoint_settings_read_the_config():
     assert nested["max_positions"] == (8192, "max_position_embeddings")
     fp8 = checkpoint_settings({"quantization_config": {"quant_method": "fp8"}})
     assert fp8["quantization"][0]["quantize"] is None
-
-
-def _main(*args: str) -> int:
-    """The console script's exit code (errors are formatted by ``memlens.cli.main``)."""
-    import sys
-
-    from memlens.cli import main
-
-    argv, sys.argv = sys.argv, ["memlens", *args]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = argv
-    return info.value.code

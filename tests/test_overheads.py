@@ -15,7 +15,7 @@ from memlens.cuda_stack import context_row, context_rows, cuda_stack, installed_
 from memlens.report.json import to_json
 from memlens.targets import resolve_target
 
-from conftest import tiny_mlp
+from conftest import cli_exit_code, tiny_mlp
 
 MiB = 2**20
 DEFAULT_WS = 4096 * 1024 * 2 + 16 * 1024 * 8  # ':4096:2:16:8'
@@ -327,29 +327,14 @@ def test_unknowns_list_the_stack_assumptions() -> None:
 # -- the command line ---------------------------------------------------------------------------
 
 
-def _main(*args: str) -> int:
-    """Exit code of the console script (errors are formatted by ``main``)."""
-    import sys
-
-    from memlens.cli import main
-
-    argv, sys.argv = sys.argv, ["memlens", *args]
-    try:
-        with pytest.raises(SystemExit) as info:
-            main()
-    finally:
-        sys.argv = argv
-    return int(info.value.code or 0)
-
-
 def test_cli_stack_options(capsys: pytest.CaptureFixture[str]) -> None:
     args = ("estimate", "resnet18", "--gpu", "v100", "--json")
-    assert _main(*args, "--cuda-version", "11.2") == 0
+    assert cli_exit_code(*args, "--cuda-version", "11.2") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["overhead"]["context_bytes"] == 1341 * MiB  # the measured V100 row
-    assert _main(*args, "--cuda-version", "12.4", "--eager-module-loading") == 0
+    assert cli_exit_code(*args, "--cuda-version", "12.4", "--eager-module-loading") == 0
     assert json.loads(capsys.readouterr().out)["overhead"]["context_bytes"] == 1341 * MiB
-    assert _main(*args, "--context", "500MiB") == 0
+    assert cli_exit_code(*args, "--context", "500MiB") == 0
     data = json.loads(capsys.readouterr().out)
     assert data["overhead"]["context_bytes"] == 500 * MiB
     assert data["total_bytes"] == data["reserved_peak_bytes"] + 500 * MiB
@@ -367,5 +352,5 @@ def test_cli_stack_options(capsys: pytest.CaptureFixture[str]) -> None:
 def test_cli_stack_errors_name_the_flag(
     capsys: pytest.CaptureFixture[str], args: tuple[str, ...], says: str
 ) -> None:
-    assert _main("estimate", "resnet18", *args) == 2
+    assert cli_exit_code("estimate", "resnet18", *args) == 2
     assert says in capsys.readouterr().err

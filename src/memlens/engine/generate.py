@@ -52,6 +52,7 @@ from memlens.engine.build import build_fake
 from memlens.engine.protocol import Applied, StepStrategies
 from memlens.engine.recorder import Recorder, RecordingMode
 from memlens.engine.shadow import Reads
+from memlens.engine.step import held_tensors
 from memlens.engine.targets.emulation import emulated, kernel_rules
 from memlens.sources.base import ModelSpec
 from memlens.targets import Target
@@ -241,13 +242,6 @@ def _new_cache(model: nn.Module, workload: Workload, max_len: int) -> Any:
     return transformers.DynamicCache(config=model.config)
 
 
-def _cache_tensors(cache: Any) -> Iterator[torch.Tensor]:
-    for layer in getattr(cache, "layers", ()):
-        for value in vars(layer).values():
-            if isinstance(value, torch.Tensor):
-                yield value
-
-
 def _windows(config: Any) -> set[int]:
     text = config.get_text_config()
     window = getattr(text, "sliding_window", None)
@@ -388,13 +382,13 @@ def trace_generation(
             del out
             out = torch.randint(0, vocab, (B, ids.shape[-1] + 1))
         storages = {}
-        for t in _cache_tensors(cache):
+        for t in held_tensors(cache):
             recorder.set_category(t, Category.KV_CACHE)
             storages[id(t.untyped_storage())] = t.untyped_storage().nbytes()
         kv = sum(storages.values())
         classes["cache"] = type(cache).__name__
         classes["layers"] = sorted({type(layer).__name__ for layer in cache.layers})
-        dtypes = {t.dtype for t in _cache_tensors(cache) if t.is_floating_point()}
+        dtypes = {t.dtype for t in held_tensors(cache) if t.is_floating_point()}
         classes["dtype"] = ",".join(sorted(_DTYPE_NAMES.get(d, str(d)) for d in dtypes))
         logits, quadratic, outside = recorder.logits, recorder.quadratic, recorder.outside
         flops[name] = recorder.flops
